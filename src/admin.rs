@@ -1,0 +1,219 @@
+//! The admin listener (SPEC §8): metrics, health, readiness, and the session admin API.
+//! It is a separate pingora service on `server.admin_listen`, normally bound to loopback.
+
+use crate::auth::AuthResult;
+use crate::metrics;
+use crate::session::id::{is_valid_client_id, new_uuid};
+use crate::session::{rfc3339, Caller, EndReason, Flavor, Session};
+use crate::state::AppState;
+use crate::store::CreateOutcome;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Largest admin request body accepted.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+pub struct AdminApp {
+    state: Arc<AppState>,
+}
+
+impl AdminApp {
+    pub fn new(state: Arc<AppState>) -> AdminApp {
+        AdminApp { state }
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json_response(status: u16, v: &Value) -> Response<Vec<u8>> {
+    respond(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn error(status: u16, error: &str, message: &str) -> Response<Vec<u8>> {
+    json_response(status, &json!({ "error": error, "message": message }))
+}
+
+/// The admin JSON form of a session: SPEC §3 field names in snake_case.
+pub fn session_json(s: &Session) -> Value {
+    json!({
+        "id": s.id,
+        "flavor": s.flavor.as_str(),
+        "owner": s.owner,
+        "application_key": s.application_key,
+        "customer_id": s.customer_id,
+        "agent_id": s.agent_id,
+        "visit_id": s.visit_id,
+        "global_visit_id": s.global_visit_id,
+        "tenant_id": s.tenant_id,
+        "logged_in": s.logged_in,
+        "mode_of_sale_id": s.mode_of_sale_id,
+        "original_mode_of_sale_id": s.original_mode_of_sale_id,
+        "source_id": s.source_id,
+        "lock": s.lock.as_ref().map(|l| json!({
+            "codes": l.holds.iter().map(|h| json!({
+                "code": h.code, "quantity": h.quantity, "credits": h.credits, "points": h.points
+            })).collect::<Vec<_>>(),
+            "ttl": l.ttl,
+            "ttl_unit": l.ttl_unit.as_str(),
+        })),
+        "created_at": rfc3339(s.created_at),
+        "last_access": rfc3339(s.last_access),
+        "expires_at": rfc3339(s.expires_at),
+    })
+}
+
+/// Body of `POST /admin/sessions`: every field optional, nothing else allowed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSession {
+    customer_id: Option<String>,
+    agent_id: Option<String>,
+    visit_id: Option<String>,
+    global_visit_id: Option<String>,
+    logged_in: Option<bool>,
+}
+
+/// Identity values end up in headers: they must be valid ids (no CR/LF, no spaces).
+fn valid_identity(v: &Option<String>) -> bool {
+    v.as_deref().is_none_or(is_valid_client_id)
+}
+
+async fn read_body(http: &mut ServerSession) -> Result<Vec<u8>, ()> {
+    let mut buf = BytesMut::new();
+    loop {
+        match http.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return Err(());
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.to_vec()),
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+impl AdminApp {
+    async fn admin_api(&self, http: &mut ServerSession, method: Method, path: &str) -> Response<Vec<u8>> {
+        let gen = self.state.current();
+        let auth = gen.auth.authenticate(&http.req_header().headers).await;
+        let credential = match &auth {
+            AuthResult::Valid(c) if c.admin => c.clone(),
+            AuthResult::Valid(_) => {
+                metrics::auth_failure(metrics::AuthFailure::Forbidden);
+                return error(403, "forbidden", "This credential may not use the admin API.");
+            }
+            other => {
+                other.record_failure();
+                return error(401, "unauthorized", "The admin API requires an admin bearer token.");
+            }
+        };
+        let caller = Caller::named(&credential.name, true);
+        let sessions = &gen.sessions;
+        let segments: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let store_failed = |e: crate::store::StoreError| {
+            log::error!("admin API: {e}");
+            error(503, "store_unavailable", "The session store is unavailable.")
+        };
+        match (method, segs.as_slice()) {
+            (Method::POST, ["admin", "sessions"]) => {
+                let Ok(body) = read_body(http).await else {
+                    return error(413, "payload_too_large", "The request body is too large.");
+                };
+                let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
+                let new: NewSession = match serde_json::from_slice(body) {
+                    Ok(n) => n,
+                    Err(e) => return error(400, "bad_request", &format!("Invalid session JSON: {e}")),
+                };
+                if ![&new.customer_id, &new.agent_id, &new.visit_id, &new.global_visit_id]
+                    .into_iter()
+                    .all(valid_identity)
+                {
+                    return error(400, "bad_request", "Identity values must be 1-256 characters of A-Z a-z 0-9 . _ ~ + / = -");
+                }
+                let mut s = sessions.new_session(new_uuid(), Flavor::Admin, Some(&credential.name));
+                s.customer_id = new.customer_id;
+                s.agent_id = new.agent_id;
+                s.visit_id = new.visit_id;
+                s.global_visit_id = new.global_visit_id;
+                s.logged_in = new.logged_in.unwrap_or(false);
+                let created = s.clone();
+                match sessions.open(s, None).await {
+                    Ok(CreateOutcome::Created) => json_response(201, &session_json(&created)),
+                    Ok(_) => error(409, "conflict", "The session could not be created."),
+                    Err(e) => store_failed(e),
+                }
+            }
+            (Method::GET, ["admin", "sessions", id]) => match sessions.peek(&caller, id).await {
+                Ok(Some(s)) => json_response(200, &session_json(&s)),
+                Ok(None) => error(404, "not_found", "Session not found."),
+                Err(e) => store_failed(e),
+            },
+            (Method::DELETE, ["admin", "sessions", id]) => match sessions.close(&caller, id, EndReason::Revoked).await {
+                Ok(Some(_)) => respond(204, "application/json", Vec::new()),
+                Ok(None) => error(404, "not_found", "Session not found."),
+                Err(e) => store_failed(e),
+            },
+            (Method::GET, ["admin", "customers", customer, "sessions"]) => {
+                match sessions.customer_sessions(customer).await {
+                    Ok(list) => json_response(
+                        200,
+                        &json!({
+                            "customer_id": customer,
+                            "sessions": list.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+                        }),
+                    ),
+                    Err(e) => store_failed(e),
+                }
+            }
+            (Method::DELETE, ["admin", "customers", customer, "sessions"]) => {
+                match sessions.revoke_customer(customer).await {
+                    Ok(n) => json_response(200, &json!({ "revoked": n })),
+                    Err(e) => store_failed(e),
+                }
+            }
+            (_, ["admin", "sessions"] | ["admin", "sessions", _] | ["admin", "customers", _, "sessions"]) => {
+                error(405, "method_not_allowed", "Method not allowed on this admin resource.")
+            }
+            _ => error(404, "not_found", "No such admin resource."),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, http: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = http.req_header().method.clone();
+        let path = http.req_header().uri.path().to_string();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/metrics") => respond(200, metrics::CONTENT_TYPE, metrics::render()),
+            (&Method::GET, "/healthz") => json_response(200, &json!({ "status": "ok" })),
+            (&Method::GET, "/readyz") => match self.state.current().sessions.ready().await {
+                Ok(()) => json_response(200, &json!({ "status": "ready" })),
+                Err(e) => json_response(503, &json!({ "status": "unavailable", "reason": e.to_string() })),
+            },
+            (_, p) if p == "/admin" || p.starts_with("/admin/") => self.admin_api(http, method, &path).await,
+            _ => error(404, "not_found", "No such admin resource."),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Credentials (SPEC §5): who is calling. Every source — static bearer tokens, app-id pairs,
+//! JWTs — yields the same `Credential`, so routes, flavours and the `credential` identity
+//! header treat them alike.
+
+pub mod static_secrets;
+
+use crate::config::{ApplicationAccess, Config};
+use crate::metrics::{self, AuthFailure};
+use http::HeaderMap;
+use static_secrets::StaticSecrets;
+use std::sync::Arc;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub name: Arc<str>,
+    pub admin: bool,
+    pub applications: ApplicationAccess,
+}
+
+/// The result of checking a request's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthResult {
+    /// The request presented no credential at all.
+    Missing,
+    Valid(Arc<Credential>),
+    /// A credential was presented but refused (`Invalid` or `Expired`).
+    Refused(AuthFailure),
+}
+
+impl AuthResult {
+    pub fn credential(&self) -> Option<&Arc<Credential>> {
+        match self {
+            AuthResult::Valid(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The failure to count when this result is not acceptable where a credential is required.
+    pub fn failure(&self) -> Option<AuthFailure> {
+        match self {
+            AuthResult::Valid(_) => None,
+            AuthResult::Missing => Some(AuthFailure::Missing),
+            AuthResult::Refused(f) => Some(*f),
+        }
+    }
+
+    /// Counts the failure in `auth_failures_total` (call once where the refusal is decided).
+    pub fn record_failure(&self) {
+        if let Some(f) = self.failure() {
+            metrics::auth_failure(f);
+        }
+    }
+}
+
+/// Checks presented credentials against the configured ones.
+pub struct Authenticator {
+    secrets: StaticSecrets,
+}
+
+impl Authenticator {
+    pub fn from_config(config: &Config) -> Authenticator {
+        Authenticator {
+            secrets: StaticSecrets::from_config(&config.credentials),
+        }
+    }
+
+    /// Checks `Authorization: Bearer`, `X-App-Id`/`X-App-Token` and
+    /// `X-Client-Application-Id`/`X-Client-Token`, in that order of preference.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> AuthResult {
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let Some(token) = bearer_token(value.as_bytes()) else {
+                return AuthResult::Refused(AuthFailure::Invalid);
+            };
+            return match self.secrets.bearer(token) {
+                Some(c) => AuthResult::Valid(c),
+                None => AuthResult::Refused(AuthFailure::Invalid),
+            };
+        }
+        for (id_header, token_header) in [("x-app-id", "x-app-token"), ("x-client-application-id", "x-client-token")] {
+            let id = headers.get(id_header);
+            let token = headers.get(token_header);
+            match (id, token) {
+                (None, None) => continue,
+                (Some(id), Some(token)) => {
+                    return match self.secrets.app_pair(id.as_bytes(), token.as_bytes()) {
+                        Some(c) => AuthResult::Valid(c),
+                        None => AuthResult::Refused(AuthFailure::Invalid),
+                    }
+                }
+                // Half a pair is a malformed credential, not an absent one.
+                _ => return AuthResult::Refused(AuthFailure::Invalid),
+            }
+        }
+        AuthResult::Missing
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value[7..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b""), None);
+    }
+}

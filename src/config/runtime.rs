@@ -1,0 +1,798 @@
+//! The validated runtime config: what the proxy, store and flavours actually use.
+//!
+//! Everything that can be checked or precomputed at load time is done here (addresses resolved,
+//! header names lowercased, hashes decoded, path templates split), so request paths do no
+//! parsing of their own.
+
+use super::file::{self, FileConfig};
+pub use super::file::{AuthMode, SessionMode, StoreBackend};
+use http::header::HeaderName;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+/// A validation failure, tied to the byte span of the offending value when known.
+#[derive(Debug)]
+pub struct ValidationError {
+    pub span: Option<Range<usize>>,
+    pub message: String,
+}
+
+fn err<T>(span: Option<Range<usize>>, message: impl Into<String>) -> Result<T, ValidationError> {
+    Err(ValidationError {
+        // Spans of defaults are 0..0: they point nowhere in the file.
+        span: span.filter(|s| s.end > 0),
+        message: message.into(),
+    })
+}
+
+fn span_of<T>(v: &Spanned<T>) -> Option<Range<usize>> {
+    Some(v.span())
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config came from (reloads re-read it).
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
+    pub routes: RouteSettings,
+    pub sessions: SessionSettings,
+    pub locate: LocateSettings,
+    pub identity_headers: IdentityHeaderSettings,
+    pub rate_limits: RateLimitSettings,
+    pub store: StoreSettings,
+    pub credentials: Vec<CredentialSettings>,
+    pub jwt: Option<JwtSettings>,
+    pub applications: HashMap<String, ApplicationSettings>,
+    pub flavors: FlavorSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub max_body: usize,
+    pub upgrade_sock: String,
+    pub pid_file: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub address: SocketAddr,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// What a route (or the `[proxy]` defaults) asks of a forwarded request.
+#[derive(Debug, Clone)]
+pub struct RoutePolicy {
+    pub upstream: String,
+    pub auth: AuthMode,
+    pub session: SessionMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub path_prefix: String,
+    /// Upper-case method names; `None` matches every method.
+    pub methods: Option<Vec<String>>,
+    pub policy: RoutePolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub routes: Vec<Route>,
+    pub default: RoutePolicy,
+}
+
+impl RouteSettings {
+    /// First route whose prefix and method match, else the `[proxy]` defaults.
+    pub fn select(&self, method: &str, path: &str) -> &RoutePolicy {
+        self.routes
+            .iter()
+            .find(|r| {
+                path.starts_with(r.path_prefix.as_str())
+                    && r
+                        .methods
+                        .as_ref()
+                        .is_none_or(|m| m.iter().any(|x| x == method))
+            })
+            .map_or(&self.default, |r| &r.policy)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub max_sessions: u64,
+    pub max_sessions_per_customer: u64,
+    pub isolate_by_credential: bool,
+}
+
+/// A path template such as `/Web/Session/{key}`: literal text before and after the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    pub prefix: String,
+    /// Text that must follow the key (up to the next `/` or the end), usually empty.
+    pub suffix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocateSettings {
+    /// Lowercased header name.
+    pub header: Option<HeaderName>,
+    pub cookie: Option<String>,
+    pub query: Option<String>,
+    pub path: Vec<PathTemplate>,
+    /// Field paths split at dots: `session.key` is `["session", "key"]`.
+    pub json_body: Vec<Vec<String>>,
+}
+
+/// Names of the identity headers; each is optional (left out of the file = not sent).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityHeaderSettings {
+    pub session_id: Option<HeaderName>,
+    pub customer_id: Option<HeaderName>,
+    pub agent_id: Option<HeaderName>,
+    pub visit_id: Option<HeaderName>,
+    pub global_visit_id: Option<HeaderName>,
+    pub application_key: Option<HeaderName>,
+    pub logged_in: Option<HeaderName>,
+    pub credential: Option<HeaderName>,
+    pub signature: Option<HeaderName>,
+    /// HMAC key for `signature`; at least 32 bytes.
+    pub signing_key: Option<Arc<Vec<u8>>>,
+    pub assert_customer_id: Option<HeaderName>,
+}
+
+impl IdentityHeaderSettings {
+    /// Every header name a client must never be able to set.
+    pub fn all_names(&self) -> Vec<HeaderName> {
+        [
+            &self.session_id,
+            &self.customer_id,
+            &self.agent_id,
+            &self.visit_id,
+            &self.global_visit_id,
+            &self.application_key,
+            &self.logged_in,
+            &self.credential,
+            &self.signature,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateLimitSettings {
+    pub create_per_credential: u32,
+    pub create_per_ip: u32,
+    pub forward_per_session: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    pub snapshot_file: Option<PathBuf>,
+    pub snapshot_interval: Duration,
+    pub redis: RedisSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub key_prefix: String,
+    pub near_cache_ttl: Duration,
+    pub degraded_grace: Duration,
+    pub timeout: Duration,
+}
+
+/// How a credential proves itself.
+#[derive(Debug, Clone)]
+pub enum SecretSettings {
+    /// SHA-256 of a bearer token.
+    Bearer { token_sha256: [u8; 32] },
+    /// An app id with the SHA-256 of its app token.
+    AppPair {
+        app_id: String,
+        app_token_sha256: [u8; 32],
+    },
+}
+
+/// Which SpreadsheetWEB applications a credential may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplicationAccess {
+    All,
+    Only(HashSet<String>),
+}
+
+impl ApplicationAccess {
+    pub fn from_list(list: &[String]) -> Self {
+        if list.iter().any(|a| a == "*") {
+            ApplicationAccess::All
+        } else {
+            ApplicationAccess::Only(list.iter().cloned().collect())
+        }
+    }
+
+    pub fn allows(&self, application_key: &str) -> bool {
+        match self {
+            ApplicationAccess::All => true,
+            ApplicationAccess::Only(set) => set.contains(application_key),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialSettings {
+    pub name: String,
+    pub secret: SecretSettings,
+    pub applications: ApplicationAccess,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub jwks: JwksSource,
+    pub jwks_refresh: Duration,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Upper-case algorithm names from the allow-list (never `none`, never HS*).
+    pub algorithms: Vec<String>,
+    pub leeway: Duration,
+    pub applications_claim: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplicationSettings {
+    pub key: String,
+    pub name: Option<String>,
+    /// 0 = no limit.
+    pub max_sessions: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FlavorSettings {
+    pub spreadsheetweb: Option<SpreadsheetWebSettings>,
+    pub knowledge_center: Option<KnowledgeCenterSettings>,
+    pub tessitura: Option<TessituraSettings>,
+    pub voucherify: Option<VoucherifySettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpreadsheetWebSettings {
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KnowledgeCenterSettings {
+    pub base_path: String,
+    pub auth: AuthMode,
+    pub allow_client_ids: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TessituraSettings {
+    pub base_path: String,
+    pub auth: AuthMode,
+    pub default_mode_of_sale: i64,
+    pub default_source_id: i64,
+    pub transfer_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct VoucherifySettings {
+    pub base_path: String,
+    pub max_ttl: Duration,
+    /// Code -> quantity of concurrent locks allowed.
+    pub limits: HashMap<String, u64>,
+}
+
+/// Checks the parsed file and builds the runtime config.
+pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError> {
+    let base_dir = source
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let server = validate_server(&f.server)?;
+    let upstreams = validate_upstreams(&f.upstreams)?;
+    let routes = validate_routes(&f.proxy, &f.routes, &upstreams)?;
+    let sessions = SessionSettings {
+        idle_timeout: f.sessions.idle_timeout.0,
+        absolute_timeout: f.sessions.absolute_timeout.0,
+        max_sessions: f.sessions.max_sessions,
+        max_sessions_per_customer: f.sessions.max_sessions_per_customer,
+        isolate_by_credential: f.sessions.isolate_by_credential,
+    };
+    if sessions.idle_timeout.is_zero() || sessions.absolute_timeout.is_zero() {
+        return err(None, "sessions.idle_timeout and sessions.absolute_timeout must be greater than zero");
+    }
+    if sessions.max_sessions == 0 {
+        return err(None, "sessions.max_sessions must be at least 1");
+    }
+    let locate = validate_locate(&f.sessions.locate)?;
+    let identity_headers = validate_identity_headers(&f.identity_headers, &base_dir)?;
+    let rate_limits = RateLimitSettings {
+        create_per_credential: f.rate_limits.create_per_credential,
+        create_per_ip: f.rate_limits.create_per_ip,
+        forward_per_session: f.rate_limits.forward_per_session,
+    };
+    let store = validate_store(&f.store, &base_dir)?;
+    let credentials = validate_credentials(&f.credentials)?;
+    let jwt = f
+        .jwt
+        .as_ref()
+        .map(|j| validate_jwt(j, &base_dir))
+        .transpose()?;
+    let applications = validate_applications(&f.applications)?;
+    let flavors = validate_flavors(&f.flavors)?;
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        upstreams,
+        routes,
+        sessions,
+        locate,
+        identity_headers,
+        rate_limits,
+        store,
+        credentials,
+        jwt,
+        applications,
+        flavors,
+    })
+}
+
+fn parse_listen(v: &Spanned<String>, what: &str) -> Result<SocketAddr, ValidationError> {
+    match v.get_ref().to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        _ => err(
+            span_of(v),
+            format!("{what}: {:?} is not an address like \"127.0.0.1:8080\"", v.get_ref()),
+        ),
+    }
+}
+
+fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, ValidationError> {
+    if s.listen.is_empty() {
+        return err(None, "server.listen needs at least one address");
+    }
+    let listen = s
+        .listen
+        .iter()
+        .map(|l| parse_listen(l, "server.listen"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let admin_listen = parse_listen(&s.admin_listen, "server.admin_listen")?;
+    if s.threads == 0 {
+        return err(None, "server.threads must be at least 1");
+    }
+    if s.max_body.0 == 0 {
+        return err(None, "server.max_body must be greater than zero");
+    }
+    Ok(ServerSettings {
+        listen,
+        admin_listen,
+        threads: s.threads,
+        grace_period: s.grace_period.0,
+        max_body: usize::try_from(s.max_body.0).unwrap_or(usize::MAX),
+        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: s.pid_file.clone(),
+    })
+}
+
+fn validate_upstreams(
+    ups: &BTreeMap<String, file::UpstreamSection>,
+) -> Result<BTreeMap<String, UpstreamSettings>, ValidationError> {
+    let mut out = BTreeMap::new();
+    for (name, u) in ups {
+        let address = match u.address.get_ref().to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            _ => {
+                return err(
+                    span_of(&u.address),
+                    format!(
+                        "upstreams.{name}.address: cannot resolve {:?} (expected host:port)",
+                        u.address.get_ref()
+                    ),
+                )
+            }
+        };
+        out.insert(
+            name.clone(),
+            UpstreamSettings {
+                name: name.clone(),
+                address,
+                connect_timeout: u.connect_timeout.0,
+                read_timeout: u.read_timeout.0,
+                idle_timeout: u.idle_timeout.0,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn check_upstream(
+    name: &Spanned<String>,
+    upstreams: &BTreeMap<String, UpstreamSettings>,
+    what: &str,
+) -> Result<(), ValidationError> {
+    if upstreams.contains_key(name.get_ref()) {
+        Ok(())
+    } else {
+        let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        err(
+            span_of(name),
+            format!(
+                "{what}: upstream {:?} is not defined (defined: {})",
+                name.get_ref(),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+        )
+    }
+}
+
+fn validate_routes(
+    proxy: &file::ProxySection,
+    routes: &[file::RouteSection],
+    upstreams: &BTreeMap<String, UpstreamSettings>,
+) -> Result<RouteSettings, ValidationError> {
+    check_upstream(&proxy.default_upstream, upstreams, "proxy.default_upstream")?;
+    let default = RoutePolicy {
+        upstream: proxy.default_upstream.get_ref().clone(),
+        auth: proxy.default_auth,
+        session: proxy.default_session,
+    };
+    let mut out = Vec::with_capacity(routes.len());
+    for r in routes {
+        let prefix = r.path_prefix.get_ref();
+        if !prefix.starts_with('/') {
+            return err(span_of(&r.path_prefix), "routes.path_prefix must start with '/'");
+        }
+        let upstream = match &r.upstream {
+            Some(u) => {
+                check_upstream(u, upstreams, "routes.upstream")?;
+                u.get_ref().clone()
+            }
+            None => default.upstream.clone(),
+        };
+        let methods = match &r.methods {
+            Some(m) => {
+                let mut list = Vec::new();
+                for name in m.get_ref() {
+                    if http::Method::from_bytes(name.as_bytes()).is_err() || name.is_empty() {
+                        return err(span_of(m), format!("routes.methods: {name:?} is not an HTTP method"));
+                    }
+                    list.push(name.to_ascii_uppercase());
+                }
+                Some(list)
+            }
+            None => None,
+        };
+        out.push(Route {
+            path_prefix: prefix.clone(),
+            methods,
+            policy: RoutePolicy {
+                upstream,
+                auth: r.auth.unwrap_or(default.auth),
+                session: r.session.unwrap_or(default.session),
+            },
+        });
+    }
+    Ok(RouteSettings { routes: out, default })
+}
+
+fn header_name(v: &Spanned<String>, what: &str) -> Result<HeaderName, ValidationError> {
+    HeaderName::from_bytes(v.get_ref().trim().as_bytes()).or_else(|_| {
+        err(span_of(v), format!("{what}: {:?} is not a valid header name", v.get_ref()))
+    })
+}
+
+fn validate_locate(l: &file::LocateSection) -> Result<LocateSettings, ValidationError> {
+    let header = match &l.header {
+        Some(h) if !h.trim().is_empty() => Some(
+            HeaderName::from_bytes(h.trim().as_bytes())
+                .or_else(|_| err(None, format!("sessions.locate.header: {h:?} is not a valid header name")))?,
+        ),
+        _ => None,
+    };
+    let mut path = Vec::new();
+    for t in &l.path {
+        let text = t.get_ref();
+        let Some((prefix, suffix)) = text.split_once("{key}") else {
+            return err(span_of(t), format!("sessions.locate.path: {text:?} has no {{key}}"));
+        };
+        if !prefix.starts_with('/') || suffix.contains("{key}") || suffix.contains('/') {
+            return err(
+                span_of(t),
+                format!("sessions.locate.path: {text:?} must start with '/' and hold one {{key}} in one path segment"),
+            );
+        }
+        path.push(PathTemplate {
+            prefix: prefix.to_string(),
+            suffix: suffix.to_string(),
+        });
+    }
+    let mut json_body = Vec::new();
+    for p in &l.json_body {
+        let parts: Vec<String> = p.get_ref().split('.').map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            return err(span_of(p), format!("sessions.locate.json_body: {:?} is not a field path like \"session.key\"", p.get_ref()));
+        }
+        json_body.push(parts);
+    }
+    let non_empty = |s: &Option<String>| s.as_ref().filter(|v| !v.trim().is_empty()).cloned();
+    Ok(LocateSettings {
+        header,
+        cookie: non_empty(&l.cookie),
+        query: non_empty(&l.query),
+        path,
+        json_body,
+    })
+}
+
+fn validate_identity_headers(
+    h: &file::IdentityHeadersSection,
+    base_dir: &Path,
+) -> Result<IdentityHeaderSettings, ValidationError> {
+    let name = |v: &Option<Spanned<String>>, what: &str| -> Result<Option<HeaderName>, ValidationError> {
+        match v {
+            Some(s) if !s.get_ref().trim().is_empty() => header_name(s, what).map(Some),
+            _ => Ok(None),
+        }
+    };
+    let signing_key = match &h.signing_key_file {
+        Some(p) => {
+            let path = base_dir.join(p.get_ref());
+            let mut bytes = std::fs::read(&path).or_else(|e| {
+                err(span_of(p), format!("identity_headers.signing_key_file: cannot read {}: {e}", path.display()))
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            if bytes.len() < 32 {
+                return err(
+                    span_of(p),
+                    format!("identity_headers.signing_key_file: the key has {} bytes, at least 32 are needed", bytes.len()),
+                );
+            }
+            Some(Arc::new(bytes))
+        }
+        None => None,
+    };
+    let out = IdentityHeaderSettings {
+        session_id: name(&h.session_id, "identity_headers.session_id")?,
+        customer_id: name(&h.customer_id, "identity_headers.customer_id")?,
+        agent_id: name(&h.agent_id, "identity_headers.agent_id")?,
+        visit_id: name(&h.visit_id, "identity_headers.visit_id")?,
+        global_visit_id: name(&h.global_visit_id, "identity_headers.global_visit_id")?,
+        application_key: name(&h.application_key, "identity_headers.application_key")?,
+        logged_in: name(&h.logged_in, "identity_headers.logged_in")?,
+        credential: name(&h.credential, "identity_headers.credential")?,
+        signature: name(&h.signature, "identity_headers.signature")?,
+        signing_key,
+        assert_customer_id: name(&h.assert_customer_id, "identity_headers.assert_customer_id")?,
+    };
+    Ok(out)
+}
+
+fn validate_store(s: &file::StoreSection, base_dir: &Path) -> Result<StoreSettings, ValidationError> {
+    if s.backend == StoreBackend::Redis && s.redis.urls.is_empty() {
+        return err(None, "store.redis.urls needs at least one URL for the redis backend");
+    }
+    if s.snapshot_interval.0.is_zero() {
+        return err(None, "store.snapshot_interval must be greater than zero");
+    }
+    Ok(StoreSettings {
+        backend: s.backend,
+        snapshot_file: s
+            .snapshot_file
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(|p| base_dir.join(p)),
+        snapshot_interval: s.snapshot_interval.0,
+        redis: RedisSettings {
+            urls: s.redis.urls.clone(),
+            cluster: s.redis.cluster,
+            key_prefix: s.redis.key_prefix.clone(),
+            near_cache_ttl: s.redis.near_cache_ttl.0,
+            degraded_grace: s.redis.degraded_grace.0,
+            timeout: s.redis.timeout.0,
+        },
+    })
+}
+
+fn sha256_hex(v: &Spanned<String>, what: &str) -> Result<[u8; 32], ValidationError> {
+    let text = v.get_ref().trim().to_ascii_lowercase();
+    let mut out = [0u8; 32];
+    match hex::decode_to_slice(&text, &mut out) {
+        Ok(()) => Ok(out),
+        Err(_) => err(
+            span_of(v),
+            format!("{what} must be 64 hex digits (the output of `session-sidecar hash-token`)"),
+        ),
+    }
+}
+
+fn validate_credentials(
+    creds: &[file::CredentialSection],
+) -> Result<Vec<CredentialSettings>, ValidationError> {
+    let mut names = HashSet::new();
+    let mut app_ids = HashSet::new();
+    let mut out = Vec::with_capacity(creds.len());
+    for c in creds {
+        let name = c.name.get_ref().trim();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return err(span_of(&c.name), "credentials.name must be a non-empty printable name");
+        }
+        if !names.insert(name.to_string()) {
+            return err(span_of(&c.name), format!("credentials.name {name:?} is used twice"));
+        }
+        let secret = match (&c.token_sha256, &c.app_id, &c.app_token_sha256) {
+            (Some(t), None, None) => SecretSettings::Bearer {
+                token_sha256: sha256_hex(t, "credentials.token_sha256")?,
+            },
+            (None, Some(id), Some(t)) => {
+                if !app_ids.insert(id.get_ref().clone()) {
+                    return err(span_of(id), format!("credentials.app_id {:?} is used twice", id.get_ref()));
+                }
+                SecretSettings::AppPair {
+                    app_id: id.get_ref().clone(),
+                    app_token_sha256: sha256_hex(t, "credentials.app_token_sha256")?,
+                }
+            }
+            _ => {
+                return err(
+                    span_of(&c.name),
+                    format!("credential {name:?} needs either token_sha256, or app_id with app_token_sha256"),
+                )
+            }
+        };
+        out.push(CredentialSettings {
+            name: name.to_string(),
+            secret,
+            applications: ApplicationAccess::from_list(&c.applications),
+            admin: c.admin,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_jwt(j: &file::JwtSection, base_dir: &Path) -> Result<JwtSettings, ValidationError> {
+    let jwks = match (&j.jwks_file, &j.jwks_url) {
+        (Some(f), None) => JwksSource::File(base_dir.join(f.get_ref())),
+        (None, Some(u)) => {
+            let url = u.get_ref();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err(span_of(u), "jwt.jwks_url must be an http:// or https:// URL");
+            }
+            JwksSource::Url(url.clone())
+        }
+        _ => return err(None, "[jwt] needs exactly one of jwks_file or jwks_url"),
+    };
+    let mut algorithms = Vec::new();
+    for a in j.algorithms.get_ref() {
+        let upper = a.to_ascii_uppercase();
+        match upper.as_str() {
+            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EDDSA" => {
+                algorithms.push(if upper == "EDDSA" { "EdDSA".to_string() } else { upper })
+            }
+            "NONE" => return err(span_of(&j.algorithms), "jwt.algorithms must never allow \"none\""),
+            h if h.starts_with("HS") => {
+                return err(
+                    span_of(&j.algorithms),
+                    format!("jwt.algorithms: {a} is a shared-secret algorithm and is refused with a JWKS (algorithm confusion)"),
+                )
+            }
+            _ => return err(span_of(&j.algorithms), format!("jwt.algorithms: unknown algorithm {a:?}")),
+        }
+    }
+    if algorithms.is_empty() {
+        return err(span_of(&j.algorithms), "jwt.algorithms must name at least one algorithm");
+    }
+    Ok(JwtSettings {
+        jwks,
+        jwks_refresh: j.jwks_refresh.0,
+        issuer: j.issuer.clone(),
+        audience: j.audience.clone(),
+        algorithms,
+        leeway: j.leeway.0,
+        applications_claim: j.applications_claim.clone(),
+    })
+}
+
+fn validate_applications(
+    apps: &[file::ApplicationSection],
+) -> Result<HashMap<String, ApplicationSettings>, ValidationError> {
+    let mut out = HashMap::new();
+    for a in apps {
+        let key = a.key.get_ref().trim();
+        if key.is_empty() {
+            return err(span_of(&a.key), "applications.key must not be empty");
+        }
+        if out.contains_key(key) {
+            return err(span_of(&a.key), format!("applications.key {key:?} is used twice"));
+        }
+        out.insert(
+            key.to_string(),
+            ApplicationSettings {
+                key: key.to_string(),
+                name: a.name.clone(),
+                max_sessions: a.max_sessions,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn base_path(v: &Spanned<String>, what: &str) -> Result<String, ValidationError> {
+    let p = v.get_ref().trim();
+    if p.is_empty() {
+        return Ok(String::new());
+    }
+    if !p.starts_with('/') || p.contains(['?', '#', '{']) {
+        return err(span_of(v), format!("{what} must be empty or a path starting with '/'"));
+    }
+    Ok(p.trim_end_matches('/').to_string())
+}
+
+fn validate_flavors(f: &file::FlavorsSection) -> Result<FlavorSettings, ValidationError> {
+    let mut out = FlavorSettings::default();
+    if let Some(s) = f.spreadsheetweb.as_ref().filter(|s| s.enabled) {
+        out.spreadsheetweb = Some(SpreadsheetWebSettings {
+            base_path: base_path(&s.base_path, "flavors.spreadsheetweb.base_path")?,
+        });
+    }
+    if let Some(s) = f.knowledge_center.as_ref().filter(|s| s.enabled) {
+        out.knowledge_center = Some(KnowledgeCenterSettings {
+            base_path: base_path(&s.base_path, "flavors.knowledge_center.base_path")?,
+            auth: s.auth,
+            allow_client_ids: s.allow_client_ids,
+        });
+    }
+    if let Some(s) = f.tessitura.as_ref().filter(|s| s.enabled) {
+        out.tessitura = Some(TessituraSettings {
+            base_path: base_path(&s.base_path, "flavors.tessitura.base_path")?,
+            auth: s.auth,
+            default_mode_of_sale: s.default_mode_of_sale,
+            default_source_id: s.default_source_id,
+            transfer_grace: s.transfer_grace.0,
+        });
+    }
+    if let Some(s) = f.voucherify.as_ref().filter(|s| s.enabled) {
+        if s.max_ttl.0.is_zero() {
+            return err(None, "flavors.voucherify.max_ttl must be greater than zero");
+        }
+        let mut limits = HashMap::new();
+        for l in &s.limits {
+            if limits.insert(l.code.get_ref().clone(), l.quantity).is_some() {
+                return err(span_of(&l.code), format!("flavors.voucherify.limits: code {:?} is listed twice", l.code.get_ref()));
+            }
+        }
+        out.voucherify = Some(VoucherifySettings {
+            base_path: base_path(&s.base_path, "flavors.voucherify.base_path")?,
+            max_ttl: s.max_ttl.0,
+            limits,
+        });
+    }
+    Ok(out)
+}

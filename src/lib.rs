@@ -1,0 +1,122 @@
+//! session-sidecar: a pingora reverse proxy that answers session APIs itself and forwards
+//! everything else with the session's identity attached.
+//!
+//! `build_server` is the whole product: `main.rs` parses arguments and calls it; tests call it
+//! too and run the result in-process.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod flavors;
+pub mod housekeeping;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod session;
+pub mod state;
+pub mod store;
+
+use config::{Config, StoreBackend};
+use pingora::prelude::Opt;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use state::AppState;
+use std::sync::Arc;
+use store::memory::MemoryStore;
+use store::SessionStore;
+
+/// Process-level options that come from the command line rather than the config file.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// Take over the listening sockets of a running instance (pingora `--upgrade`).
+    pub upgrade: bool,
+    /// Detach into the background (pingora `--daemon`).
+    pub daemon: bool,
+}
+
+/// A built sidecar: the pingora server to run, and the state it shares with the caller.
+pub struct Sidecar {
+    pub server: Server,
+    pub state: Arc<AppState>,
+    /// Set for the memory backend: what the final snapshot is taken from.
+    pub memory: Option<Arc<MemoryStore>>,
+}
+
+#[derive(Debug)]
+pub struct BuildError(pub String);
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+fn server_conf(config: &Config) -> ServerConf {
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(2),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        pid_file: config.server.pid_file.clone(),
+        ..ServerConf::default()
+    };
+    // Connect failures are not retried (see `fail_to_connect`); one retry covers a pooled
+    // connection the upstream closed just as it was reused.
+    conf.max_retries = 2;
+    conf
+}
+
+/// Builds the server for `config`: proxy listeners, admin listener, housekeeping and reload.
+pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, BuildError> {
+    metrics::init();
+    let (store, memory): (Arc<dyn SessionStore>, Option<Arc<MemoryStore>>) = match config.store.backend {
+        StoreBackend::Memory => {
+            let m = Arc::new(MemoryStore::new(config.sessions.max_sessions));
+            if let Some(path) = &config.store.snapshot_file {
+                store::snapshot::load_into(path, &m);
+            }
+            (m.clone(), Some(m))
+        }
+        StoreBackend::Redis => {
+            return Err(BuildError(
+                "store.backend = \"redis\" is not available in this build yet; use \"memory\"".into(),
+            ))
+        }
+    };
+    let conf = server_conf(&config);
+    let opt = Opt {
+        upgrade: launch.upgrade,
+        daemon: launch.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let state = Arc::new(AppState::new(config, store));
+    let config = state.current();
+    let config = &config.config;
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy::SidecarProxy::new(state.clone()),
+        "session-sidecar proxy",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new("session-sidecar admin".to_string(), admin::AdminApp::new(state.clone()));
+    admin.add_tcp(&config.server.admin_listen.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    server.add_service(background_service(
+        "session-sidecar housekeeping",
+        housekeeping::Housekeeping::new(state.clone(), memory.clone()),
+    ));
+    server.add_service(background_service("session-sidecar reload", reload::Reloader::new(state.clone())));
+    Ok(Sidecar { server, state, memory })
+}

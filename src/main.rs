@@ -1,0 +1,107 @@
+//! The `session-sidecar` command line (SPEC §2): run, check-config, hash-token, --version.
+
+use clap::{Parser, Subcommand};
+use pingora::server::RunArgs;
+use session_sidecar::{build_server, config, store::snapshot, LaunchOptions};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "session-sidecar", version, about = "A session-aware reverse-proxy sidecar")]
+struct Cli {
+    /// Config file to run with.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Take over the listeners of a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate a config file; print FILE:LINE:COL: message on error.
+    CheckConfig { file: PathBuf },
+    /// Read a secret on stdin and print its SHA-256 (hex) for token_sha256 / app_token_sha256.
+    HashToken,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::HashToken) => hash_token(),
+        None => match cli.config {
+            Some(file) => run(&file, LaunchOptions { upgrade: cli.upgrade, daemon: cli.daemon }),
+            None => {
+                eprintln!("session-sidecar: --config FILE is required (see --help)");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn check_config(file: &PathBuf) -> ExitCode {
+    match config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_token() -> ExitCode {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("session-sidecar hash-token: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    // `echo secret |` and `echo -n secret |` give the same hash.
+    if input.last() == Some(&b'\n') {
+        input.pop();
+        if input.last() == Some(&b'\r') {
+            input.pop();
+        }
+    }
+    println!("{}", hex::encode(session_sidecar::auth::static_secrets::sha256(&input)));
+    ExitCode::SUCCESS
+}
+
+fn run(file: &PathBuf, launch: LaunchOptions) -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let snapshot_file = config.store.snapshot_file.clone();
+    let mut sidecar = match build_server(config, &launch) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("session-sidecar: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    sidecar.server.bootstrap();
+    log::info!("session-sidecar {} starting", env!("CARGO_PKG_VERSION"));
+    let memory = sidecar.memory.clone();
+    sidecar.server.run(RunArgs::default());
+    // The server has drained: take the final snapshot so a graceful restart loses nothing.
+    if let (Some(memory), Some(path)) = (memory, snapshot_file) {
+        memory.maintain();
+        snapshot::save_from(&path, &memory);
+    }
+    log::info!("session-sidecar stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,192 @@
+//! Prometheus metrics (SPEC §8), registered in the default registry of the `prometheus` crate
+//! that pingora-prometheus re-exports, which is the registry `/metrics` gathers.
+//!
+//! Labels are small fixed sets (flavor, reason, kind, status…); never an id, token or path.
+
+use crate::session::{EndReason, Flavor, Session};
+use once_cell::sync::Lazy;
+use pingora_prometheus::prometheus::{
+    self, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+};
+
+// Registration only fails on a duplicate name, which is a programming error caught by every test.
+macro_rules! lazy_metric {
+    ($name:ident : $ty:ty = $e:expr) => {
+        static $name: Lazy<$ty> = Lazy::new(|| $e.expect(concat!("registering ", stringify!($name))));
+    };
+}
+
+lazy_metric!(SESSIONS_ACTIVE: IntGaugeVec = register_int_gauge_vec!(
+    "session_sidecar_sessions_active", "Live sessions by flavor", &["flavor"]));
+lazy_metric!(SESSIONS_CREATED: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_sessions_created_total", "Sessions created by flavor", &["flavor"]));
+lazy_metric!(SESSIONS_ENDED: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_sessions_ended_total", "Sessions ended by reason", &["reason"]));
+lazy_metric!(SESSION_LOOKUPS: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_session_lookups_total", "Session lookups of forwarded requests by result", &["result"]));
+lazy_metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_auth_failures_total", "Rejected credentials by reason", &["reason"]));
+lazy_metric!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_requests_total", "Requests by kind and status", &["kind", "status"]));
+lazy_metric!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+    "session_sidecar_request_duration_seconds", "Request duration by kind", &["kind"],
+    vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]));
+lazy_metric!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_upstream_errors_total", "Upstream failures by kind", &["kind"]));
+lazy_metric!(LOCKS_ACTIVE: IntGauge = register_int_gauge!(
+    "session_sidecar_locks_active", "Live Voucherify lock sessions"));
+lazy_metric!(LOCK_REJECTIONS: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_lock_rejections_total", "Refused lock acquisitions by reason", &["reason"]));
+lazy_metric!(STORE_DURATION: HistogramVec = register_histogram_vec!(
+    "session_sidecar_store_operation_duration_seconds", "Store operation duration", &["backend", "op"],
+    vec![0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5]));
+lazy_metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_store_errors_total", "Store operation failures", &["backend"]));
+lazy_metric!(CONFIG_RELOAD_SUCCESS: IntGauge = register_int_gauge!(
+    "session_sidecar_config_reload_success", "1 if the last config (re)load succeeded, else 0"));
+lazy_metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
+    "session_sidecar_build_info", "Build information", &["version"]));
+
+/// Registers every family and sets the static ones, so a scrape right after start shows them.
+pub fn init() {
+    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    CONFIG_RELOAD_SUCCESS.set(1);
+    LOCKS_ACTIVE.set(LOCKS_ACTIVE.get());
+    for f in Flavor::ALL {
+        SESSIONS_ACTIVE.with_label_values(&[f.as_str()]);
+        SESSIONS_CREATED.with_label_values(&[f.as_str()]);
+    }
+    Lazy::force(&SESSIONS_ENDED);
+    Lazy::force(&SESSION_LOOKUPS);
+    Lazy::force(&AUTH_FAILURES);
+    Lazy::force(&REQUESTS);
+    Lazy::force(&REQUEST_DURATION);
+    Lazy::force(&UPSTREAM_ERRORS);
+    Lazy::force(&LOCK_REJECTIONS);
+    Lazy::force(&STORE_DURATION);
+    Lazy::force(&STORE_ERRORS);
+}
+
+/// A session entered the store.
+pub fn session_started(s: &Session) {
+    SESSIONS_CREATED.with_label_values(&[s.flavor.as_str()]).inc();
+    SESSIONS_ACTIVE.with_label_values(&[s.flavor.as_str()]).inc();
+    if s.lock.is_some() {
+        LOCKS_ACTIVE.inc();
+    }
+}
+
+/// A session left the store for `reason`.
+pub fn session_ended(s: &Session, reason: EndReason) {
+    SESSIONS_ENDED.with_label_values(&[reason.as_str()]).inc();
+    SESSIONS_ACTIVE.with_label_values(&[s.flavor.as_str()]).dec();
+    if s.lock.is_some() {
+        LOCKS_ACTIVE.dec();
+    }
+}
+
+/// A session came back from a snapshot: it is live again, but was not created now.
+pub fn session_restored(s: &Session) {
+    SESSIONS_ACTIVE.with_label_values(&[s.flavor.as_str()]).inc();
+    if s.lock.is_some() {
+        LOCKS_ACTIVE.inc();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+    Expired,
+}
+
+pub fn lookup(result: Lookup) {
+    let label = match result {
+        Lookup::Hit => "hit",
+        Lookup::Miss => "miss",
+        Lookup::Expired => "expired",
+    };
+    SESSION_LOOKUPS.with_label_values(&[label]).inc();
+}
+
+/// Reasons of `auth_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Invalid,
+    Expired,
+    Forbidden,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Invalid => "invalid",
+            AuthFailure::Expired => "expired",
+            AuthFailure::Forbidden => "forbidden",
+        }
+    }
+}
+
+pub fn auth_failure(reason: AuthFailure) {
+    AUTH_FAILURES.with_label_values(&[reason.as_str()]).inc();
+}
+
+/// Kinds of `requests_total` and `request_duration_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    SessionApi,
+    Forward,
+    Rejected,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::SessionApi => "session_api",
+            RequestKind::Forward => "forward",
+            RequestKind::Rejected => "rejected",
+        }
+    }
+}
+
+pub fn request_done(kind: RequestKind, status: u16, seconds: f64) {
+    let status = status.to_string();
+    REQUESTS.with_label_values(&[kind.as_str(), status.as_str()]).inc();
+    REQUEST_DURATION.with_label_values(&[kind.as_str()]).observe(seconds);
+}
+
+pub fn upstream_error(kind: &str) {
+    UPSTREAM_ERRORS.with_label_values(&[kind]).inc();
+}
+
+pub fn lock_rejected(reason: &str) {
+    LOCK_REJECTIONS.with_label_values(&[reason]).inc();
+}
+
+pub fn store_operation(backend: &str, op: &str, seconds: f64) {
+    STORE_DURATION.with_label_values(&[backend, op]).observe(seconds);
+}
+
+pub fn store_error(backend: &str) {
+    STORE_ERRORS.with_label_values(&[backend]).inc();
+}
+
+pub fn config_reload(success: bool) {
+    CONFIG_RELOAD_SUCCESS.set(i64::from(success));
+}
+
+/// The Prometheus text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * 1024);
+    let encoder = prometheus::TextEncoder::new();
+    // Encoding into a Vec only fails on invalid metric data, which registration rules out.
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut out) {
+        log::error!("encoding metrics failed: {e}");
+    }
+    out
+}
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,0 +1,39 @@
+//! Requests to a flavour's own endpoints: read the body, check credentials once, let the
+//! flavour answer, write the answer. Nothing here is forwarded.
+
+use super::body::{self, Body};
+use super::context::RequestCtx;
+use super::respond;
+use crate::flavors::{ApiRequest, SessionApi};
+use crate::metrics::RequestKind;
+use pingora::proxy::Session;
+use pingora::Result;
+use std::sync::Arc;
+
+pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, api: &Arc<dyn SessionApi>, rel_path: &str) -> Result<bool> {
+    ctx.kind = RequestKind::SessionApi;
+    let gen = ctx.gen.clone();
+    let body = match body::read_all(session, gen.config.server.max_body).await? {
+        Body::Complete(b) => b,
+        Body::TooLarge => {
+            // The rest of the body is not worth draining: answer and close.
+            session.set_keepalive(None);
+            respond::write(session, &api.body_too_large()).await?;
+            return Ok(true);
+        }
+    };
+    let auth = gen.auth.authenticate(&session.req_header().headers).await;
+    let req_header = session.req_header();
+    let request = ApiRequest {
+        method: &req_header.method,
+        path: rel_path,
+        query: req_header.uri.query(),
+        headers: &req_header.headers,
+        body: &body,
+        auth: &auth,
+        client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+    };
+    let response = api.answer(&request).await;
+    respond::write(session, &response).await?;
+    Ok(true)
+}

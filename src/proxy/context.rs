@@ -1,0 +1,45 @@
+//! Per-request state carried through pingora's hooks.
+
+use crate::auth::Credential;
+use crate::flavors::ForwardHook;
+use crate::metrics::RequestKind;
+use crate::session::Session;
+use crate::state::Generation;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A response body being collected so a `ForwardHook` can rewrite it.
+pub struct BodyRewrite {
+    pub content_type: Option<String>,
+    pub buffer: Vec<u8>,
+}
+
+pub struct RequestCtx {
+    /// The config generation this request started with; it finishes on it too.
+    pub gen: Arc<Generation>,
+    pub started: Instant,
+    pub kind: RequestKind,
+    /// Upstream name chosen by the route.
+    pub upstream: Option<String>,
+    /// The live session the request resolved to.
+    pub session: Option<Session>,
+    /// The caller's credential, when one was presented and valid.
+    pub credential: Option<Arc<Credential>>,
+    pub hook: Option<Box<dyn ForwardHook>>,
+    pub rewrite: Option<BodyRewrite>,
+}
+
+impl RequestCtx {
+    pub fn new(gen: Arc<Generation>) -> RequestCtx {
+        RequestCtx {
+            gen,
+            started: Instant::now(),
+            kind: RequestKind::Forward,
+            upstream: None,
+            session: None,
+            credential: None,
+            hook: None,
+            rewrite: None,
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The pingora proxy: a thin `impl ProxyHttp` whose hooks each hand off to one component.
+//!
+//! * `request_filter`: a flavour's own endpoint → `api::answer`; else `forward::prepare`.
+//! * `upstream_peer`: the route's upstream (`upstreams`).
+//! * `upstream_request_filter`: strip and set identity headers (`identity`).
+//! * `response_filter` / `response_body_filter`: `response` (assertion, hooks, rewrites).
+//! * `fail_to_proxy`: 502/504 as JSON on a kept-alive connection (`respond`).
+//! * `logging`: metrics.
+
+pub mod api;
+pub mod body;
+pub mod context;
+pub mod forward;
+pub mod identity;
+pub mod locate;
+pub mod respond;
+pub mod response;
+pub mod upstreams;
+
+use crate::metrics;
+use crate::session::id::redact_path;
+use crate::state::AppState;
+use async_trait::async_trait;
+use bytes::Bytes;
+use context::RequestCtx;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct SidecarProxy {
+    state: Arc<AppState>,
+}
+
+impl SidecarProxy {
+    pub fn new(state: Arc<AppState>) -> SidecarProxy {
+        SidecarProxy { state }
+    }
+}
+
+/// Status, error code and message for a failure to proxy.
+fn classify(e: &Error) -> (u16, &'static str, &'static str, &'static str) {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(code)) => (*code, "error", "request refused", "status"),
+        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
+            (504, "gateway_timeout", "The upstream did not answer in time.", "timeout")
+        }
+        (ErrorSource::Upstream, ConnectRefused | ConnectNoRoute | ConnectError | SocketError) => {
+            (502, "bad_gateway", "The upstream cannot be reached.", "connect")
+        }
+        (ErrorSource::Upstream, _) => (502, "bad_gateway", "The upstream answered with an error.", "protocol"),
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => (0, "", "", ""),
+        (ErrorSource::Downstream, ReadTimedout) => (408, "request_timeout", "The request was not received in time.", ""),
+        (ErrorSource::Downstream, _) => (400, "bad_request", "The request is malformed.", ""),
+        _ => (500, "internal_error", "The sidecar failed to handle the request.", ""),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for SidecarProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.state.current())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let gen = ctx.gen.clone();
+        let path = session.req_header().uri.path().to_string();
+        if let Some((api, rel)) = gen.apis.endpoint(&path) {
+            return api::answer(session, ctx, api, rel).await;
+        }
+        forward::prepare(session, ctx).await
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let name = ctx.upstream.as_deref().unwrap_or("");
+        ctx.gen
+            .upstreams
+            .peer(name)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route names an unknown upstream"))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A refused or timed-out connect will not succeed on an immediate retry; answering
+        // 502/504 at once beats multiplying the connect timeout.
+        e.set_retry(false);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let identity = &ctx.gen.identity;
+        identity.strip(upstream_request);
+        identity.apply(
+            upstream_request,
+            ctx.session.as_ref(),
+            ctx.credential.as_ref().map(|c| &*c.name),
+        )?;
+        if let Some(hook) = &ctx.hook {
+            for (name, value) in hook.request_headers() {
+                while upstream_request.remove_header(&name).is_some() {}
+                upstream_request.insert_header(name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response::on_header(upstream_response, ctx).await
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        response::on_body(body, end_of_stream, ctx);
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let (status, error, message, upstream_kind) = classify(e);
+        if !upstream_kind.is_empty() && upstream_kind != "status" {
+            metrics::upstream_error(upstream_kind);
+        }
+        if let Some(hook) = ctx.hook.as_mut() {
+            hook.on_failure().await;
+        }
+        if !upstream_kind.is_empty() {
+            // pingora does not reuse a client connection once an upstream attempt failed:
+            // say so in the answer instead of resetting it afterwards.
+            session.set_keepalive(None);
+        }
+        if status > 0 && session.response_written().is_none() {
+            let body = if status >= 500 || error != "error" {
+                respond::error(status, error, message)
+            } else {
+                respond::error(status, "request_refused", message)
+            };
+            if let Err(write_error) = respond::write(session, &body).await {
+                log::debug!("could not write the error answer: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: status > 0,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        metrics::request_done(ctx.kind, status, ctx.started.elapsed().as_secs_f64());
+        if log::log_enabled!(log::Level::Debug) {
+            let h = session.req_header();
+            log::debug!(
+                "{} {} -> {} ({:?}){}",
+                h.method,
+                redact_path(h.uri.path()),
+                status,
+                ctx.kind,
+                e.map(|e| format!(" error: {:?}", e.etype())).unwrap_or_default()
+            );
+        }
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        // pingora puts this in its error logs: never let a full session id through.
+        let h = session.req_header();
+        format!("{} {}", h.method, redact_path(h.uri.path()))
+    }
+}

@@ -1,0 +1,88 @@
+//! SIGHUP reload (SPEC §9): re-read the config file, and if it validates, swap in a new
+//! generation atomically. A bad file changes nothing and sets `config_reload_success` to 0.
+//! Listener, thread and store changes only take effect on restart (logged).
+
+use crate::config::{self, Config};
+use crate::metrics;
+use crate::state::AppState;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub struct Reloader {
+    state: Arc<AppState>,
+}
+
+impl Reloader {
+    pub fn new(state: Arc<AppState>) -> Reloader {
+        Reloader { state }
+    }
+
+    /// Re-reads the running config's file; returns whether the new config was installed.
+    pub fn reload(&self) -> bool {
+        let current = self.state.current();
+        let path = current.config.source.clone();
+        match config::load(&path) {
+            Ok(new) => {
+                for note in restart_only_changes(&current.config, &new) {
+                    log::warn!("config reload: {note} changed; this takes effect only after a restart");
+                }
+                self.state.install(new);
+                metrics::config_reload(true);
+                log::info!("config reloaded from {}", path.display());
+                true
+            }
+            Err(e) => {
+                metrics::config_reload(false);
+                log::error!("config reload refused, keeping the running config: {e}");
+                false
+            }
+        }
+    }
+}
+
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.server.listen != new.server.listen {
+        out.push("server.listen");
+    }
+    if old.server.admin_listen != new.server.admin_listen {
+        out.push("server.admin_listen");
+    }
+    if old.server.threads != new.server.threads {
+        out.push("server.threads");
+    }
+    if old.store.backend != new.store.backend || old.store.redis.urls != new.store.redis.urls {
+        out.push("store");
+    }
+    if old.sessions.max_sessions != new.sessions.max_sessions {
+        out.push("sessions.max_sessions");
+    }
+    out
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, reload is unavailable: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    self.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

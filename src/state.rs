@@ -1,0 +1,68 @@
+//! Shared state of a running sidecar.
+//!
+//! Everything SIGHUP may change (credentials, routes, limits, flavour settings) lives in one
+//! immutable `Generation`, swapped atomically; a request keeps the generation it started with.
+//! The session store outlives generations: reloading never drops sessions.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::flavors::SessionApis;
+use crate::proxy::identity::IdentityHeaders;
+use crate::proxy::upstreams::Upstreams;
+use crate::session::SessionService;
+use crate::store::SessionStore;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+
+/// One consistent view of the configuration and everything built from it.
+pub struct Generation {
+    pub config: Config,
+    pub auth: Authenticator,
+    pub sessions: Arc<SessionService>,
+    pub apis: SessionApis,
+    pub upstreams: Upstreams,
+    pub identity: IdentityHeaders,
+}
+
+impl Generation {
+    pub fn build(config: Config, store: Arc<dyn SessionStore>) -> Generation {
+        let sessions = Arc::new(SessionService::new(store, config.sessions.clone()));
+        let apis = crate::flavors::mount_all(&config, &sessions);
+        Generation {
+            auth: Authenticator::from_config(&config),
+            upstreams: Upstreams::from_config(&config),
+            identity: IdentityHeaders::from_config(&config.identity_headers),
+            sessions,
+            apis,
+            config,
+        }
+    }
+}
+
+pub struct AppState {
+    current: ArcSwap<Generation>,
+    store: Arc<dyn SessionStore>,
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Arc<dyn SessionStore>) -> AppState {
+        AppState {
+            current: ArcSwap::from_pointee(Generation::build(config, store.clone())),
+            store,
+        }
+    }
+
+    /// The generation new requests should use.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Makes `config` the one new requests use.
+    pub fn install(&self, config: Config) {
+        self.current.store(Arc::new(Generation::build(config, self.store.clone())));
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+}

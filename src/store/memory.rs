@@ -1,0 +1,459 @@
+//! The embedded store: a moka cache with per-entry expiry, a customer index, an application
+//! index and a ledger of Voucherify lock holdings.
+//!
+//! Locking discipline: `indexes` and `ledger` are plain mutexes that are never held while
+//! waiting on anything but moka. moka's eviction listener may run inside any cache call, so it
+//! only pushes onto `removals` (its own short-lived lock); `maintain()` drains that queue.
+
+use super::{CreateOutcome, LockOutcome, SessionStore, StoreResult};
+use crate::metrics;
+use crate::session::{now_millis, EndReason, LockedTotals, Millis, Session, SessionPatch};
+use async_trait::async_trait;
+use moka::notification::RemovalCause;
+use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache;
+use moka::Expiry;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BACKEND: &str = "memory";
+
+/// Expire each entry at its session's `expires_at`.
+struct SessionExpiry;
+
+impl Expiry<String, Arc<Session>> for SessionExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Arc<Session>, _now: Instant) -> Option<Duration> {
+        Some(value.remaining(now_millis()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<Session>,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.remaining(now_millis()))
+    }
+}
+
+#[derive(Default)]
+struct Indexes {
+    by_customer: HashMap<String, HashSet<String>>,
+    by_application: HashMap<String, HashSet<String>>,
+}
+
+impl Indexes {
+    fn add(&mut self, s: &Session) {
+        if let Some(c) = &s.customer_id {
+            self.by_customer.entry(c.clone()).or_default().insert(s.id.clone());
+        }
+        if let Some(a) = &s.application_key {
+            self.by_application.entry(a.clone()).or_default().insert(s.id.clone());
+        }
+    }
+
+    fn forget(&mut self, s: &Session) {
+        fn drop_id(map: &mut HashMap<String, HashSet<String>>, key: &Option<String>, id: &str) {
+            if let Some(k) = key {
+                if let Some(set) = map.get_mut(k) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        map.remove(k);
+                    }
+                }
+            }
+        }
+        drop_id(&mut self.by_customer, &s.customer_id, &s.id);
+        drop_id(&mut self.by_application, &s.application_key, &s.id);
+    }
+}
+
+/// What one lock session holds of one code, until when.
+#[derive(Clone)]
+struct Holding {
+    quantity: u64,
+    credits: i64,
+    points: i64,
+    expires_at: Millis,
+}
+
+#[derive(Default)]
+struct LockLedger {
+    /// code -> lock key -> holding
+    codes: HashMap<String, HashMap<String, Holding>>,
+}
+
+impl LockLedger {
+    fn others(&self, code: &str, key: &str, now: Millis) -> LockedTotals {
+        let mut t = LockedTotals::default();
+        if let Some(holders) = self.codes.get(code) {
+            for (k, h) in holders {
+                if k != key && h.expires_at > now {
+                    t.quantity += h.quantity;
+                    t.credits += h.credits;
+                    t.points += h.points;
+                }
+            }
+        }
+        t
+    }
+
+    fn forget(&mut self, s: &Session) {
+        if let Some(lock) = &s.lock {
+            for hold in &lock.holds {
+                if let Some(holders) = self.codes.get_mut(&hold.code) {
+                    holders.remove(&s.id);
+                    if holders.is_empty() {
+                        self.codes.remove(&hold.code);
+                    }
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, s: &Session) {
+        if let Some(lock) = &s.lock {
+            for hold in &lock.holds {
+                self.codes.entry(hold.code.clone()).or_default().insert(
+                    s.id.clone(),
+                    Holding {
+                        quantity: hold.quantity,
+                        credits: hold.credits,
+                        points: hold.points,
+                        expires_at: s.expires_at,
+                    },
+                );
+            }
+        }
+    }
+}
+
+type RemovalQueue = Arc<Mutex<Vec<(Arc<Session>, RemovalCause)>>>;
+
+pub struct MemoryStore {
+    cache: Cache<String, Arc<Session>>,
+    indexes: Mutex<Indexes>,
+    ledger: Mutex<LockLedger>,
+    removals: RemovalQueue,
+}
+
+impl MemoryStore {
+    pub fn new(max_sessions: u64) -> MemoryStore {
+        let removals: RemovalQueue = Arc::default();
+        let queue = removals.clone();
+        let cache = Cache::builder()
+            .max_capacity(max_sessions)
+            .expire_after(SessionExpiry)
+            .eviction_listener(move |_key, value: Arc<Session>, cause| match cause {
+                RemovalCause::Expired | RemovalCause::Size => queue.lock().push((value, cause)),
+                // A replaced value that had already expired ended by expiry (see `maintain`).
+                RemovalCause::Replaced if !value.is_live(now_millis()) => {
+                    queue.lock().push((value, RemovalCause::Expired))
+                }
+                _ => {}
+            })
+            .build();
+        MemoryStore {
+            cache,
+            indexes: Mutex::default(),
+            ledger: Mutex::default(),
+            removals,
+        }
+    }
+
+    /// Runs moka's pending expirations and evictions, then accounts for them: metrics, indexes
+    /// and lock ledger. Call periodically; cheap when nothing happened.
+    pub fn maintain(&self) {
+        self.cache.run_pending_tasks();
+        let drained: Vec<_> = std::mem::take(&mut *self.removals.lock());
+        if drained.is_empty() {
+            return;
+        }
+        let mut idx = self.indexes.lock();
+        let mut ledger = self.ledger.lock();
+        for (s, cause) in drained {
+            // A session replaced under the same id must keep its index entries.
+            let replaced = self.cache.contains_key(&s.id);
+            if !replaced {
+                idx.forget(&s);
+                ledger.forget(&s);
+            }
+            if s.moved_to.is_none() {
+                let reason = match cause {
+                    RemovalCause::Size => EndReason::Evicted,
+                    _ => s.expiry_reason(),
+                };
+                metrics::session_ended(&s, reason);
+            }
+        }
+    }
+
+    fn live(&self, id: &str, now: Millis) -> Option<Arc<Session>> {
+        self.cache.get(id).filter(|s| s.is_live(now))
+    }
+
+    fn timed<T>(&self, op: &str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        metrics::store_operation(BACKEND, op, start.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Removes a session under the index lock; the caller decides the reason.
+    fn remove_locked(&self, idx: &mut Indexes, id: &str, reason: EndReason) -> Option<Session> {
+        let now = now_millis();
+        let result = self.cache.entry_by_ref(id).and_compute_with(|entry| match entry {
+            Some(e) if e.value().is_live(now) => Op::Remove,
+            _ => Op::Nop,
+        });
+        match result {
+            CompResult::Removed(e) => {
+                let s = Session::clone(e.value());
+                idx.forget(&s);
+                self.ledger.lock().forget(&s);
+                if s.moved_to.is_none() {
+                    metrics::session_ended(&s, reason);
+                }
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    /// Inserts a new session under the index lock, if its id is free.
+    fn insert_new_locked(&self, idx: &mut Indexes, session: Session) -> bool {
+        let now = now_millis();
+        let id = session.id.clone();
+        let value = Arc::new(session);
+        let result = self.cache.entry(id).and_compute_with(|entry| match entry {
+            Some(e) if e.value().is_live(now) => Op::Nop,
+            _ => Op::Put(value.clone()),
+        });
+        match result {
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
+                idx.add(&value);
+                if value.moved_to.is_none() {
+                    metrics::session_started(&value);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn count_live(&self, ids: Option<&HashSet<String>>, now: Millis) -> u64 {
+        ids.map_or(0, |ids| ids.iter().filter(|id| self.live(id, now).is_some()).count() as u64)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn create(&self, session: Session, application_limit: Option<u64>) -> StoreResult<CreateOutcome> {
+        Ok(self.timed("create", || {
+            let mut idx = self.indexes.lock();
+            if let (Some(limit), Some(app)) = (application_limit, &session.application_key) {
+                if self.count_live(idx.by_application.get(app), now_millis()) >= limit {
+                    return CreateOutcome::ApplicationFull;
+                }
+            }
+            if self.insert_new_locked(&mut idx, session) {
+                CreateOutcome::Created
+            } else {
+                CreateOutcome::IdTaken
+            }
+        }))
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
+        Ok(self.timed("get", || self.live(id, now_millis()).map(|s| Session::clone(&s))))
+    }
+
+    async fn touch(&self, id: &str) -> StoreResult<Option<Session>> {
+        Ok(self.timed("touch", || {
+            let now = now_millis();
+            let result = self.cache.entry_by_ref(id).and_compute_with(|entry| match entry {
+                Some(e) if e.value().is_live(now) => {
+                    if e.value().idle_ms == 0 {
+                        return Op::Nop; // fixed lifetime: nothing to extend
+                    }
+                    let mut s = Session::clone(e.value());
+                    s.touch(now);
+                    Op::Put(Arc::new(s))
+                }
+                _ => Op::Nop,
+            });
+            match result {
+                CompResult::ReplacedWith(e) => Some(Session::clone(e.value())),
+                CompResult::Unchanged(e) if e.value().is_live(now) => Some(Session::clone(e.value())),
+                _ => None,
+            }
+        }))
+    }
+
+    async fn update(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {
+        Ok(self.timed("update", || {
+            let now = now_millis();
+            let mut idx = self.indexes.lock();
+            let mut before = None;
+            let result = self.cache.entry_by_ref(id).and_compute_with(|entry| match entry {
+                Some(e) if e.value().is_live(now) => {
+                    before = Some(e.value().clone());
+                    let mut s = Session::clone(e.value());
+                    patch.apply(&mut s);
+                    s.touch(now);
+                    Op::Put(Arc::new(s))
+                }
+                _ => Op::Nop,
+            });
+            match (result, before) {
+                (CompResult::ReplacedWith(e), Some(old)) => {
+                    idx.forget(&old);
+                    idx.add(e.value());
+                    Some(Session::clone(e.value()))
+                }
+                _ => None,
+            }
+        }))
+    }
+
+    async fn remove(&self, id: &str, reason: EndReason) -> StoreResult<Option<Session>> {
+        Ok(self.timed("remove", || {
+            let mut idx = self.indexes.lock();
+            self.remove_locked(&mut idx, id, reason)
+        }))
+    }
+
+    async fn customer_sessions(&self, customer_id: &str) -> StoreResult<Vec<Session>> {
+        Ok(self.timed("customer_sessions", || {
+            let now = now_millis();
+            let idx = self.indexes.lock();
+            let mut out: Vec<Session> = idx
+                .by_customer
+                .get(customer_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.live(id, now))
+                .filter(|s| s.moved_to.is_none() && s.customer_id.as_deref() == Some(customer_id))
+                .map(|s| Session::clone(&s))
+                .collect();
+            out.sort_by_key(|s| s.created_at);
+            out
+        }))
+    }
+
+    async fn transfer(&self, old_id: &str, new: Session, grace: Duration) -> StoreResult<Option<Session>> {
+        Ok(self.timed("transfer", || {
+            let mut idx = self.indexes.lock();
+            let old = self.remove_locked(&mut idx, old_id, EndReason::Transferred)?;
+            let new_id = new.id.clone();
+            let owner = new.owner.clone();
+            self.insert_new_locked(&mut idx, new);
+            if !grace.is_zero() {
+                let mut alias = Session::with_fixed_ttl(old_id.to_string(), old.flavor, owner, grace);
+                alias.moved_to = Some(new_id);
+                self.insert_new_locked(&mut idx, alias);
+            }
+            Some(old)
+        }))
+    }
+
+    async fn acquire_lock(&self, session: Session, limits: &HashMap<String, u64>) -> StoreResult<LockOutcome> {
+        Ok(self.timed("acquire_lock", || {
+            let now = now_millis();
+            let Some(lock) = &session.lock else {
+                return LockOutcome::Refused { code: String::new() };
+            };
+            let mut idx = self.indexes.lock();
+            let mut ledger = self.ledger.lock();
+            let mut others = Vec::with_capacity(lock.holds.len());
+            // Quantity asked per code (a code may be named more than once).
+            let mut asked: HashMap<&str, u64> = HashMap::new();
+            for hold in &lock.holds {
+                *asked.entry(hold.code.as_str()).or_default() += hold.quantity;
+            }
+            for hold in &lock.holds {
+                let held = ledger.others(&hold.code, &session.id, now);
+                if let Some(&limit) = limits.get(&hold.code) {
+                    if held.quantity + asked[hold.code.as_str()] > limit {
+                        return LockOutcome::Refused { code: hold.code.clone() };
+                    }
+                }
+                others.push(held);
+            }
+            // Replace an earlier lock under the same key: its holdings go, the new ones count.
+            let value = Arc::new(session);
+            let mut replaced = None;
+            let result = self.cache.entry(value.id.clone()).and_compute_with(|entry| {
+                if let Some(e) = entry.filter(|e| e.value().is_live(now)) {
+                    replaced = Some(Session::clone(e.value()));
+                }
+                Op::Put(value.clone())
+            });
+            if let Some(old) = &replaced {
+                ledger.forget(old);
+                idx.forget(old);
+                if old.lock.is_none() {
+                    // A non-lock session under this key is replaced by a lock: account for both.
+                    metrics::session_ended(old, EndReason::Released);
+                    metrics::session_started(&value);
+                }
+            } else if matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_)) {
+                metrics::session_started(&value);
+            }
+            ledger.record(&value);
+            idx.add(&value);
+            LockOutcome::Acquired { replaced, others }
+        }))
+    }
+
+    async fn locked_by_others(&self, codes: &[String], key: &str) -> StoreResult<Vec<LockedTotals>> {
+        let now = now_millis();
+        let ledger = self.ledger.lock();
+        Ok(codes.iter().map(|c| ledger.others(c, key, now)).collect())
+    }
+
+    async fn all_sessions(&self) -> StoreResult<Vec<Session>> {
+        let now = now_millis();
+        Ok(self
+            .cache
+            .iter()
+            .filter(|(_, s)| s.is_live(now))
+            .map(|(_, s)| Session::clone(&s))
+            .collect())
+    }
+
+    async fn restore(&self, sessions: Vec<Session>) -> StoreResult<usize> {
+        let now = now_millis();
+        let mut idx = self.indexes.lock();
+        let mut ledger = self.ledger.lock();
+        let mut restored = 0;
+        for s in sessions.into_iter().filter(|s| s.is_live(now)) {
+            if self.cache.contains_key(&s.id) {
+                continue;
+            }
+            idx.add(&s);
+            ledger.record(&s);
+            if s.moved_to.is_none() {
+                metrics::session_restored(&s);
+            }
+            self.cache.insert(s.id.clone(), Arc::new(s));
+            restored += 1;
+        }
+        Ok(restored)
+    }
+
+    async fn len(&self) -> StoreResult<u64> {
+        Ok(self.cache.entry_count())
+    }
+}

@@ -1,0 +1,291 @@
+//! Test harness: a real sidecar running in-process on free loopback ports (through
+//! `build_server` and `Server::run(RunArgs)`), a real echo upstream, and a raw HTTP client.
+//! A `TestSidecar` shuts its server down when dropped.
+
+#![allow(dead_code)]
+
+pub mod client;
+pub mod echo;
+
+use async_trait::async_trait;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use session_sidecar::{build_server, config, LaunchOptions};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub use client::{get, post_json, request, Conn, Response};
+pub use echo::EchoUpstream;
+
+/// Bearer tokens of the credentials in `base_config`.
+pub const WEB_TOKEN: &str = "test-web-token-0123456789";
+pub const OTHER_TOKEN: &str = "test-other-token-0123456789";
+pub const NOAPP_TOKEN: &str = "test-noapp-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const POS_APP_ID: &str = "pos-1";
+pub const POS_TOKEN: &str = "test-pos-token-0123456789";
+pub const APP_KEY: &str = "a4dcfb4f0464453b928ce1d6bcfb6aa3";
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// A loopback port nothing listens on now, never handed out twice in this process.
+pub fn free_port() -> u16 {
+    static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut taken = TAKEN.lock().unwrap();
+        if taken.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Ports of one test sidecar.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub proxy: u16,
+    pub admin: u16,
+    pub upstream: u16,
+    /// A port where nothing listens (502 tests).
+    pub dead: u16,
+}
+
+impl Ports {
+    pub fn new(upstream: u16) -> Ports {
+        Ports { proxy: free_port(), admin: free_port(), upstream, dead: free_port() }
+    }
+}
+
+/// A config like SPEC §9's example, on the given ports, with the test credentials, one
+/// application, routes for the special cases, and `extra` appended (more tables).
+pub fn base_config(p: &Ports, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{proxy}"]
+admin_listen = "127.0.0.1:{admin}"
+threads = 2
+grace_period = "1s"
+max_body = "64KiB"
+
+[upstreams.app]
+address = "127.0.0.1:{upstream}"
+connect_timeout = "2s"
+read_timeout = "30s"
+idle_timeout = "50s"
+
+[upstreams.slow]
+address = "127.0.0.1:{upstream}"
+read_timeout = "1s"
+
+[upstreams.dead]
+address = "127.0.0.1:{dead}"
+connect_timeout = "1s"
+
+[proxy]
+default_upstream = "app"
+default_auth = "none"
+default_session = "optional"
+
+[[routes]]
+path_prefix = "/account/"
+session = "required"
+
+[[routes]]
+path_prefix = "/secure/"
+auth = "token"
+
+[[routes]]
+path_prefix = "/post-only/"
+methods = ["POST"]
+session = "required"
+
+[[routes]]
+path_prefix = "/slow/"
+upstream = "slow"
+
+[[routes]]
+path_prefix = "/dead/"
+upstream = "dead"
+
+[sessions.locate]
+header = "X-Session-Id"
+cookie = "session_id"
+query = "sessionId"
+path = ["/Web/Session/{{key}}", "/p/{{key}}"]
+json_body = ["SessionId", "session.key"]
+
+[store]
+snapshot_file = ""
+
+[[credentials]]
+name = "web"
+token_sha256 = "{web}"
+applications = ["{app}"]
+
+[[credentials]]
+name = "other"
+token_sha256 = "{other}"
+applications = ["*"]
+
+[[credentials]]
+name = "noapp"
+token_sha256 = "{noapp}"
+applications = []
+
+[[credentials]]
+name = "pos"
+app_id = "{pos_id}"
+app_token_sha256 = "{pos}"
+
+[[credentials]]
+name = "admin"
+token_sha256 = "{admin_hash}"
+admin = true
+
+[[applications]]
+key = "{app}"
+name = "test-workbook"
+max_sessions = 1000
+{extra}
+"#,
+        proxy = p.proxy,
+        admin = p.admin,
+        upstream = p.upstream,
+        dead = p.dead,
+        web = sha256_hex(WEB_TOKEN),
+        other = sha256_hex(OTHER_TOKEN),
+        noapp = sha256_hex(NOAPP_TOKEN),
+        pos_id = POS_APP_ID,
+        pos = sha256_hex(POS_TOKEN),
+        admin_hash = sha256_hex(ADMIN_TOKEN),
+        app = APP_KEY,
+        extra = extra,
+    )
+}
+
+struct NotifyShutdown(Arc<Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for NotifyShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// A sidecar running in this process; stopped on drop.
+pub struct TestSidecar {
+    pub ports: Ports,
+    pub dir: tempfile::TempDir,
+    pub state: Arc<session_sidecar::state::AppState>,
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestSidecar {
+    /// Starts a sidecar for `toml` (written to a temp dir as `config.toml`) and waits until
+    /// `/readyz` answers 200.
+    pub fn start(ports: Ports, toml: &str) -> TestSidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let sidecar = build_server(config, &LaunchOptions::default()).expect("build server");
+        let state = sidecar.state.clone();
+        let stop = Arc::new(Notify::new());
+        let watch = NotifyShutdown(stop.clone());
+        let mut server = sidecar.server;
+        let thread = std::thread::spawn(move || {
+            server.bootstrap();
+            server.run(RunArgs { shutdown_signal: Box::new(watch) });
+        });
+        let me = TestSidecar { ports, dir, state, stop, thread: Some(thread) };
+        me.wait_ready();
+        me
+    }
+
+    /// A sidecar with `base_config` plus `extra`, in front of `upstream`.
+    pub fn with_upstream(upstream: &EchoUpstream, extra: &str) -> TestSidecar {
+        let ports = Ports::new(upstream.port);
+        TestSidecar::start(ports, &base_config(&ports, extra))
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.ports.admin)).map(|_| Conn::open(self.ports.admin)) {
+                if c.send("GET", "/readyz", &[], b"").status == 200 && std::net::TcpStream::connect(("127.0.0.1", self.ports.proxy)).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sidecar did not become ready");
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// A request through the proxy listener.
+    pub fn proxy(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        request(self.ports.proxy, method, path, headers, body)
+    }
+
+    /// A request to the admin listener.
+    pub fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        request(self.ports.admin, method, path, headers, body)
+    }
+
+    /// The value of a metric series (sum over series matching all `labels`), 0 if absent.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.admin("GET", "/metrics", &[], b"").text();
+        metric_value(&text, name, labels)
+    }
+}
+
+/// Sum of the samples of `name` whose labels include every `labels` pair.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let full = format!("session_sidecar_{name}");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != full {
+                return None;
+            }
+            let ok = labels.iter().all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+impl Drop for TestSidecar {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
