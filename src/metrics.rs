@@ -57,16 +57,31 @@ pub fn init() {
         SESSIONS_ACTIVE.with_label_values(&[f.as_str()]);
         SESSIONS_CREATED.with_label_values(&[f.as_str()]);
     }
-    Lazy::force(&SESSIONS_ENDED);
-    Lazy::force(&SESSION_LOOKUPS);
-    Lazy::force(&AUTH_FAILURES);
+    // Series with a known, closed set of labels start at zero, so dashboards and alerts see
+    // every family from the first scrape rather than after its first event.
+    for r in EndReason::ALL {
+        SESSIONS_ENDED.with_label_values(&[r.as_str()]);
+    }
+    for r in ["hit", "miss", "expired"] {
+        SESSION_LOOKUPS.with_label_values(&[r]);
+    }
+    for r in [AuthFailure::Missing, AuthFailure::Invalid, AuthFailure::Expired, AuthFailure::Forbidden] {
+        AUTH_FAILURES.with_label_values(&[r.as_str()]);
+    }
+    for k in [RequestKind::SessionApi, RequestKind::Forward, RequestKind::Rejected] {
+        REQUEST_DURATION.with_label_values(&[k.as_str()]);
+    }
+    for k in UPSTREAM_ERROR_KINDS {
+        UPSTREAM_ERRORS.with_label_values(&[k]);
+    }
+    LOCK_REJECTIONS.with_label_values(&["quantity_exceeded"]);
     Lazy::force(&REQUESTS);
-    Lazy::force(&REQUEST_DURATION);
-    Lazy::force(&UPSTREAM_ERRORS);
-    Lazy::force(&LOCK_REJECTIONS);
     Lazy::force(&STORE_DURATION);
     Lazy::force(&STORE_ERRORS);
 }
+
+/// Values of the `kind` label of `upstream_errors_total`.
+pub const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
 
 /// A session entered the store.
 pub fn session_started(s: &Session) {

@@ -73,6 +73,17 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    pub const ALL: [EndReason; 8] = [
+        EndReason::Closed,
+        EndReason::IdleExpired,
+        EndReason::AbsoluteExpired,
+        EndReason::Transferred,
+        EndReason::Redeemed,
+        EndReason::Released,
+        EndReason::Evicted,
+        EndReason::Revoked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Closed => "closed",
