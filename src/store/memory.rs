@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
+use moka::policy::EvictionPolicy;
 use moka::Expiry;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -146,6 +147,9 @@ impl MemoryStore {
         let queue = removals.clone();
         let cache = Cache::builder()
             .max_capacity(max_sessions)
+            // TinyLFU (moka's default) may refuse to admit a brand-new entry when full, which
+            // would drop a session the moment it is created; LRU evicts the least recently used.
+            .eviction_policy(EvictionPolicy::lru())
             .expire_after(SessionExpiry)
             .eviction_listener(move |_key, value: Arc<Session>, cause| match cause {
                 RemovalCause::Expired | RemovalCause::Size => queue.lock().push((value, cause)),
@@ -202,11 +206,22 @@ impl MemoryStore {
         out
     }
 
-    /// Removes a session under the index lock; the caller decides the reason.
+    /// Removes a live session under the index lock; the caller decides the reason.
     fn remove_locked(&self, idx: &mut Indexes, id: &str, reason: EndReason) -> Option<Session> {
+        self.remove_locked_if(idx, id, reason, |_| true)
+    }
+
+    /// Removes a live session that satisfies `wanted`, atomically with the check.
+    fn remove_locked_if(
+        &self,
+        idx: &mut Indexes,
+        id: &str,
+        reason: EndReason,
+        wanted: impl FnOnce(&Session) -> bool,
+    ) -> Option<Session> {
         let now = now_millis();
         let result = self.cache.entry_by_ref(id).and_compute_with(|entry| match entry {
-            Some(e) if e.value().is_live(now) => Op::Remove,
+            Some(e) if e.value().is_live(now) && wanted(e.value()) => Op::Remove,
             _ => Op::Nop,
         });
         match result {
@@ -355,7 +370,8 @@ impl SessionStore for MemoryStore {
     async fn transfer(&self, old_id: &str, new: Session, grace: Duration) -> StoreResult<Option<Session>> {
         Ok(self.timed("transfer", || {
             let mut idx = self.indexes.lock();
-            let old = self.remove_locked(&mut idx, old_id, EndReason::Transferred)?;
+            // A key in its grace period is an alias, not a session: it cannot move again.
+            let old = self.remove_locked_if(&mut idx, old_id, EndReason::Transferred, |s| s.moved_to.is_none())?;
             let new_id = new.id.clone();
             let owner = new.owner.clone();
             self.insert_new_locked(&mut idx, new);
@@ -455,5 +471,183 @@ impl SessionStore for MemoryStore {
 
     async fn len(&self) -> StoreResult<u64> {
         Ok(self.cache.entry_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{CodeHold, Flavor, Lock, TtlUnit};
+
+    fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    fn session(id: &str, customer: Option<&str>, app: Option<&str>) -> Session {
+        let mut s = Session::new(id.into(), Flavor::Admin, Some("owner".into()), Duration::from_secs(60), Duration::from_secs(600));
+        s.customer_id = customer.map(str::to_string);
+        s.application_key = app.map(str::to_string);
+        s
+    }
+
+    fn lock(key: &str, codes: &[&str], ttl: Duration) -> Session {
+        let mut s = Session::with_fixed_ttl(key.into(), Flavor::Voucherify, None, ttl);
+        s.lock = Some(Lock {
+            holds: codes.iter().map(|c| CodeHold { code: c.to_string(), quantity: 1, credits: 5, points: 7 }).collect(),
+            ttl: 1,
+            ttl_unit: TtlUnit::Minutes,
+        });
+        s
+    }
+
+    #[test]
+    fn create_refuses_taken_ids_and_full_applications() {
+        let store = MemoryStore::new(100);
+        block(async {
+            assert_eq!(store.create(session("a", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::Created);
+            assert_eq!(store.create(session("a", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::IdTaken);
+            assert_eq!(store.create(session("b", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::Created);
+            assert_eq!(store.create(session("c", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::ApplicationFull);
+            store.remove("a", EndReason::Closed).await.unwrap();
+            assert_eq!(store.create(session("c", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::Created);
+        });
+    }
+
+    #[test]
+    fn remove_wins_once() {
+        let store = MemoryStore::new(100);
+        block(async {
+            store.create(session("x", None, None), None).await.unwrap();
+            assert!(store.remove("x", EndReason::Closed).await.unwrap().is_some());
+            assert!(store.remove("x", EndReason::Closed).await.unwrap().is_none());
+            assert!(store.get("x").await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn update_moves_customer_index() {
+        let store = MemoryStore::new(100);
+        block(async {
+            store.create(session("s1", Some("alice"), None), None).await.unwrap();
+            store.create(session("s2", Some("alice"), None), None).await.unwrap();
+            let patch = SessionPatch { customer_id: Some(Some("bob".into())), ..Default::default() };
+            store.update("s2", &patch).await.unwrap().unwrap();
+            let alice: Vec<String> = store.customer_sessions("alice").await.unwrap().into_iter().map(|s| s.id).collect();
+            let bob: Vec<String> = store.customer_sessions("bob").await.unwrap().into_iter().map(|s| s.id).collect();
+            assert_eq!(alice, vec!["s1"]);
+            assert_eq!(bob, vec!["s2"]);
+            assert!(store.update("missing", &patch).await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn touch_extends_and_expired_sessions_vanish() {
+        let store = MemoryStore::new(100);
+        block(async {
+            let mut s = Session::new("t".into(), Flavor::Admin, None, Duration::from_millis(150), Duration::from_secs(60));
+            s.customer_id = Some("c".into());
+            store.create(s, None).await.unwrap();
+            for _ in 0..4 {
+                std::thread::sleep(Duration::from_millis(80));
+                assert!(store.touch("t").await.unwrap().is_some(), "use keeps it alive");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(store.touch("t").await.unwrap().is_none(), "idle too long");
+            assert!(store.customer_sessions("c").await.unwrap().is_empty(), "reads never see it");
+            // moka's timer wheel notices expirations within about a second.
+            for _ in 0..40 {
+                store.maintain();
+                if store.indexes.lock().by_customer.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(store.indexes.lock().by_customer.is_empty(), "index entry dropped with the session");
+        });
+    }
+
+    #[test]
+    fn transfer_once_with_grace_alias() {
+        let store = MemoryStore::new(100);
+        block(async {
+            store.create(session("old", Some("c"), None), None).await.unwrap();
+            let new = session("new", Some("c"), None);
+            assert!(store.transfer("old", new.clone(), Duration::from_secs(5)).await.unwrap().is_some());
+            assert!(store.transfer("old", new, Duration::from_secs(5)).await.unwrap().is_none(), "second transfer loses");
+            let alias = store.get("old").await.unwrap().unwrap();
+            assert_eq!(alias.moved_to.as_deref(), Some("new"));
+            let ids: Vec<String> = store.customer_sessions("c").await.unwrap().into_iter().map(|s| s.id).collect();
+            assert_eq!(ids, vec!["new"], "the alias is not a session of the customer");
+        });
+    }
+
+    #[test]
+    fn locks_are_all_or_nothing_and_overwrite_in_place() {
+        let store = MemoryStore::new(100);
+        let limits: HashMap<String, u64> = [("A".to_string(), 1), ("B".to_string(), 2)].into();
+        block(async {
+            let ttl = Duration::from_secs(60);
+            assert!(matches!(store.acquire_lock(lock("k1", &["A", "B"], ttl), &limits).await.unwrap(), LockOutcome::Acquired { .. }));
+            // A is used up: k2 asking A and B gets nothing, B keeps one unit free.
+            assert_eq!(
+                store.acquire_lock(lock("k2", &["B", "A"], ttl), &limits).await.unwrap(),
+                LockOutcome::Refused { code: "A".into() }
+            );
+            match store.acquire_lock(lock("k3", &["B"], ttl), &limits).await.unwrap() {
+                LockOutcome::Acquired { others, .. } => assert_eq!(others[0], LockedTotals { quantity: 1, credits: 5, points: 7 }),
+                other => panic!("{other:?}"),
+            }
+            // Same key again replaces, never double counts.
+            match store.acquire_lock(lock("k1", &["A", "B"], ttl), &limits).await.unwrap() {
+                LockOutcome::Acquired { replaced, others } => {
+                    assert!(replaced.is_some());
+                    assert_eq!(others[0].quantity, 0);
+                    assert_eq!(others[1].quantity, 1);
+                }
+                other => panic!("{other:?}"),
+            }
+            store.remove("k1", EndReason::Released).await.unwrap();
+            assert_eq!(store.locked_by_others(&["A".into()], "zzz").await.unwrap()[0].quantity, 0);
+        });
+    }
+
+    #[test]
+    fn expired_locks_free_capacity() {
+        let store = MemoryStore::new(100);
+        let limits: HashMap<String, u64> = [("A".to_string(), 1)].into();
+        block(async {
+            store.acquire_lock(lock("k1", &["A"], Duration::from_millis(100)), &limits).await.unwrap();
+            assert!(matches!(store.acquire_lock(lock("k2", &["A"], Duration::from_secs(9)), &limits).await.unwrap(), LockOutcome::Refused { .. }));
+            std::thread::sleep(Duration::from_millis(150));
+            assert!(matches!(store.acquire_lock(lock("k2", &["A"], Duration::from_secs(9)), &limits).await.unwrap(), LockOutcome::Acquired { .. }));
+        });
+    }
+
+    #[test]
+    fn capacity_evicts_least_recently_used() {
+        let store = MemoryStore::new(10);
+        block(async {
+            for i in 0..30 {
+                store.create(session(&format!("s{i}"), None, None), None).await.unwrap();
+                store.maintain();
+            }
+            store.maintain();
+            assert!(store.len().await.unwrap() <= 10);
+            assert!(store.get("s29").await.unwrap().is_some(), "the newest session is kept");
+            assert!(store.get("s0").await.unwrap().is_none(), "the oldest one was evicted");
+        });
+    }
+
+    #[test]
+    fn restore_skips_expired_and_existing() {
+        let store = MemoryStore::new(100);
+        block(async {
+            store.create(session("a", None, None), None).await.unwrap();
+            let mut dead = session("d", None, None);
+            dead.expires_at = 1;
+            let n = store.restore(vec![session("a", None, None), dead, session("b", Some("c"), None)]).await.unwrap();
+            assert_eq!(n, 1);
+            assert_eq!(store.customer_sessions("c").await.unwrap().len(), 1);
+        });
     }
 }

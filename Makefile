@@ -1,0 +1,35 @@
+# session-sidecar: two commands do everything on a fresh Debian/Ubuntu machine with Rust.
+#   make run    install build packages, build, start the demo app and the sidecar
+#   make test   install test packages, run every test
+
+CARGO ?= cargo
+# pingora builds zlib-ng with cmake and C code with cc.
+BUILD_PACKAGES := cmake gcc g++ make pkg-config
+# Tests start their own redis-server processes; promtool (package prometheus) checks alert rules.
+TEST_PACKAGES := redis-server redis-tools prometheus python3
+
+.PHONY: run test build build-deps test-deps bench soak clean
+
+build-deps:
+	@scripts/install-packages $(BUILD_PACKAGES)
+
+test-deps: build-deps
+	@scripts/install-packages $(TEST_PACKAGES)
+
+build: build-deps
+	$(CARGO) build --release --bin session-sidecar --example demo-upstream
+
+run: build
+	@scripts/run-demo
+
+test: test-deps
+	$(CARGO) test --all-targets
+
+bench: build-deps
+	@bench/run
+
+soak: test-deps
+	SOAK_SECONDS=60 $(CARGO) test --release --test soak -- --nocapture
+
+clean:
+	$(CARGO) clean
