@@ -7,7 +7,10 @@
 mod echo;
 
 fn main() {
-    let port = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let upstream = echo::EchoUpstream::start_on(port);
     println!("demo upstream listening on 127.0.0.1:{}", upstream.port);
     loop {

@@ -10,9 +10,9 @@ use crate::store::CreateOutcome;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use http::{Method, Response, StatusCode};
+use percent_encoding::percent_decode_str;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -40,7 +40,11 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 }
 
 fn json_response(status: u16, v: &Value) -> Response<Vec<u8>> {
-    respond(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    respond(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 fn error(status: u16, error: &str, message: &str) -> Response<Vec<u8>> {
@@ -109,18 +113,31 @@ async fn read_body(http: &mut ServerSession) -> Result<Vec<u8>, ()> {
 }
 
 impl AdminApp {
-    async fn admin_api(&self, http: &mut ServerSession, method: Method, path: &str) -> Response<Vec<u8>> {
+    async fn admin_api(
+        &self,
+        http: &mut ServerSession,
+        method: Method,
+        path: &str,
+    ) -> Response<Vec<u8>> {
         let gen = self.state.current();
         let auth = gen.auth.authenticate(&http.req_header().headers).await;
         let credential = match &auth {
             AuthResult::Valid(c) if c.admin => c.clone(),
             AuthResult::Valid(_) => {
                 metrics::auth_failure(metrics::AuthFailure::Forbidden);
-                return error(403, "forbidden", "This credential may not use the admin API.");
+                return error(
+                    403,
+                    "forbidden",
+                    "This credential may not use the admin API.",
+                );
             }
             other => {
                 other.record_failure();
-                return error(401, "unauthorized", "The admin API requires an admin bearer token.");
+                return error(
+                    401,
+                    "unauthorized",
+                    "The admin API requires an admin bearer token.",
+                );
             }
         };
         let caller = Caller::named(&credential.name, true);
@@ -133,23 +150,42 @@ impl AdminApp {
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let store_failed = |e: crate::store::StoreError| {
             log::error!("admin API: {e}");
-            error(503, "store_unavailable", "The session store is unavailable.")
+            error(
+                503,
+                "store_unavailable",
+                "The session store is unavailable.",
+            )
         };
         match (method, segs.as_slice()) {
             (Method::POST, ["admin", "sessions"]) => {
                 let Ok(body) = read_body(http).await else {
                     return error(413, "payload_too_large", "The request body is too large.");
                 };
-                let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
+                let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+                    b"{}"
+                } else {
+                    &body
+                };
                 let new: NewSession = match serde_json::from_slice(body) {
                     Ok(n) => n,
-                    Err(e) => return error(400, "bad_request", &format!("Invalid session JSON: {e}")),
+                    Err(e) => {
+                        return error(400, "bad_request", &format!("Invalid session JSON: {e}"))
+                    }
                 };
-                if ![&new.customer_id, &new.agent_id, &new.visit_id, &new.global_visit_id]
-                    .into_iter()
-                    .all(valid_identity)
+                if ![
+                    &new.customer_id,
+                    &new.agent_id,
+                    &new.visit_id,
+                    &new.global_visit_id,
+                ]
+                .into_iter()
+                .all(valid_identity)
                 {
-                    return error(400, "bad_request", "Identity values must be 1-256 characters of A-Z a-z 0-9 . _ ~ + / = -");
+                    return error(
+                        400,
+                        "bad_request",
+                        "Identity values must be 1-256 characters of A-Z a-z 0-9 . _ ~ + / = -",
+                    );
                 }
                 let mut s = sessions.new_session(new_uuid(), Flavor::Admin, Some(&credential.name));
                 s.customer_id = new.customer_id;
@@ -169,11 +205,13 @@ impl AdminApp {
                 Ok(None) => error(404, "not_found", "Session not found."),
                 Err(e) => store_failed(e),
             },
-            (Method::DELETE, ["admin", "sessions", id]) => match sessions.close(&caller, id, EndReason::Revoked).await {
-                Ok(Some(_)) => respond(204, "application/json", Vec::new()),
-                Ok(None) => error(404, "not_found", "Session not found."),
-                Err(e) => store_failed(e),
-            },
+            (Method::DELETE, ["admin", "sessions", id]) => {
+                match sessions.close(&caller, id, EndReason::Revoked).await {
+                    Ok(Some(_)) => respond(204, "application/json", Vec::new()),
+                    Ok(None) => error(404, "not_found", "Session not found."),
+                    Err(e) => store_failed(e),
+                }
+            }
             (Method::GET, ["admin", "customers", customer, "sessions"]) => {
                 match sessions.customer_sessions(customer).await {
                     Ok(list) => json_response(
@@ -192,9 +230,16 @@ impl AdminApp {
                     Err(e) => store_failed(e),
                 }
             }
-            (_, ["admin", "sessions"] | ["admin", "sessions", _] | ["admin", "customers", _, "sessions"]) => {
-                error(405, "method_not_allowed", "Method not allowed on this admin resource.")
-            }
+            (
+                _,
+                ["admin", "sessions"]
+                | ["admin", "sessions", _]
+                | ["admin", "customers", _, "sessions"],
+            ) => error(
+                405,
+                "method_not_allowed",
+                "Method not allowed on this admin resource.",
+            ),
             _ => error(404, "not_found", "No such admin resource."),
         }
     }
@@ -210,9 +255,14 @@ impl ServeHttp for AdminApp {
             (&Method::GET, "/healthz") => json_response(200, &json!({ "status": "ok" })),
             (&Method::GET, "/readyz") => match self.state.current().sessions.ready().await {
                 Ok(()) => json_response(200, &json!({ "status": "ready" })),
-                Err(e) => json_response(503, &json!({ "status": "unavailable", "reason": e.to_string() })),
+                Err(e) => json_response(
+                    503,
+                    &json!({ "status": "unavailable", "reason": e.to_string() }),
+                ),
             },
-            (_, p) if p == "/admin" || p.starts_with("/admin/") => self.admin_api(http, method, &path).await,
+            (_, p) if p == "/admin" || p.starts_with("/admin/") => {
+                self.admin_api(http, method, &path).await
+            }
             _ => error(404, "not_found", "No such admin resource."),
         }
     }

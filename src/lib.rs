@@ -73,20 +73,22 @@ fn server_conf(config: &Config) -> ServerConf {
 /// Builds the server for `config`: proxy listeners, admin listener, housekeeping and reload.
 pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, BuildError> {
     metrics::init();
-    let (store, memory): (Arc<dyn SessionStore>, Option<Arc<MemoryStore>>) = match config.store.backend {
-        StoreBackend::Memory => {
-            let m = Arc::new(MemoryStore::new(config.sessions.max_sessions));
-            if let Some(path) = &config.store.snapshot_file {
-                store::snapshot::load_into(path, &m);
+    let (store, memory): (Arc<dyn SessionStore>, Option<Arc<MemoryStore>>) =
+        match config.store.backend {
+            StoreBackend::Memory => {
+                let m = Arc::new(MemoryStore::new(config.sessions.max_sessions));
+                if let Some(path) = &config.store.snapshot_file {
+                    store::snapshot::load_into(path, &m);
+                }
+                (m.clone(), Some(m))
             }
-            (m.clone(), Some(m))
-        }
-        StoreBackend::Redis => {
-            return Err(BuildError(
-                "store.backend = \"redis\" is not available in this build yet; use \"memory\"".into(),
-            ))
-        }
-    };
+            StoreBackend::Redis => {
+                return Err(BuildError(
+                    "store.backend = \"redis\" is not available in this build yet; use \"memory\""
+                        .into(),
+                ))
+            }
+        };
     let conf = server_conf(&config);
     let opt = Opt {
         upgrade: launch.upgrade,
@@ -108,7 +110,10 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
     }
     server.add_service(proxy);
 
-    let mut admin = Service::new("session-sidecar admin".to_string(), admin::AdminApp::new(state.clone()));
+    let mut admin = Service::new(
+        "session-sidecar admin".to_string(),
+        admin::AdminApp::new(state.clone()),
+    );
     admin.add_tcp(&config.server.admin_listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
@@ -117,6 +122,13 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         "session-sidecar housekeeping",
         housekeeping::Housekeeping::new(state.clone(), memory.clone()),
     ));
-    server.add_service(background_service("session-sidecar reload", reload::Reloader::new(state.clone())));
-    Ok(Sidecar { server, state, memory })
+    server.add_service(background_service(
+        "session-sidecar reload",
+        reload::Reloader::new(state.clone()),
+    ));
+    Ok(Sidecar {
+        server,
+        state,
+        memory,
+    })
 }

@@ -4,11 +4,15 @@ use clap::{Parser, Subcommand};
 use pingora::server::RunArgs;
 use session_sidecar::{build_server, config, store::snapshot, LaunchOptions};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "session-sidecar", version, about = "A session-aware reverse-proxy sidecar")]
+#[command(
+    name = "session-sidecar",
+    version,
+    about = "A session-aware reverse-proxy sidecar"
+)]
 struct Cli {
     /// Config file to run with.
     #[arg(short, long, value_name = "FILE")]
@@ -37,7 +41,13 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::HashToken) => hash_token(),
         None => match cli.config {
-            Some(file) => run(&file, LaunchOptions { upgrade: cli.upgrade, daemon: cli.daemon }),
+            Some(file) => run(
+                &file,
+                LaunchOptions {
+                    upgrade: cli.upgrade,
+                    daemon: cli.daemon,
+                },
+            ),
             None => {
                 eprintln!("session-sidecar: --config FILE is required (see --help)");
                 ExitCode::from(2)
@@ -46,7 +56,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &PathBuf) -> ExitCode {
+fn check_config(file: &Path) -> ExitCode {
     match config::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());
@@ -72,11 +82,14 @@ fn hash_token() -> ExitCode {
             input.pop();
         }
     }
-    println!("{}", hex::encode(session_sidecar::auth::static_secrets::sha256(&input)));
+    println!(
+        "{}",
+        hex::encode(session_sidecar::auth::static_secrets::sha256(&input))
+    );
     ExitCode::SUCCESS
 }
 
-fn run(file: &PathBuf, launch: LaunchOptions) -> ExitCode {
+fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match config::load(file) {
         Ok(c) => c,

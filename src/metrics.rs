@@ -13,7 +13,8 @@ use pingora_prometheus::prometheus::{
 // Registration only fails on a duplicate name, which is a programming error caught by every test.
 macro_rules! lazy_metric {
     ($name:ident : $ty:ty = $e:expr) => {
-        static $name: Lazy<$ty> = Lazy::new(|| $e.expect(concat!("registering ", stringify!($name))));
+        static $name: Lazy<$ty> =
+            Lazy::new(|| $e.expect(concat!("registering ", stringify!($name))));
     };
 }
 
@@ -50,7 +51,9 @@ lazy_metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
 
 /// Registers every family and sets the static ones, so a scrape right after start shows them.
 pub fn init() {
-    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    BUILD_INFO
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
     CONFIG_RELOAD_SUCCESS.set(1);
     LOCKS_ACTIVE.set(LOCKS_ACTIVE.get());
     for f in Flavor::ALL {
@@ -65,10 +68,19 @@ pub fn init() {
     for r in ["hit", "miss", "expired"] {
         SESSION_LOOKUPS.with_label_values(&[r]);
     }
-    for r in [AuthFailure::Missing, AuthFailure::Invalid, AuthFailure::Expired, AuthFailure::Forbidden] {
+    for r in [
+        AuthFailure::Missing,
+        AuthFailure::Invalid,
+        AuthFailure::Expired,
+        AuthFailure::Forbidden,
+    ] {
         AUTH_FAILURES.with_label_values(&[r.as_str()]);
     }
-    for k in [RequestKind::SessionApi, RequestKind::Forward, RequestKind::Rejected] {
+    for k in [
+        RequestKind::SessionApi,
+        RequestKind::Forward,
+        RequestKind::Rejected,
+    ] {
         REQUEST_DURATION.with_label_values(&[k.as_str()]);
     }
     for k in UPSTREAM_ERROR_KINDS {
@@ -85,8 +97,12 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
 
 /// A session entered the store.
 pub fn session_started(s: &Session) {
-    SESSIONS_CREATED.with_label_values(&[s.flavor.as_str()]).inc();
-    SESSIONS_ACTIVE.with_label_values(&[s.flavor.as_str()]).inc();
+    SESSIONS_CREATED
+        .with_label_values(&[s.flavor.as_str()])
+        .inc();
+    SESSIONS_ACTIVE
+        .with_label_values(&[s.flavor.as_str()])
+        .inc();
     if s.lock.is_some() {
         LOCKS_ACTIVE.inc();
     }
@@ -95,7 +111,9 @@ pub fn session_started(s: &Session) {
 /// A session left the store for `reason`.
 pub fn session_ended(s: &Session, reason: EndReason) {
     SESSIONS_ENDED.with_label_values(&[reason.as_str()]).inc();
-    SESSIONS_ACTIVE.with_label_values(&[s.flavor.as_str()]).dec();
+    SESSIONS_ACTIVE
+        .with_label_values(&[s.flavor.as_str()])
+        .dec();
     if s.lock.is_some() {
         LOCKS_ACTIVE.dec();
     }
@@ -103,7 +121,9 @@ pub fn session_ended(s: &Session, reason: EndReason) {
 
 /// A session came back from a snapshot: it is live again, but was not created now.
 pub fn session_restored(s: &Session) {
-    SESSIONS_ACTIVE.with_label_values(&[s.flavor.as_str()]).inc();
+    SESSIONS_ACTIVE
+        .with_label_values(&[s.flavor.as_str()])
+        .inc();
     if s.lock.is_some() {
         LOCKS_ACTIVE.inc();
     }
@@ -169,8 +189,12 @@ impl RequestKind {
 
 pub fn request_done(kind: RequestKind, status: u16, seconds: f64) {
     let status = status.to_string();
-    REQUESTS.with_label_values(&[kind.as_str(), status.as_str()]).inc();
-    REQUEST_DURATION.with_label_values(&[kind.as_str()]).observe(seconds);
+    REQUESTS
+        .with_label_values(&[kind.as_str(), status.as_str()])
+        .inc();
+    REQUEST_DURATION
+        .with_label_values(&[kind.as_str()])
+        .observe(seconds);
 }
 
 pub fn upstream_error(kind: &str) {
@@ -182,7 +206,9 @@ pub fn lock_rejected(reason: &str) {
 }
 
 pub fn store_operation(backend: &str, op: &str, seconds: f64) {
-    STORE_DURATION.with_label_values(&[backend, op]).observe(seconds);
+    STORE_DURATION
+        .with_label_values(&[backend, op])
+        .observe(seconds);
 }
 
 pub fn store_error(backend: &str) {

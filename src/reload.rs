@@ -27,7 +27,9 @@ impl Reloader {
         match config::load(&path) {
             Ok(new) => {
                 for note in restart_only_changes(&current.config, &new) {
-                    log::warn!("config reload: {note} changed; this takes effect only after a restart");
+                    log::warn!(
+                        "config reload: {note} changed; this takes effect only after a restart"
+                    );
                 }
                 self.state.install(new);
                 metrics::config_reload(true);

@@ -59,7 +59,8 @@ impl AppState {
 
     /// Makes `config` the one new requests use.
     pub fn install(&self, config: Config) {
-        self.current.store(Arc::new(Generation::build(config, self.store.clone())));
+        self.current
+            .store(Arc::new(Generation::build(config, self.store.clone())));
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {

@@ -24,7 +24,12 @@ fn request_reaches_app_unchanged() {
     let up = EchoUpstream::start();
     let sc = TestSidecar::with_upstream(&up, "");
     let body = "{ \"b\" :\"x y\",\n \"a\":[1,2.50] }";
-    let r = sc.proxy("POST", "/plain/x?a=1&b=two%20words", &[("Content-Type", "application/json"), ("X-Conf", "yes")], body.as_bytes());
+    let r = sc.proxy(
+        "POST",
+        "/plain/x?a=1&b=two%20words",
+        &[("Content-Type", "application/json"), ("X-Conf", "yes")],
+        body.as_bytes(),
+    );
     assert_eq!(r.status, 200);
     let rec = &up.received_at("/plain/x")[0];
     assert_eq!(rec.method, "POST");
@@ -41,26 +46,87 @@ fn every_locator_finds_the_session() {
     let cookie = format!("theme=dark; session_id={sid}; lang=en");
     let body = json!({"order": 1, "session": {"key": sid}}).to_string();
     let flat = json!({"SessionId": sid}).to_string();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, String)> = vec![
-        ("header", "/loc/header".into(), vec![("X-Session-Id", sid.as_str())], String::new()),
-        ("cookie", "/loc/cookie".into(), vec![("Cookie", cookie.as_str())], String::new()),
-        ("query", format!("/loc/query?x=1&sessionId={sid}"), vec![], String::new()),
+    // (what, path, headers, body)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
+        (
+            "header",
+            "/loc/header".into(),
+            vec![("X-Session-Id", sid.as_str())],
+            String::new(),
+        ),
+        (
+            "cookie",
+            "/loc/cookie".into(),
+            vec![("Cookie", cookie.as_str())],
+            String::new(),
+        ),
+        (
+            "query",
+            format!("/loc/query?x=1&sessionId={sid}"),
+            vec![],
+            String::new(),
+        ),
         ("path", format!("/p/{sid}"), vec![], String::new()),
-        ("path prefix", format!("/Web/Session/{sid}/Expiration"), vec![], String::new()),
-        ("json nested", "/loc/json-nested".into(), vec![("Content-Type", "application/json")], body),
-        ("json flat", "/loc/json-flat".into(), vec![("Content-Type", "application/json")], flat),
+        (
+            "path prefix",
+            format!("/Web/Session/{sid}/Expiration"),
+            vec![],
+            String::new(),
+        ),
+        (
+            "json nested",
+            "/loc/json-nested".into(),
+            vec![("Content-Type", "application/json")],
+            body,
+        ),
+        (
+            "json flat",
+            "/loc/json-flat".into(),
+            vec![("Content-Type", "application/json")],
+            flat,
+        ),
     ];
     for (what, path, headers, body) in cases {
-        let r = sc.proxy(if body.is_empty() { "GET" } else { "POST" }, &path, &headers, body.as_bytes());
+        let r = sc.proxy(
+            if body.is_empty() { "GET" } else { "POST" },
+            &path,
+            &headers,
+            body.as_bytes(),
+        );
         assert_eq!(r.status, 200, "{what}");
         let rec = up.received().into_iter().last().unwrap();
         assert_eq!(rec.header_all("X-Session-Id"), vec![sid.clone()], "{what}");
-        assert_eq!(rec.header_all("X-Customer-Id"), vec!["cust-loc".to_string()], "{what}");
-        assert_eq!(rec.header_all("X-Agent-Id"), vec!["agent-1".to_string()], "{what}");
-        assert_eq!(rec.header_all("X-Visit-Id"), vec!["visit-1".to_string()], "{what}");
-        assert_eq!(rec.header_all("X-Global-Visit-Id"), vec!["gv-1".to_string()], "{what}");
-        assert_eq!(rec.header_all("X-Session-Logged-In"), vec!["false".to_string()], "{what}");
-        assert_eq!(rec.body, body.as_bytes(), "{what}: body forwarded unchanged");
+        assert_eq!(
+            rec.header_all("X-Customer-Id"),
+            vec!["cust-loc".to_string()],
+            "{what}"
+        );
+        assert_eq!(
+            rec.header_all("X-Agent-Id"),
+            vec!["agent-1".to_string()],
+            "{what}"
+        );
+        assert_eq!(
+            rec.header_all("X-Visit-Id"),
+            vec!["visit-1".to_string()],
+            "{what}"
+        );
+        assert_eq!(
+            rec.header_all("X-Global-Visit-Id"),
+            vec!["gv-1".to_string()],
+            "{what}"
+        );
+        assert_eq!(
+            rec.header_all("X-Session-Logged-In"),
+            vec!["false".to_string()],
+            "{what}"
+        );
+        assert_eq!(
+            rec.body,
+            body.as_bytes(),
+            "{what}: body forwarded unchanged"
+        );
     }
 }
 
@@ -83,8 +149,19 @@ fn spoofed_identity_headers_are_stripped() {
     let r = sc.proxy("GET", "/spoof/none", &spoof, b"");
     assert_eq!(r.status, 200);
     let rec = &up.received_at("/spoof/none")[0];
-    for h in ["X-Customer-Id", "X-Agent-Id", "X-Auth-Subject", "X-Session-Signature", "X-Application-Key", "X-Session-Id"] {
-        assert!(rec.header_all(h).is_empty(), "{h} reached the app: {:?}", rec.header_all(h));
+    for h in [
+        "X-Customer-Id",
+        "X-Agent-Id",
+        "X-Auth-Subject",
+        "X-Session-Signature",
+        "X-Application-Key",
+        "X-Session-Id",
+    ] {
+        assert!(
+            rec.header_all(h).is_empty(),
+            "{h} reached the app: {:?}",
+            rec.header_all(h)
+        );
     }
     // With a session the values are exactly the session's.
     let mut h: Vec<(&str, &str)> = spoof.to_vec();
@@ -92,7 +169,10 @@ fn spoofed_identity_headers_are_stripped() {
     h.push(("Cookie", &cookie));
     sc.proxy("GET", "/spoof/with", &h, b"");
     let rec = &up.received_at("/spoof/with")[0];
-    assert_eq!(rec.header_all("X-Customer-Id"), vec!["real-cust".to_string()]);
+    assert_eq!(
+        rec.header_all("X-Customer-Id"),
+        vec!["real-cust".to_string()]
+    );
     assert_eq!(rec.header_all("X-Agent-Id"), vec!["agent-1".to_string()]);
     assert!(rec.header_all("X-Auth-Subject").is_empty());
     assert!(rec.header_all("X-Application-Key").is_empty());
@@ -102,7 +182,12 @@ fn spoofed_identity_headers_are_stripped() {
 fn spoofed_session_id_naming_nothing_is_dropped() {
     let up = EchoUpstream::start();
     let sc = TestSidecar::with_upstream(&up, "");
-    sc.proxy("GET", "/spoof/sid", &[("x-SESSION-id", "spoof-1"), ("X-Session-Id", "spoof-2")], b"");
+    sc.proxy(
+        "GET",
+        "/spoof/sid",
+        &[("x-SESSION-id", "spoof-1"), ("X-Session-Id", "spoof-2")],
+        b"",
+    );
     let rec = &up.received_at("/spoof/sid")[0];
     assert!(rec.header_all("X-Session-Id").is_empty());
 }
@@ -116,12 +201,20 @@ fn required_route_rejects_without_forwarding_and_keeps_alive() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "session_required");
     assert!(!conn.closed);
-    let r = conn.send("GET", "/account/b", &[("X-Session-Id", "0b8f5c1e-1d2a-4c3b-9e8f-000000000000")], b"");
+    let r = conn.send(
+        "GET",
+        "/account/b",
+        &[("X-Session-Id", "0b8f5c1e-1d2a-4c3b-9e8f-000000000000")],
+        b"",
+    );
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "session_expired");
     let r = conn.send("GET", "/free/c", &[], b"");
     assert_eq!(r.status, 200, "same connection still usable");
-    assert!(up.received_at("/account/").is_empty(), "rejected requests must not be forwarded");
+    assert!(
+        up.received_at("/account/").is_empty(),
+        "rejected requests must not be forwarded"
+    );
     let sid = admin_session(&sc, "c-req");
     let r = conn.send("GET", "/account/d", &[("X-Session-Id", &sid)], b"");
     assert_eq!(r.status, 200);
@@ -133,7 +226,16 @@ fn route_methods_filter() {
     let up = EchoUpstream::start();
     let sc = TestSidecar::with_upstream(&up, "");
     assert_eq!(sc.proxy("GET", "/post-only/x", &[], b"").status, 200);
-    assert_eq!(sc.proxy("POST", "/post-only/y", &[("Content-Type", "application/json")], b"{}").status, 401);
+    assert_eq!(
+        sc.proxy(
+            "POST",
+            "/post-only/y",
+            &[("Content-Type", "application/json")],
+            b"{}"
+        )
+        .status,
+        401
+    );
     assert!(up.received_at("/post-only/y").is_empty());
 }
 
@@ -141,20 +243,47 @@ fn route_methods_filter() {
 fn identity_assertion_sets_and_clears_customer() {
     let up = EchoUpstream::start();
     let sc = TestSidecar::with_upstream(&up, "");
-    let r = sc.admin("POST", "/admin/sessions", &[("Authorization", &bearer(ADMIN_TOKEN))], b"{}");
+    let r = sc.admin(
+        "POST",
+        "/admin/sessions",
+        &[("Authorization", &bearer(ADMIN_TOKEN))],
+        b"{}",
+    );
     let sid = r.json()["id"].as_str().unwrap().to_string();
-    let r = sc.proxy("POST", "/api/Login", &[("X-Session-Id", &sid), ("X-Echo-Assert-Customer", "cust-42")], b"");
+    let r = sc.proxy(
+        "POST",
+        "/api/Login",
+        &[
+            ("X-Session-Id", &sid),
+            ("X-Echo-Assert-Customer", "cust-42"),
+        ],
+        b"",
+    );
     assert_eq!(r.status, 200);
-    assert!(r.header("X-Sidecar-Set-Customer-Id").is_none(), "assertion header leaked to the client");
+    assert!(
+        r.header("X-Sidecar-Set-Customer-Id").is_none(),
+        "assertion header leaked to the client"
+    );
     sc.proxy("GET", "/after-login", &[("X-Session-Id", &sid)], b"");
     let rec = &up.received_at("/after-login")[0];
     assert_eq!(rec.header_all("X-Customer-Id"), vec!["cust-42".to_string()]);
-    assert_eq!(rec.header_all("X-Session-Logged-In"), vec!["true".to_string()]);
-    sc.proxy("POST", "/api/Logout", &[("X-Session-Id", &sid), ("X-Echo-Assert-Customer", "")], b"");
+    assert_eq!(
+        rec.header_all("X-Session-Logged-In"),
+        vec!["true".to_string()]
+    );
+    sc.proxy(
+        "POST",
+        "/api/Logout",
+        &[("X-Session-Id", &sid), ("X-Echo-Assert-Customer", "")],
+        b"",
+    );
     sc.proxy("GET", "/after-logout", &[("X-Session-Id", &sid)], b"");
     let rec = &up.received_at("/after-logout")[0];
     assert!(rec.header_all("X-Customer-Id").is_empty());
-    assert_eq!(rec.header_all("X-Session-Logged-In"), vec!["false".to_string()]);
+    assert_eq!(
+        rec.header_all("X-Session-Logged-In"),
+        vec!["false".to_string()]
+    );
     // Without a session the header is still removed.
     let r = sc.proxy("GET", "/nobody", &[("X-Echo-Assert-Customer", "x")], b"");
     assert!(r.header("X-Sidecar-Set-Customer-Id").is_none());
@@ -164,21 +293,42 @@ fn identity_assertion_sets_and_clears_customer() {
 fn token_route_requires_and_names_credential() {
     let up = EchoUpstream::start();
     let sc = TestSidecar::with_upstream(&up, "");
-    for h in [vec![], vec![("Authorization", "Bearer nope")], vec![("Authorization", "Basic abc")]] {
+    for h in [
+        vec![],
+        vec![("Authorization", "Bearer nope")],
+        vec![("Authorization", "Basic abc")],
+    ] {
         let r = sc.proxy("GET", "/secure/x", &h, b"");
         assert_eq!(r.status, 401);
         assert_eq!(r.json()["error"], "unauthorized");
     }
     assert!(up.received_at("/secure/x").is_empty());
     let auth = bearer(OTHER_TOKEN);
-    let r = sc.proxy("GET", "/secure/y", &[("Authorization", &auth), ("X-Auth-Subject", "evil")], b"");
+    let r = sc.proxy(
+        "GET",
+        "/secure/y",
+        &[("Authorization", &auth), ("X-Auth-Subject", "evil")],
+        b"",
+    );
     assert_eq!(r.status, 200);
-    assert_eq!(up.received_at("/secure/y")[0].header_all("X-Auth-Subject"), vec!["other".to_string()]);
+    assert_eq!(
+        up.received_at("/secure/y")[0].header_all("X-Auth-Subject"),
+        vec!["other".to_string()]
+    );
     // On auth = "none" routes a valid credential is named too, an invalid one ignored.
     sc.proxy("GET", "/open/a", &[("Authorization", &auth)], b"");
-    assert_eq!(up.received_at("/open/a")[0].header_all("X-Auth-Subject"), vec!["other".to_string()]);
-    assert_eq!(sc.proxy("GET", "/open/b", &[("Authorization", "Bearer nope")], b"").status, 200);
-    assert!(up.received_at("/open/b")[0].header_all("X-Auth-Subject").is_empty());
+    assert_eq!(
+        up.received_at("/open/a")[0].header_all("X-Auth-Subject"),
+        vec!["other".to_string()]
+    );
+    assert_eq!(
+        sc.proxy("GET", "/open/b", &[("Authorization", "Bearer nope")], b"")
+            .status,
+        200
+    );
+    assert!(up.received_at("/open/b")[0]
+        .header_all("X-Auth-Subject")
+        .is_empty());
 }
 
 #[test]
@@ -206,7 +356,12 @@ fn signature_header_when_signing_key_is_set() {
     );
     let sc = TestSidecar::start(ports, &toml);
     let sid = admin_session(&sc, "signed-cust");
-    sc.proxy("GET", "/signed", &[("X-Session-Id", &sid), ("X-Session-Signature", "forged")], b"");
+    sc.proxy(
+        "GET",
+        "/signed",
+        &[("X-Session-Id", &sid), ("X-Session-Signature", "forged")],
+        b"",
+    );
     let sig = up.received_at("/signed")[0].header_all("X-Session-Signature");
     assert_eq!(sig.len(), 1);
     let parts: Vec<&str> = sig[0].split(',').collect();

@@ -101,8 +101,7 @@ impl RouteSettings {
             .iter()
             .find(|r| {
                 path.starts_with(r.path_prefix.as_str())
-                    && r
-                        .methods
+                    && r.methods
                         .as_ref()
                         .is_none_or(|m| m.iter().any(|x| x == method))
             })
@@ -310,10 +309,7 @@ pub struct VoucherifySettings {
 
 /// Checks the parsed file and builds the runtime config.
 pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError> {
-    let base_dir = source
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
     let server = validate_server(&f.server)?;
     let upstreams = validate_upstreams(&f.upstreams)?;
     let routes = validate_routes(&f.proxy, &f.routes, &upstreams)?;
@@ -325,7 +321,10 @@ pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError>
         isolate_by_credential: f.sessions.isolate_by_credential,
     };
     if sessions.idle_timeout.is_zero() || sessions.absolute_timeout.is_zero() {
-        return err(None, "sessions.idle_timeout and sessions.absolute_timeout must be greater than zero");
+        return err(
+            None,
+            "sessions.idle_timeout and sessions.absolute_timeout must be greater than zero",
+        );
     }
     if sessions.max_sessions == 0 {
         return err(None, "sessions.max_sessions must be at least 1");
@@ -368,7 +367,10 @@ fn parse_listen(v: &Spanned<String>, what: &str) -> Result<SocketAddr, Validatio
         Ok(Some(addr)) => Ok(addr),
         _ => err(
             span_of(v),
-            format!("{what}: {:?} is not an address like \"127.0.0.1:8080\"", v.get_ref()),
+            format!(
+                "{what}: {:?} is not an address like \"127.0.0.1:8080\"",
+                v.get_ref()
+            ),
         ),
     }
 }
@@ -445,7 +447,11 @@ fn check_upstream(
             format!(
                 "{what}: upstream {:?} is not defined (defined: {})",
                 name.get_ref(),
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ),
         )
     }
@@ -466,7 +472,10 @@ fn validate_routes(
     for r in routes {
         let prefix = r.path_prefix.get_ref();
         if !prefix.starts_with('/') {
-            return err(span_of(&r.path_prefix), "routes.path_prefix must start with '/'");
+            return err(
+                span_of(&r.path_prefix),
+                "routes.path_prefix must start with '/'",
+            );
         }
         let upstream = match &r.upstream {
             Some(u) => {
@@ -480,7 +489,10 @@ fn validate_routes(
                 let mut list = Vec::new();
                 for name in m.get_ref() {
                     if http::Method::from_bytes(name.as_bytes()).is_err() || name.is_empty() {
-                        return err(span_of(m), format!("routes.methods: {name:?} is not an HTTP method"));
+                        return err(
+                            span_of(m),
+                            format!("routes.methods: {name:?} is not an HTTP method"),
+                        );
                     }
                     list.push(name.to_ascii_uppercase());
                 }
@@ -498,28 +510,41 @@ fn validate_routes(
             },
         });
     }
-    Ok(RouteSettings { routes: out, default })
+    Ok(RouteSettings {
+        routes: out,
+        default,
+    })
 }
 
 fn header_name(v: &Spanned<String>, what: &str) -> Result<HeaderName, ValidationError> {
     HeaderName::from_bytes(v.get_ref().trim().as_bytes()).or_else(|_| {
-        err(span_of(v), format!("{what}: {:?} is not a valid header name", v.get_ref()))
+        err(
+            span_of(v),
+            format!("{what}: {:?} is not a valid header name", v.get_ref()),
+        )
     })
 }
 
 fn validate_locate(l: &file::LocateSection) -> Result<LocateSettings, ValidationError> {
     let header = match &l.header {
-        Some(h) if !h.trim().is_empty() => Some(
-            HeaderName::from_bytes(h.trim().as_bytes())
-                .or_else(|_| err(None, format!("sessions.locate.header: {h:?} is not a valid header name")))?,
-        ),
+        Some(h) if !h.trim().is_empty() => {
+            Some(HeaderName::from_bytes(h.trim().as_bytes()).or_else(|_| {
+                err(
+                    None,
+                    format!("sessions.locate.header: {h:?} is not a valid header name"),
+                )
+            })?)
+        }
         _ => None,
     };
     let mut path = Vec::new();
     for t in &l.path {
         let text = t.get_ref();
         let Some((prefix, suffix)) = text.split_once("{key}") else {
-            return err(span_of(t), format!("sessions.locate.path: {text:?} has no {{key}}"));
+            return err(
+                span_of(t),
+                format!("sessions.locate.path: {text:?} has no {{key}}"),
+            );
         };
         if !prefix.starts_with('/') || suffix.contains("{key}") || suffix.contains('/') {
             return err(
@@ -536,7 +561,13 @@ fn validate_locate(l: &file::LocateSection) -> Result<LocateSettings, Validation
     for p in &l.json_body {
         let parts: Vec<String> = p.get_ref().split('.').map(str::to_string).collect();
         if parts.iter().any(String::is_empty) {
-            return err(span_of(p), format!("sessions.locate.json_body: {:?} is not a field path like \"session.key\"", p.get_ref()));
+            return err(
+                span_of(p),
+                format!(
+                    "sessions.locate.json_body: {:?} is not a field path like \"session.key\"",
+                    p.get_ref()
+                ),
+            );
         }
         json_body.push(parts);
     }
@@ -554,17 +585,24 @@ fn validate_identity_headers(
     h: &file::IdentityHeadersSection,
     base_dir: &Path,
 ) -> Result<IdentityHeaderSettings, ValidationError> {
-    let name = |v: &Option<Spanned<String>>, what: &str| -> Result<Option<HeaderName>, ValidationError> {
-        match v {
-            Some(s) if !s.get_ref().trim().is_empty() => header_name(s, what).map(Some),
-            _ => Ok(None),
-        }
-    };
+    let name =
+        |v: &Option<Spanned<String>>, what: &str| -> Result<Option<HeaderName>, ValidationError> {
+            match v {
+                Some(s) if !s.get_ref().trim().is_empty() => header_name(s, what).map(Some),
+                _ => Ok(None),
+            }
+        };
     let signing_key = match &h.signing_key_file {
         Some(p) => {
             let path = base_dir.join(p.get_ref());
             let mut bytes = std::fs::read(&path).or_else(|e| {
-                err(span_of(p), format!("identity_headers.signing_key_file: cannot read {}: {e}", path.display()))
+                err(
+                    span_of(p),
+                    format!(
+                        "identity_headers.signing_key_file: cannot read {}: {e}",
+                        path.display()
+                    ),
+                )
             })?;
             if bytes.last() == Some(&b'\n') {
                 bytes.pop();
@@ -595,9 +633,15 @@ fn validate_identity_headers(
     Ok(out)
 }
 
-fn validate_store(s: &file::StoreSection, base_dir: &Path) -> Result<StoreSettings, ValidationError> {
+fn validate_store(
+    s: &file::StoreSection,
+    base_dir: &Path,
+) -> Result<StoreSettings, ValidationError> {
     if s.backend == StoreBackend::Redis && s.redis.urls.is_empty() {
-        return err(None, "store.redis.urls needs at least one URL for the redis backend");
+        return err(
+            None,
+            "store.redis.urls needs at least one URL for the redis backend",
+        );
     }
     if s.snapshot_interval.0.is_zero() {
         return err(None, "store.snapshot_interval must be greater than zero");
@@ -642,10 +686,16 @@ fn validate_credentials(
     for c in creds {
         let name = c.name.get_ref().trim();
         if name.is_empty() || name.chars().any(char::is_control) {
-            return err(span_of(&c.name), "credentials.name must be a non-empty printable name");
+            return err(
+                span_of(&c.name),
+                "credentials.name must be a non-empty printable name",
+            );
         }
         if !names.insert(name.to_string()) {
-            return err(span_of(&c.name), format!("credentials.name {name:?} is used twice"));
+            return err(
+                span_of(&c.name),
+                format!("credentials.name {name:?} is used twice"),
+            );
         }
         let secret = match (&c.token_sha256, &c.app_id, &c.app_token_sha256) {
             (Some(t), None, None) => SecretSettings::Bearer {
@@ -683,7 +733,10 @@ fn validate_jwt(j: &file::JwtSection, base_dir: &Path) -> Result<JwtSettings, Va
         (None, Some(u)) => {
             let url = u.get_ref();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return err(span_of(u), "jwt.jwks_url must be an http:// or https:// URL");
+                return err(
+                    span_of(u),
+                    "jwt.jwks_url must be an http:// or https:// URL",
+                );
             }
             JwksSource::Url(url.clone())
         }
@@ -707,7 +760,10 @@ fn validate_jwt(j: &file::JwtSection, base_dir: &Path) -> Result<JwtSettings, Va
         }
     }
     if algorithms.is_empty() {
-        return err(span_of(&j.algorithms), "jwt.algorithms must name at least one algorithm");
+        return err(
+            span_of(&j.algorithms),
+            "jwt.algorithms must name at least one algorithm",
+        );
     }
     Ok(JwtSettings {
         jwks,
@@ -730,7 +786,10 @@ fn validate_applications(
             return err(span_of(&a.key), "applications.key must not be empty");
         }
         if out.contains_key(key) {
-            return err(span_of(&a.key), format!("applications.key {key:?} is used twice"));
+            return err(
+                span_of(&a.key),
+                format!("applications.key {key:?} is used twice"),
+            );
         }
         out.insert(
             key.to_string(),
@@ -750,7 +809,10 @@ fn base_path(v: &Spanned<String>, what: &str) -> Result<String, ValidationError>
         return Ok(String::new());
     }
     if !p.starts_with('/') || p.contains(['?', '#', '{']) {
-        return err(span_of(v), format!("{what} must be empty or a path starting with '/'"));
+        return err(
+            span_of(v),
+            format!("{what} must be empty or a path starting with '/'"),
+        );
     }
     Ok(p.trim_end_matches('/').to_string())
 }
@@ -784,8 +846,17 @@ fn validate_flavors(f: &file::FlavorsSection) -> Result<FlavorSettings, Validati
         }
         let mut limits = HashMap::new();
         for l in &s.limits {
-            if limits.insert(l.code.get_ref().clone(), l.quantity).is_some() {
-                return err(span_of(&l.code), format!("flavors.voucherify.limits: code {:?} is listed twice", l.code.get_ref()));
+            if limits
+                .insert(l.code.get_ref().clone(), l.quantity)
+                .is_some()
+            {
+                return err(
+                    span_of(&l.code),
+                    format!(
+                        "flavors.voucherify.limits: code {:?} is listed twice",
+                        l.code.get_ref()
+                    ),
+                );
             }
         }
         out.voucherify = Some(VoucherifySettings {

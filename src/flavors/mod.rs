@@ -40,7 +40,13 @@ impl ApiRequest<'_> {
     /// The media type of `Content-Type`, lowercased, without parameters.
     pub fn media_type(&self) -> Option<String> {
         self.header("content-type")
-            .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .filter(|m| !m.is_empty())
     }
 
@@ -65,26 +71,40 @@ impl ApiResponse {
     }
 
     /// `status` with `value` serialized as JSON, under a specific `Content-Type`.
-    pub fn json_with_type(status: u16, value: &impl Serialize, content_type: &'static str) -> ApiResponse {
+    pub fn json_with_type(
+        status: u16,
+        value: &impl Serialize,
+        content_type: &'static str,
+    ) -> ApiResponse {
         // Serializing our own response types cannot fail (no maps with non-string keys).
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
         ApiResponse {
             status,
-            headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            )],
             body: Bytes::from(body),
         }
     }
 
     /// `status` with no body.
     pub fn empty(status: u16) -> ApiResponse {
-        ApiResponse { status, headers: Vec::new(), body: Bytes::new() }
+        ApiResponse {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
     }
 
     /// `status` with a body of the given type.
     pub fn bytes(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> ApiResponse {
         ApiResponse {
             status,
-            headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            )],
             body: body.into(),
         }
     }
@@ -177,7 +197,11 @@ impl SessionApis {
     }
 
     /// The API that wants to inspect this forwarded request, with the relative path.
-    pub fn inspector<'p>(&self, method: &Method, path: &'p str) -> Option<(&Arc<dyn SessionApi>, &'p str)> {
+    pub fn inspector<'p>(
+        &self,
+        method: &Method,
+        path: &'p str,
+    ) -> Option<(&Arc<dyn SessionApi>, &'p str)> {
         self.mounted.iter().find_map(|(base, api)| {
             let rel = relative(path, base)?;
             api.inspects(method, rel).then_some((api, rel))
@@ -191,21 +215,27 @@ fn relative<'p>(path: &'p str, base: &str) -> Option<&'p str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// Builds and mounts every flavour enabled in `config`.
+pub fn mount_all(
+    _config: &crate::config::Config,
+    _sessions: &Arc<crate::session::SessionService>,
+) -> SessionApis {
+    // Each flavour is added here as it is implemented.
+    SessionApis::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::relative;
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative("/gks-server/v1/sessions/new", "/gks-server/v1"), Some("/sessions/new"));
+        assert_eq!(
+            relative("/gks-server/v1/sessions/new", "/gks-server/v1"),
+            Some("/sessions/new")
+        );
         assert_eq!(relative("/gks-server/v10/x", "/gks-server/v1"), None);
         assert_eq!(relative("/Web/Session", ""), Some("/Web/Session"));
         assert_eq!(relative("/a", "/a"), Some(""));
     }
-}
-
-/// Builds and mounts every flavour enabled in `config`.
-pub fn mount_all(_config: &crate::config::Config, _sessions: &Arc<crate::session::SessionService>) -> SessionApis {
-    // Each flavour is added here as it is implemented.
-    SessionApis::new()
 }

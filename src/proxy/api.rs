@@ -10,7 +10,12 @@ use pingora::proxy::Session;
 use pingora::Result;
 use std::sync::Arc;
 
-pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, api: &Arc<dyn SessionApi>, rel_path: &str) -> Result<bool> {
+pub async fn answer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    api: &Arc<dyn SessionApi>,
+    rel_path: &str,
+) -> Result<bool> {
     ctx.kind = RequestKind::SessionApi;
     let gen = ctx.gen.clone();
     let body = match body::read_all(session, gen.config.server.max_body).await? {
@@ -31,7 +36,10 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, api: &Arc<dyn S
         headers: &req_header.headers,
         body: &body,
         auth: &auth,
-        client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
     };
     let response = api.answer(&request).await;
     respond::write(session, &response).await?;

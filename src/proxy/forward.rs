@@ -11,11 +11,14 @@ use crate::config::{AuthMode, SessionMode};
 use crate::flavors::{ApiRequest, ApiResponse, ForwardDecision};
 use crate::metrics::{self, Lookup, RequestKind};
 use crate::session::id::{is_valid_client_id, redact};
-use crate::session::Resolution;
 use pingora::proxy::Session;
 use pingora::Result;
 
-async fn reject(session: &mut Session, ctx: &mut RequestCtx, response: &ApiResponse) -> Result<bool> {
+async fn reject(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    response: &ApiResponse,
+) -> Result<bool> {
     ctx.kind = RequestKind::Rejected;
     respond::write(session, response).await?;
     Ok(true)
@@ -26,7 +29,11 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     let config = &gen.config;
     let (method, path, query) = {
         let h = session.req_header();
-        (h.method.clone(), h.uri.path().to_string(), h.uri.query().map(str::to_string))
+        (
+            h.method.clone(),
+            h.uri.path().to_string(),
+            h.uri.query().map(str::to_string),
+        )
     };
     let policy = config.routes.select(method.as_str(), &path);
     ctx.upstream = Some(policy.upstream.clone());
@@ -46,7 +53,12 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     // Where the session id is: request head first, then (for JSON bodies) the body.
     let wants_session = policy.session != SessionMode::None;
     let mut located = if wants_session {
-        locate::from_head(&config.locate, &session.req_header().headers, &path, query.as_deref())
+        locate::from_head(
+            &config.locate,
+            &session.req_header().headers,
+            &path,
+            query.as_deref(),
+        )
     } else {
         None
     };
@@ -58,14 +70,17 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let is_json = locate::is_json(content_type.as_deref());
-    let body_locates = wants_session && located.is_none() && !config.locate.json_body.is_empty() && is_json;
+    let body_locates =
+        wants_session && located.is_none() && !config.locate.json_body.is_empty() && is_json;
     let body = if inspector.is_some() || body_locates {
         body::read_for_forwarding(session, config.server.max_body).await?
     } else {
         None
     };
     if body_locates {
-        located = body.as_deref().and_then(|b| locate::from_json(&config.locate.json_body, b));
+        located = body
+            .as_deref()
+            .and_then(|b| locate::from_json(&config.locate.json_body, b));
     }
 
     if let Some((api, rel)) = inspector {
@@ -77,7 +92,10 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
             headers: &h.headers,
             body: body.as_deref().unwrap_or(&[]),
             auth: &auth,
-            client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
         };
         match api.before_forward(&request).await {
             ForwardDecision::Answer(response) => return reject(session, ctx, &response).await,
@@ -91,7 +109,10 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     }
     if policy.session == SessionMode::Required && ctx.session.is_none() {
         let (error, message) = if carried_id {
-            ("session_expired", "The session is unknown, closed or expired.")
+            (
+                "session_expired",
+                "The session is unknown, closed or expired.",
+            )
         } else {
             ("session_required", "This route requires a session.")
         };
@@ -101,17 +122,20 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 }
 
 /// The live session for `id`, counting the lookup. Ids that no session could have are misses.
-async fn resolve(sessions: &crate::session::SessionService, id: &str) -> Option<crate::session::Session> {
+async fn resolve(
+    sessions: &crate::session::SessionService,
+    id: &str,
+) -> Option<crate::session::Session> {
     if !is_valid_client_id(id) {
         metrics::lookup(Lookup::Miss);
         return None;
     }
     match sessions.resolve(id).await {
-        Ok(Resolution::Live(s)) => {
+        Ok(Some(s)) => {
             metrics::lookup(Lookup::Hit);
             Some(s)
         }
-        Ok(Resolution::Unknown) => {
+        Ok(None) => {
             metrics::lookup(Lookup::Miss);
             None
         }

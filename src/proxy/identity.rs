@@ -37,7 +37,12 @@ impl IdentityHeaders {
     }
 
     /// Sets the identity of `session` (if any) and the caller's `credential` name (if any).
-    pub fn apply(&self, req: &mut RequestHeader, session: Option<&Session>, credential: Option<&str>) -> Result<()> {
+    pub fn apply(
+        &self,
+        req: &mut RequestHeader,
+        session: Option<&Session>,
+        credential: Option<&str>,
+    ) -> Result<()> {
         let s = &self.settings;
         if let Some(session) = session {
             set(req, &s.session_id, Some(&session.id))?;
@@ -46,9 +51,18 @@ impl IdentityHeaders {
             set(req, &s.visit_id, session.visit_id.as_deref())?;
             set(req, &s.global_visit_id, session.global_visit_id.as_deref())?;
             set(req, &s.application_key, session.application_key.as_deref())?;
-            set(req, &s.logged_in, Some(if session.logged_in { "true" } else { "false" }))?;
+            set(
+                req,
+                &s.logged_in,
+                Some(if session.logged_in { "true" } else { "false" }),
+            )?;
             if let (Some(name), Some(key)) = (&s.signature, &s.signing_key) {
-                let value = signature(key, unix_now(), &session.id, session.customer_id.as_deref().unwrap_or(""));
+                let value = signature(
+                    key,
+                    unix_now(),
+                    &session.id,
+                    session.customer_id.as_deref().unwrap_or(""),
+                );
                 req.insert_header(name.clone(), value)?;
             }
         }

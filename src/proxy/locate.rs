@@ -6,13 +6,28 @@ use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
 /// The session id carried in the request line or headers (header, cookie, query, path).
-pub fn from_head(settings: &LocateSettings, headers: &HeaderMap, path: &str, query: Option<&str>) -> Option<String> {
+pub fn from_head(
+    settings: &LocateSettings,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<&str>,
+) -> Option<String> {
     settings
         .header
         .as_ref()
         .and_then(|name| header_value(headers, name.as_str()))
-        .or_else(|| settings.cookie.as_deref().and_then(|name| cookie(headers, name)))
-        .or_else(|| settings.query.as_deref().and_then(|name| query_param(query?, name)))
+        .or_else(|| {
+            settings
+                .cookie
+                .as_deref()
+                .and_then(|name| cookie(headers, name))
+        })
+        .or_else(|| {
+            settings
+                .query
+                .as_deref()
+                .and_then(|name| query_param(query?, name))
+        })
         .or_else(|| settings.path.iter().find_map(|t| path_template(t, path)))
 }
 
@@ -74,7 +89,12 @@ pub fn from_json(fields: &[Vec<String>], body: &[u8]) -> Option<String> {
 /// Whether a media type is JSON (`application/json`, `text/json`, `…+json`).
 pub fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
-    let mt = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mt = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mt == "application/json" || mt == "text/json" || mt.ends_with("+json")
 }
 
@@ -86,37 +106,64 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
 
     fn tpl(s: &str) -> PathTemplate {
         let (p, x) = s.split_once("{key}").unwrap();
-        PathTemplate { prefix: p.into(), suffix: x.into() }
+        PathTemplate {
+            prefix: p.into(),
+            suffix: x.into(),
+        }
     }
 
     #[test]
     fn header_first_value_wins() {
         let h = headers(&[("x-session-id", " a "), ("X-Session-Id", "b")]);
         assert_eq!(header_value(&h, "x-session-id").as_deref(), Some("a"));
-        assert_eq!(header_value(&headers(&[("x-session-id", "")]), "x-session-id"), None);
+        assert_eq!(
+            header_value(&headers(&[("x-session-id", "")]), "x-session-id"),
+            None
+        );
     }
 
     #[test]
     fn cookies() {
-        let h = headers(&[("cookie", "theme=dark; session_id=abc; lang=en"), ("cookie", "session_id=zzz")]);
+        let h = headers(&[
+            ("cookie", "theme=dark; session_id=abc; lang=en"),
+            ("cookie", "session_id=zzz"),
+        ]);
         assert_eq!(cookie(&h, "session_id").as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "session"), None);
-        assert_eq!(cookie(&headers(&[("cookie", "xsession_id=1")]), "session_id"), None);
-        assert_eq!(cookie(&headers(&[("cookie", "garbage")]), "session_id"), None);
+        assert_eq!(
+            cookie(&headers(&[("cookie", "xsession_id=1")]), "session_id"),
+            None
+        );
+        assert_eq!(
+            cookie(&headers(&[("cookie", "garbage")]), "session_id"),
+            None
+        );
     }
 
     #[test]
     fn query_params() {
-        assert_eq!(query_param("q=1&sessionId=abc&sessionId=def", "sessionId").as_deref(), Some("abc"));
-        assert_eq!(query_param("sessionId=a%2Bb%2F%3D", "sessionId").as_deref(), Some("a+b/="));
-        assert_eq!(query_param("sessionId=a+b", "sessionId").as_deref(), Some("a+b"));
+        assert_eq!(
+            query_param("q=1&sessionId=abc&sessionId=def", "sessionId").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            query_param("sessionId=a%2Bb%2F%3D", "sessionId").as_deref(),
+            Some("a+b/=")
+        );
+        assert_eq!(
+            query_param("sessionId=a+b", "sessionId").as_deref(),
+            Some("a+b")
+        );
         assert_eq!(query_param("sessionIdx=1", "sessionId"), None);
         assert_eq!(query_param("sessionId=", "sessionId"), None);
         assert_eq!(query_param("sessionId=%ff", "sessionId"), None);
@@ -125,9 +172,18 @@ mod tests {
     #[test]
     fn path_templates() {
         let t = tpl("/Web/Session/{key}");
-        assert_eq!(path_template(&t, "/Web/Session/abc").as_deref(), Some("abc"));
-        assert_eq!(path_template(&t, "/Web/Session/abc/Expiration").as_deref(), Some("abc"));
-        assert_eq!(path_template(&t, "/Web/Session/a%2Bb%2F%3D").as_deref(), Some("a+b/="));
+        assert_eq!(
+            path_template(&t, "/Web/Session/abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            path_template(&t, "/Web/Session/abc/Expiration").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            path_template(&t, "/Web/Session/a%2Bb%2F%3D").as_deref(),
+            Some("a+b/=")
+        );
         assert_eq!(path_template(&t, "/Web/Session/"), None);
         assert_eq!(path_template(&t, "/Web/Sessions/abc"), None);
         let t = tpl("/x/{key}.json");
@@ -137,10 +193,22 @@ mod tests {
 
     #[test]
     fn json_fields() {
-        let fields = vec![vec!["SessionId".to_string()], vec!["session".to_string(), "key".to_string()]];
-        assert_eq!(from_json(&fields, br#"{"SessionId":"s1"}"#).as_deref(), Some("s1"));
-        assert_eq!(from_json(&fields, br#"{"session":{"key":"k"}}"#).as_deref(), Some("k"));
-        assert_eq!(from_json(&fields, br#"{"SessionId":5,"session":{"key":"k"}}"#).as_deref(), Some("k"));
+        let fields = vec![
+            vec!["SessionId".to_string()],
+            vec!["session".to_string(), "key".to_string()],
+        ];
+        assert_eq!(
+            from_json(&fields, br#"{"SessionId":"s1"}"#).as_deref(),
+            Some("s1")
+        );
+        assert_eq!(
+            from_json(&fields, br#"{"session":{"key":"k"}}"#).as_deref(),
+            Some("k")
+        );
+        assert_eq!(
+            from_json(&fields, br#"{"SessionId":5,"session":{"key":"k"}}"#).as_deref(),
+            Some("k")
+        );
         assert_eq!(from_json(&fields, br#"{"session":"k"}"#), None);
         assert_eq!(from_json(&fields, b"{not json"), None);
         assert_eq!(from_json(&fields, b""), None);

@@ -46,17 +46,38 @@ fn classify(e: &Error) -> (u16, &'static str, &'static str, &'static str) {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
         (_, HTTPStatus(code)) => (*code, "error", "request refused", "status"),
-        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
-            (504, "gateway_timeout", "The upstream did not answer in time.", "timeout")
-        }
-        (ErrorSource::Upstream, ConnectRefused | ConnectNoRoute | ConnectError | SocketError) => {
-            (502, "bad_gateway", "The upstream cannot be reached.", "connect")
-        }
-        (ErrorSource::Upstream, _) => (502, "bad_gateway", "The upstream answered with an error.", "protocol"),
+        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => (
+            504,
+            "gateway_timeout",
+            "The upstream did not answer in time.",
+            "timeout",
+        ),
+        (ErrorSource::Upstream, ConnectRefused | ConnectNoRoute | ConnectError | SocketError) => (
+            502,
+            "bad_gateway",
+            "The upstream cannot be reached.",
+            "connect",
+        ),
+        (ErrorSource::Upstream, _) => (
+            502,
+            "bad_gateway",
+            "The upstream answered with an error.",
+            "protocol",
+        ),
         (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => (0, "", "", ""),
-        (ErrorSource::Downstream, ReadTimedout) => (408, "request_timeout", "The request was not received in time.", ""),
+        (ErrorSource::Downstream, ReadTimedout) => (
+            408,
+            "request_timeout",
+            "The request was not received in time.",
+            "",
+        ),
         (ErrorSource::Downstream, _) => (400, "bad_request", "The request is malformed.", ""),
-        _ => (500, "internal_error", "The sidecar failed to handle the request.", ""),
+        _ => (
+            500,
+            "internal_error",
+            "The sidecar failed to handle the request.",
+            "",
+        ),
     }
 }
 
@@ -77,12 +98,15 @@ impl ProxyHttp for SidecarProxy {
         forward::prepare(session, ctx).await
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let name = ctx.upstream.as_deref().unwrap_or("");
-        ctx.gen
-            .upstreams
-            .peer(name)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route names an unknown upstream"))
+        ctx.gen.upstreams.peer(name).ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "route names an unknown upstream")
+        })
     }
 
     fn fail_to_connect(
@@ -140,7 +164,12 @@ impl ProxyHttp for SidecarProxy {
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let (status, error, message, upstream_kind) = classify(e);
         if !upstream_kind.is_empty() && upstream_kind != "status" {
             metrics::upstream_error(upstream_kind);
@@ -180,7 +209,8 @@ impl ProxyHttp for SidecarProxy {
                 redact_path(h.uri.path()),
                 status,
                 ctx.kind,
-                e.map(|e| format!(" error: {:?}", e.etype())).unwrap_or_default()
+                e.map(|e| format!(" error: {:?}", e.etype()))
+                    .unwrap_or_default()
             );
         }
     }

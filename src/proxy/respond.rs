@@ -13,9 +13,13 @@ pub async fn write(session: &mut Session, resp: &ApiResponse) -> Result<()> {
         header.append_header(name.clone(), value.clone())?;
     }
     header.insert_header(http::header::CONTENT_LENGTH, resp.body.len())?;
-    session.write_response_header(Box::new(header), resp.body.is_empty()).await?;
+    session
+        .write_response_header(Box::new(header), resp.body.is_empty())
+        .await?;
     if !resp.body.is_empty() {
-        session.write_response_body(Some(resp.body.clone()), true).await?;
+        session
+            .write_response_body(Some(resp.body.clone()), true)
+            .await?;
     }
     Ok(())
 }

@@ -21,12 +21,23 @@ pub async fn on_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Resul
         while resp.remove_header(name).is_some() {}
         if let (Some(value), Some(s)) = (asserted, &ctx.session) {
             let patch = if value.is_empty() {
-                SessionPatch { customer_id: Some(None), logged_in: Some(false), ..Default::default() }
+                SessionPatch {
+                    customer_id: Some(None),
+                    logged_in: Some(false),
+                    ..Default::default()
+                }
             } else {
-                SessionPatch { customer_id: Some(Some(value)), logged_in: Some(true), ..Default::default() }
+                SessionPatch {
+                    customer_id: Some(Some(value)),
+                    logged_in: Some(true),
+                    ..Default::default()
+                }
             };
             if let Err(e) = gen.sessions.update_resolved(&s.id, &patch).await {
-                log::warn!("identity assertion for session {} failed: {e}", redact(&s.id));
+                log::warn!(
+                    "identity assertion for session {} failed: {e}",
+                    redact(&s.id)
+                );
             }
         }
     }

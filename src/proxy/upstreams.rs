@@ -23,7 +23,11 @@ fn peer(u: &UpstreamSettings) -> HttpPeer {
 impl Upstreams {
     pub fn from_config(config: &Config) -> Upstreams {
         Upstreams {
-            peers: config.upstreams.iter().map(|(name, u)| (name.clone(), peer(u))).collect(),
+            peers: config
+                .upstreams
+                .iter()
+                .map(|(name, u)| (name.clone(), peer(u)))
+                .collect(),
         }
     }
 

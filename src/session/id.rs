@@ -44,9 +44,9 @@ fn fill_random(buf: &mut [u8]) {
 pub fn is_valid_client_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 256
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-'))
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-')
+        })
 }
 
 /// The first 8 characters of an id, for logs (SPEC §5: never log a full id).
@@ -60,7 +60,13 @@ pub fn redact(id: &str) -> String {
 pub fn redact_path(path: &str) -> String {
     let path = path.split('?').next().unwrap_or("");
     path.split('/')
-        .map(|seg| if seg.chars().count() > 12 { redact(seg) } else { seg.to_string() })
+        .map(|seg| {
+            if seg.chars().count() > 12 {
+                redact(seg)
+            } else {
+                seg.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }

@@ -211,7 +211,13 @@ pub struct Session {
 
 impl Session {
     /// A new session with no identity that ends after `idle` without use, or `absolute` at most.
-    pub fn new(id: String, flavor: Flavor, owner: Option<String>, idle: Duration, absolute: Duration) -> Session {
+    pub fn new(
+        id: String,
+        flavor: Flavor,
+        owner: Option<String>,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Session {
         let now = now_millis();
         let idle_ms = duration_millis(idle).max(1);
         let absolute_deadline = now.saturating_add(duration_millis(absolute));
@@ -240,7 +246,12 @@ impl Session {
     }
 
     /// A session with a fixed lifetime (locks): use never extends it.
-    pub fn with_fixed_ttl(id: String, flavor: Flavor, owner: Option<String>, ttl: Duration) -> Session {
+    pub fn with_fixed_ttl(
+        id: String,
+        flavor: Flavor,
+        owner: Option<String>,
+        ttl: Duration,
+    ) -> Session {
         let now = now_millis();
         let end = now.saturating_add(duration_millis(ttl));
         let mut s = Session::new(id, flavor, owner, ttl, ttl);
@@ -327,7 +338,13 @@ mod tests {
 
     #[test]
     fn touch_extends_idle_but_not_past_absolute() {
-        let mut s = Session::new("x".into(), Flavor::Admin, None, Duration::from_secs(10), Duration::from_secs(15));
+        let mut s = Session::new(
+            "x".into(),
+            Flavor::Admin,
+            None,
+            Duration::from_secs(10),
+            Duration::from_secs(15),
+        );
         let t0 = s.created_at;
         assert_eq!(s.expires_at, t0 + 10_000);
         s.touch(t0 + 8_000);
@@ -337,7 +354,13 @@ mod tests {
 
     #[test]
     fn idle_expiry_reason() {
-        let s = Session::new("x".into(), Flavor::Admin, None, Duration::from_secs(10), Duration::from_secs(100));
+        let s = Session::new(
+            "x".into(),
+            Flavor::Admin,
+            None,
+            Duration::from_secs(10),
+            Duration::from_secs(100),
+        );
         assert_eq!(s.expiry_reason(), EndReason::IdleExpired);
         assert!(s.is_live(s.created_at));
         assert!(!s.is_live(s.created_at + 10_000));
@@ -345,7 +368,8 @@ mod tests {
 
     #[test]
     fn fixed_ttl_is_not_touched() {
-        let mut s = Session::with_fixed_ttl("k".into(), Flavor::Voucherify, None, Duration::from_secs(5));
+        let mut s =
+            Session::with_fixed_ttl("k".into(), Flavor::Voucherify, None, Duration::from_secs(5));
         let end = s.expires_at;
         s.touch(s.created_at + 4_000);
         assert_eq!(s.expires_at, end);
@@ -359,8 +383,14 @@ mod tests {
 
     #[test]
     fn ttl_units() {
-        assert_eq!(TtlUnit::Days.duration(7), Some(Duration::from_secs(7 * 86400)));
-        assert_eq!(TtlUnit::Nanoseconds.duration(1500), Some(Duration::from_nanos(1500)));
+        assert_eq!(
+            TtlUnit::Days.duration(7),
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(
+            TtlUnit::Nanoseconds.duration(1500),
+            Some(Duration::from_nanos(1500))
+        );
         assert_eq!(TtlUnit::Days.duration(u64::MAX), None);
         assert_eq!(TtlUnit::parse("HOURS"), Some(TtlUnit::Hours));
         assert_eq!(TtlUnit::parse("hours"), None);
@@ -368,12 +398,27 @@ mod tests {
 
     #[test]
     fn patch_changes_only_present_values() {
-        let mut s = Session::new("x".into(), Flavor::KnowledgeCenter, None, Duration::from_secs(10), Duration::from_secs(10));
+        let mut s = Session::new(
+            "x".into(),
+            Flavor::KnowledgeCenter,
+            None,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        );
         s.agent_id = Some("a".into());
-        SessionPatch { customer_id: Some(Some("c".into())), ..Default::default() }.apply(&mut s);
+        SessionPatch {
+            customer_id: Some(Some("c".into())),
+            ..Default::default()
+        }
+        .apply(&mut s);
         assert_eq!(s.customer_id.as_deref(), Some("c"));
         assert_eq!(s.agent_id.as_deref(), Some("a"));
-        SessionPatch { customer_id: Some(None), logged_in: Some(false), ..Default::default() }.apply(&mut s);
+        SessionPatch {
+            customer_id: Some(None),
+            logged_in: Some(false),
+            ..Default::default()
+        }
+        .apply(&mut s);
         assert_eq!(s.customer_id, None);
     }
 }

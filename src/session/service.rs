@@ -17,19 +17,17 @@ pub struct Caller<'a> {
 }
 
 impl<'a> Caller<'a> {
-    pub const ANONYMOUS: Caller<'static> = Caller { name: None, admin: false };
+    pub const ANONYMOUS: Caller<'static> = Caller {
+        name: None,
+        admin: false,
+    };
 
     pub fn named(name: &'a str, admin: bool) -> Caller<'a> {
-        Caller { name: Some(name), admin }
+        Caller {
+            name: Some(name),
+            admin,
+        }
     }
-}
-
-/// The outcome of resolving a forwarded request's session id.
-#[derive(Debug, Clone)]
-pub enum Resolution {
-    Live(Session),
-    /// No live session has that id (never existed, closed or expired).
-    Unknown,
 }
 
 pub struct SessionService {
@@ -69,7 +67,11 @@ impl SessionService {
     }
 
     /// Stores a new session (see `SessionStore::create`), then applies the per-customer limit.
-    pub async fn open(&self, session: Session, application_limit: Option<u64>) -> StoreResult<CreateOutcome> {
+    pub async fn open(
+        &self,
+        session: Session,
+        application_limit: Option<u64>,
+    ) -> StoreResult<CreateOutcome> {
         let customer = session.customer_id.clone();
         let id = session.id.clone();
         let outcome = self.store.create(session, application_limit).await?;
@@ -123,22 +125,28 @@ impl SessionService {
         let Some(found) = self.store.get(id).await? else {
             return Ok(None);
         };
-        Ok(self.follow(found, false).await?.filter(|s| self.visible(caller, s)))
+        Ok(self
+            .follow(found, false)
+            .await?
+            .filter(|s| self.visible(caller, s)))
     }
 
-    /// Resolves a forwarded request's session id: the id alone is the capability (SPEC §12).
-    pub async fn resolve(&self, id: &str) -> StoreResult<Resolution> {
-        let Some(found) = self.store.touch(id).await? else {
-            return Ok(Resolution::Unknown);
-        };
-        Ok(match self.follow(found, true).await? {
-            Some(s) => Resolution::Live(s),
-            None => Resolution::Unknown,
-        })
+    /// Resolves a forwarded request's session id, recording a use: the id alone is the
+    /// capability (SPEC §12). `None` when no live session has that id.
+    pub async fn resolve(&self, id: &str) -> StoreResult<Option<Session>> {
+        match self.store.touch(id).await? {
+            Some(found) => self.follow(found, true).await,
+            None => Ok(None),
+        }
     }
 
     /// Changes a session's identity if `caller` may see it.
-    pub async fn update(&self, caller: &Caller<'_>, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {
+    pub async fn update(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        patch: &SessionPatch,
+    ) -> StoreResult<Option<Session>> {
         let Some(s) = self.peek(caller, id).await? else {
             return Ok(None);
         };
@@ -152,7 +160,11 @@ impl SessionService {
     }
 
     /// Changes a session found by a forwarded request (identity assertion): no isolation.
-    pub async fn update_resolved(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {
+    pub async fn update_resolved(
+        &self,
+        id: &str,
+        patch: &SessionPatch,
+    ) -> StoreResult<Option<Session>> {
         let updated = self.store.update(id, patch).await?;
         if let Some(u) = &updated {
             if let (Some(c), Some(Some(_))) = (&u.customer_id, &patch.customer_id) {
@@ -163,7 +175,12 @@ impl SessionService {
     }
 
     /// Ends a session `caller` may see. Of concurrent closes exactly one gets `Some`.
-    pub async fn close(&self, caller: &Caller<'_>, id: &str, reason: EndReason) -> StoreResult<Option<Session>> {
+    pub async fn close(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        reason: EndReason,
+    ) -> StoreResult<Option<Session>> {
         let Some(s) = self.store.get(id).await? else {
             return Ok(None);
         };
@@ -190,11 +207,19 @@ impl SessionService {
         }
         let new = make_new(&old);
         let new_copy = new.clone();
-        Ok(self.store.transfer(old_id, new, grace).await?.map(|_| new_copy))
+        Ok(self
+            .store
+            .transfer(old_id, new, grace)
+            .await?
+            .map(|_| new_copy))
     }
 
     /// Acquires (or overwrites) a lock session; see `SessionStore::acquire_lock`.
-    pub async fn lock(&self, session: Session, limits: &HashMap<String, u64>) -> StoreResult<LockOutcome> {
+    pub async fn lock(
+        &self,
+        session: Session,
+        limits: &HashMap<String, u64>,
+    ) -> StoreResult<LockOutcome> {
         self.store.acquire_lock(session, limits).await
     }
 
@@ -207,7 +232,12 @@ impl SessionService {
     pub async fn revoke_customer(&self, customer_id: &str) -> StoreResult<usize> {
         let mut n = 0;
         for s in self.store.customer_sessions(customer_id).await? {
-            if self.store.remove(&s.id, EndReason::Revoked).await?.is_some() {
+            if self
+                .store
+                .remove(&s.id, EndReason::Revoked)
+                .await?
+                .is_some()
+            {
                 n += 1;
             }
         }

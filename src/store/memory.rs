@@ -11,8 +11,8 @@ use crate::session::{now_millis, EndReason, LockedTotals, Millis, Session, Sessi
 use async_trait::async_trait;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
-use moka::sync::Cache;
 use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
 use moka::Expiry;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -25,7 +25,12 @@ const BACKEND: &str = "memory";
 struct SessionExpiry;
 
 impl Expiry<String, Arc<Session>> for SessionExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Arc<Session>, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Session>,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(value.remaining(now_millis()))
     }
 
@@ -49,10 +54,16 @@ struct Indexes {
 impl Indexes {
     fn add(&mut self, s: &Session) {
         if let Some(c) = &s.customer_id {
-            self.by_customer.entry(c.clone()).or_default().insert(s.id.clone());
+            self.by_customer
+                .entry(c.clone())
+                .or_default()
+                .insert(s.id.clone());
         }
         if let Some(a) = &s.application_key {
-            self.by_application.entry(a.clone()).or_default().insert(s.id.clone());
+            self.by_application
+                .entry(a.clone())
+                .or_default()
+                .insert(s.id.clone());
         }
     }
 
@@ -220,10 +231,13 @@ impl MemoryStore {
         wanted: impl FnOnce(&Session) -> bool,
     ) -> Option<Session> {
         let now = now_millis();
-        let result = self.cache.entry_by_ref(id).and_compute_with(|entry| match entry {
-            Some(e) if e.value().is_live(now) && wanted(e.value()) => Op::Remove,
-            _ => Op::Nop,
-        });
+        let result = self
+            .cache
+            .entry_by_ref(id)
+            .and_compute_with(|entry| match entry {
+                Some(e) if e.value().is_live(now) && wanted(e.value()) => Op::Remove,
+                _ => Op::Nop,
+            });
         match result {
             CompResult::Removed(e) => {
                 let s = Session::clone(e.value());
@@ -260,7 +274,9 @@ impl MemoryStore {
     }
 
     fn count_live(&self, ids: Option<&HashSet<String>>, now: Millis) -> u64 {
-        ids.map_or(0, |ids| ids.iter().filter(|id| self.live(id, now).is_some()).count() as u64)
+        ids.map_or(0, |ids| {
+            ids.iter().filter(|id| self.live(id, now).is_some()).count() as u64
+        })
     }
 }
 
@@ -274,7 +290,11 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn create(&self, session: Session, application_limit: Option<u64>) -> StoreResult<CreateOutcome> {
+    async fn create(
+        &self,
+        session: Session,
+        application_limit: Option<u64>,
+    ) -> StoreResult<CreateOutcome> {
         Ok(self.timed("create", || {
             let mut idx = self.indexes.lock();
             if let (Some(limit), Some(app)) = (application_limit, &session.application_key) {
@@ -291,26 +311,33 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
-        Ok(self.timed("get", || self.live(id, now_millis()).map(|s| Session::clone(&s))))
+        Ok(self.timed("get", || {
+            self.live(id, now_millis()).map(|s| Session::clone(&s))
+        }))
     }
 
     async fn touch(&self, id: &str) -> StoreResult<Option<Session>> {
         Ok(self.timed("touch", || {
             let now = now_millis();
-            let result = self.cache.entry_by_ref(id).and_compute_with(|entry| match entry {
-                Some(e) if e.value().is_live(now) => {
-                    if e.value().idle_ms == 0 {
-                        return Op::Nop; // fixed lifetime: nothing to extend
+            let result = self
+                .cache
+                .entry_by_ref(id)
+                .and_compute_with(|entry| match entry {
+                    Some(e) if e.value().is_live(now) => {
+                        if e.value().idle_ms == 0 {
+                            return Op::Nop; // fixed lifetime: nothing to extend
+                        }
+                        let mut s = Session::clone(e.value());
+                        s.touch(now);
+                        Op::Put(Arc::new(s))
                     }
-                    let mut s = Session::clone(e.value());
-                    s.touch(now);
-                    Op::Put(Arc::new(s))
-                }
-                _ => Op::Nop,
-            });
+                    _ => Op::Nop,
+                });
             match result {
                 CompResult::ReplacedWith(e) => Some(Session::clone(e.value())),
-                CompResult::Unchanged(e) if e.value().is_live(now) => Some(Session::clone(e.value())),
+                CompResult::Unchanged(e) if e.value().is_live(now) => {
+                    Some(Session::clone(e.value()))
+                }
                 _ => None,
             }
         }))
@@ -321,16 +348,19 @@ impl SessionStore for MemoryStore {
             let now = now_millis();
             let mut idx = self.indexes.lock();
             let mut before = None;
-            let result = self.cache.entry_by_ref(id).and_compute_with(|entry| match entry {
-                Some(e) if e.value().is_live(now) => {
-                    before = Some(e.value().clone());
-                    let mut s = Session::clone(e.value());
-                    patch.apply(&mut s);
-                    s.touch(now);
-                    Op::Put(Arc::new(s))
-                }
-                _ => Op::Nop,
-            });
+            let result = self
+                .cache
+                .entry_by_ref(id)
+                .and_compute_with(|entry| match entry {
+                    Some(e) if e.value().is_live(now) => {
+                        before = Some(e.value().clone());
+                        let mut s = Session::clone(e.value());
+                        patch.apply(&mut s);
+                        s.touch(now);
+                        Op::Put(Arc::new(s))
+                    }
+                    _ => Op::Nop,
+                });
             match (result, before) {
                 (CompResult::ReplacedWith(e), Some(old)) => {
                     idx.forget(&old);
@@ -367,16 +397,24 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn transfer(&self, old_id: &str, new: Session, grace: Duration) -> StoreResult<Option<Session>> {
+    async fn transfer(
+        &self,
+        old_id: &str,
+        new: Session,
+        grace: Duration,
+    ) -> StoreResult<Option<Session>> {
         Ok(self.timed("transfer", || {
             let mut idx = self.indexes.lock();
             // A key in its grace period is an alias, not a session: it cannot move again.
-            let old = self.remove_locked_if(&mut idx, old_id, EndReason::Transferred, |s| s.moved_to.is_none())?;
+            let old = self.remove_locked_if(&mut idx, old_id, EndReason::Transferred, |s| {
+                s.moved_to.is_none()
+            })?;
             let new_id = new.id.clone();
             let owner = new.owner.clone();
             self.insert_new_locked(&mut idx, new);
             if !grace.is_zero() {
-                let mut alias = Session::with_fixed_ttl(old_id.to_string(), old.flavor, owner, grace);
+                let mut alias =
+                    Session::with_fixed_ttl(old_id.to_string(), old.flavor, owner, grace);
                 alias.moved_to = Some(new_id);
                 self.insert_new_locked(&mut idx, alias);
             }
@@ -384,11 +422,17 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn acquire_lock(&self, session: Session, limits: &HashMap<String, u64>) -> StoreResult<LockOutcome> {
+    async fn acquire_lock(
+        &self,
+        session: Session,
+        limits: &HashMap<String, u64>,
+    ) -> StoreResult<LockOutcome> {
         Ok(self.timed("acquire_lock", || {
             let now = now_millis();
             let Some(lock) = &session.lock else {
-                return LockOutcome::Refused { code: String::new() };
+                return LockOutcome::Refused {
+                    code: String::new(),
+                };
             };
             let mut idx = self.indexes.lock();
             let mut ledger = self.ledger.lock();
@@ -402,7 +446,9 @@ impl SessionStore for MemoryStore {
                 let held = ledger.others(&hold.code, &session.id, now);
                 if let Some(&limit) = limits.get(&hold.code) {
                     if held.quantity + asked[hold.code.as_str()] > limit {
-                        return LockOutcome::Refused { code: hold.code.clone() };
+                        return LockOutcome::Refused {
+                            code: hold.code.clone(),
+                        };
                     }
                 }
                 others.push(held);
@@ -410,12 +456,15 @@ impl SessionStore for MemoryStore {
             // Replace an earlier lock under the same key: its holdings go, the new ones count.
             let value = Arc::new(session);
             let mut replaced = None;
-            let result = self.cache.entry(value.id.clone()).and_compute_with(|entry| {
-                if let Some(e) = entry.filter(|e| e.value().is_live(now)) {
-                    replaced = Some(Session::clone(e.value()));
-                }
-                Op::Put(value.clone())
-            });
+            let result = self
+                .cache
+                .entry(value.id.clone())
+                .and_compute_with(|entry| {
+                    if let Some(e) = entry.filter(|e| e.value().is_live(now)) {
+                        replaced = Some(Session::clone(e.value()));
+                    }
+                    Op::Put(value.clone())
+                });
             if let Some(old) = &replaced {
                 ledger.forget(old);
                 idx.forget(old);
@@ -424,7 +473,10 @@ impl SessionStore for MemoryStore {
                     metrics::session_ended(old, EndReason::Released);
                     metrics::session_started(&value);
                 }
-            } else if matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_)) {
+            } else if matches!(
+                result,
+                CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+            ) {
                 metrics::session_started(&value);
             }
             ledger.record(&value);
@@ -433,7 +485,11 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn locked_by_others(&self, codes: &[String], key: &str) -> StoreResult<Vec<LockedTotals>> {
+    async fn locked_by_others(
+        &self,
+        codes: &[String],
+        key: &str,
+    ) -> StoreResult<Vec<LockedTotals>> {
         let now = now_millis();
         let ledger = self.ledger.lock();
         Ok(codes.iter().map(|c| ledger.others(c, key, now)).collect())
@@ -469,7 +525,7 @@ impl SessionStore for MemoryStore {
         Ok(restored)
     }
 
-    async fn len(&self) -> StoreResult<u64> {
+    async fn session_count(&self) -> StoreResult<u64> {
         Ok(self.cache.entry_count())
     }
 }
@@ -480,11 +536,20 @@ mod tests {
     use crate::session::{CodeHold, Flavor, Lock, TtlUnit};
 
     fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     fn session(id: &str, customer: Option<&str>, app: Option<&str>) -> Session {
-        let mut s = Session::new(id.into(), Flavor::Admin, Some("owner".into()), Duration::from_secs(60), Duration::from_secs(600));
+        let mut s = Session::new(
+            id.into(),
+            Flavor::Admin,
+            Some("owner".into()),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
         s.customer_id = customer.map(str::to_string);
         s.application_key = app.map(str::to_string);
         s
@@ -493,7 +558,15 @@ mod tests {
     fn lock(key: &str, codes: &[&str], ttl: Duration) -> Session {
         let mut s = Session::with_fixed_ttl(key.into(), Flavor::Voucherify, None, ttl);
         s.lock = Some(Lock {
-            holds: codes.iter().map(|c| CodeHold { code: c.to_string(), quantity: 1, credits: 5, points: 7 }).collect(),
+            holds: codes
+                .iter()
+                .map(|c| CodeHold {
+                    code: c.to_string(),
+                    quantity: 1,
+                    credits: 5,
+                    points: 7,
+                })
+                .collect(),
             ttl: 1,
             ttl_unit: TtlUnit::Minutes,
         });
@@ -504,12 +577,42 @@ mod tests {
     fn create_refuses_taken_ids_and_full_applications() {
         let store = MemoryStore::new(100);
         block(async {
-            assert_eq!(store.create(session("a", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::Created);
-            assert_eq!(store.create(session("a", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::IdTaken);
-            assert_eq!(store.create(session("b", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::Created);
-            assert_eq!(store.create(session("c", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::ApplicationFull);
+            assert_eq!(
+                store
+                    .create(session("a", None, Some("app")), Some(2))
+                    .await
+                    .unwrap(),
+                CreateOutcome::Created
+            );
+            assert_eq!(
+                store
+                    .create(session("a", None, Some("app")), Some(2))
+                    .await
+                    .unwrap(),
+                CreateOutcome::IdTaken
+            );
+            assert_eq!(
+                store
+                    .create(session("b", None, Some("app")), Some(2))
+                    .await
+                    .unwrap(),
+                CreateOutcome::Created
+            );
+            assert_eq!(
+                store
+                    .create(session("c", None, Some("app")), Some(2))
+                    .await
+                    .unwrap(),
+                CreateOutcome::ApplicationFull
+            );
             store.remove("a", EndReason::Closed).await.unwrap();
-            assert_eq!(store.create(session("c", None, Some("app")), Some(2)).await.unwrap(), CreateOutcome::Created);
+            assert_eq!(
+                store
+                    .create(session("c", None, Some("app")), Some(2))
+                    .await
+                    .unwrap(),
+                CreateOutcome::Created
+            );
         });
     }
 
@@ -518,8 +621,16 @@ mod tests {
         let store = MemoryStore::new(100);
         block(async {
             store.create(session("x", None, None), None).await.unwrap();
-            assert!(store.remove("x", EndReason::Closed).await.unwrap().is_some());
-            assert!(store.remove("x", EndReason::Closed).await.unwrap().is_none());
+            assert!(store
+                .remove("x", EndReason::Closed)
+                .await
+                .unwrap()
+                .is_some());
+            assert!(store
+                .remove("x", EndReason::Closed)
+                .await
+                .unwrap()
+                .is_none());
             assert!(store.get("x").await.unwrap().is_none());
         });
     }
@@ -528,12 +639,33 @@ mod tests {
     fn update_moves_customer_index() {
         let store = MemoryStore::new(100);
         block(async {
-            store.create(session("s1", Some("alice"), None), None).await.unwrap();
-            store.create(session("s2", Some("alice"), None), None).await.unwrap();
-            let patch = SessionPatch { customer_id: Some(Some("bob".into())), ..Default::default() };
+            store
+                .create(session("s1", Some("alice"), None), None)
+                .await
+                .unwrap();
+            store
+                .create(session("s2", Some("alice"), None), None)
+                .await
+                .unwrap();
+            let patch = SessionPatch {
+                customer_id: Some(Some("bob".into())),
+                ..Default::default()
+            };
             store.update("s2", &patch).await.unwrap().unwrap();
-            let alice: Vec<String> = store.customer_sessions("alice").await.unwrap().into_iter().map(|s| s.id).collect();
-            let bob: Vec<String> = store.customer_sessions("bob").await.unwrap().into_iter().map(|s| s.id).collect();
+            let alice: Vec<String> = store
+                .customer_sessions("alice")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            let bob: Vec<String> = store
+                .customer_sessions("bob")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
             assert_eq!(alice, vec!["s1"]);
             assert_eq!(bob, vec!["s2"]);
             assert!(store.update("missing", &patch).await.unwrap().is_none());
@@ -544,16 +676,28 @@ mod tests {
     fn touch_extends_and_expired_sessions_vanish() {
         let store = MemoryStore::new(100);
         block(async {
-            let mut s = Session::new("t".into(), Flavor::Admin, None, Duration::from_millis(150), Duration::from_secs(60));
+            let mut s = Session::new(
+                "t".into(),
+                Flavor::Admin,
+                None,
+                Duration::from_millis(150),
+                Duration::from_secs(60),
+            );
             s.customer_id = Some("c".into());
             store.create(s, None).await.unwrap();
             for _ in 0..4 {
                 std::thread::sleep(Duration::from_millis(80));
-                assert!(store.touch("t").await.unwrap().is_some(), "use keeps it alive");
+                assert!(
+                    store.touch("t").await.unwrap().is_some(),
+                    "use keeps it alive"
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
             assert!(store.touch("t").await.unwrap().is_none(), "idle too long");
-            assert!(store.customer_sessions("c").await.unwrap().is_empty(), "reads never see it");
+            assert!(
+                store.customer_sessions("c").await.unwrap().is_empty(),
+                "reads never see it"
+            );
             // moka's timer wheel notices expirations within about a second.
             for _ in 0..40 {
                 store.maintain();
@@ -562,7 +706,10 @@ mod tests {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(store.indexes.lock().by_customer.is_empty(), "index entry dropped with the session");
+            assert!(
+                store.indexes.lock().by_customer.is_empty(),
+                "index entry dropped with the session"
+            );
         });
     }
 
@@ -570,14 +717,38 @@ mod tests {
     fn transfer_once_with_grace_alias() {
         let store = MemoryStore::new(100);
         block(async {
-            store.create(session("old", Some("c"), None), None).await.unwrap();
+            store
+                .create(session("old", Some("c"), None), None)
+                .await
+                .unwrap();
             let new = session("new", Some("c"), None);
-            assert!(store.transfer("old", new.clone(), Duration::from_secs(5)).await.unwrap().is_some());
-            assert!(store.transfer("old", new, Duration::from_secs(5)).await.unwrap().is_none(), "second transfer loses");
+            assert!(store
+                .transfer("old", new.clone(), Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_some());
+            assert!(
+                store
+                    .transfer("old", new, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "second transfer loses"
+            );
             let alias = store.get("old").await.unwrap().unwrap();
             assert_eq!(alias.moved_to.as_deref(), Some("new"));
-            let ids: Vec<String> = store.customer_sessions("c").await.unwrap().into_iter().map(|s| s.id).collect();
-            assert_eq!(ids, vec!["new"], "the alias is not a session of the customer");
+            let ids: Vec<String> = store
+                .customer_sessions("c")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            assert_eq!(
+                ids,
+                vec!["new"],
+                "the alias is not a session of the customer"
+            );
         });
     }
 
@@ -587,18 +758,42 @@ mod tests {
         let limits: HashMap<String, u64> = [("A".to_string(), 1), ("B".to_string(), 2)].into();
         block(async {
             let ttl = Duration::from_secs(60);
-            assert!(matches!(store.acquire_lock(lock("k1", &["A", "B"], ttl), &limits).await.unwrap(), LockOutcome::Acquired { .. }));
+            assert!(matches!(
+                store
+                    .acquire_lock(lock("k1", &["A", "B"], ttl), &limits)
+                    .await
+                    .unwrap(),
+                LockOutcome::Acquired { .. }
+            ));
             // A is used up: k2 asking A and B gets nothing, B keeps one unit free.
             assert_eq!(
-                store.acquire_lock(lock("k2", &["B", "A"], ttl), &limits).await.unwrap(),
+                store
+                    .acquire_lock(lock("k2", &["B", "A"], ttl), &limits)
+                    .await
+                    .unwrap(),
                 LockOutcome::Refused { code: "A".into() }
             );
-            match store.acquire_lock(lock("k3", &["B"], ttl), &limits).await.unwrap() {
-                LockOutcome::Acquired { others, .. } => assert_eq!(others[0], LockedTotals { quantity: 1, credits: 5, points: 7 }),
+            match store
+                .acquire_lock(lock("k3", &["B"], ttl), &limits)
+                .await
+                .unwrap()
+            {
+                LockOutcome::Acquired { others, .. } => assert_eq!(
+                    others[0],
+                    LockedTotals {
+                        quantity: 1,
+                        credits: 5,
+                        points: 7
+                    }
+                ),
                 other => panic!("{other:?}"),
             }
             // Same key again replaces, never double counts.
-            match store.acquire_lock(lock("k1", &["A", "B"], ttl), &limits).await.unwrap() {
+            match store
+                .acquire_lock(lock("k1", &["A", "B"], ttl), &limits)
+                .await
+                .unwrap()
+            {
                 LockOutcome::Acquired { replaced, others } => {
                     assert!(replaced.is_some());
                     assert_eq!(others[0].quantity, 0);
@@ -607,7 +802,10 @@ mod tests {
                 other => panic!("{other:?}"),
             }
             store.remove("k1", EndReason::Released).await.unwrap();
-            assert_eq!(store.locked_by_others(&["A".into()], "zzz").await.unwrap()[0].quantity, 0);
+            assert_eq!(
+                store.locked_by_others(&["A".into()], "zzz").await.unwrap()[0].quantity,
+                0
+            );
         });
     }
 
@@ -616,10 +814,25 @@ mod tests {
         let store = MemoryStore::new(100);
         let limits: HashMap<String, u64> = [("A".to_string(), 1)].into();
         block(async {
-            store.acquire_lock(lock("k1", &["A"], Duration::from_millis(100)), &limits).await.unwrap();
-            assert!(matches!(store.acquire_lock(lock("k2", &["A"], Duration::from_secs(9)), &limits).await.unwrap(), LockOutcome::Refused { .. }));
+            store
+                .acquire_lock(lock("k1", &["A"], Duration::from_millis(100)), &limits)
+                .await
+                .unwrap();
+            assert!(matches!(
+                store
+                    .acquire_lock(lock("k2", &["A"], Duration::from_secs(9)), &limits)
+                    .await
+                    .unwrap(),
+                LockOutcome::Refused { .. }
+            ));
             std::thread::sleep(Duration::from_millis(150));
-            assert!(matches!(store.acquire_lock(lock("k2", &["A"], Duration::from_secs(9)), &limits).await.unwrap(), LockOutcome::Acquired { .. }));
+            assert!(matches!(
+                store
+                    .acquire_lock(lock("k2", &["A"], Duration::from_secs(9)), &limits)
+                    .await
+                    .unwrap(),
+                LockOutcome::Acquired { .. }
+            ));
         });
     }
 
@@ -628,13 +841,22 @@ mod tests {
         let store = MemoryStore::new(10);
         block(async {
             for i in 0..30 {
-                store.create(session(&format!("s{i}"), None, None), None).await.unwrap();
+                store
+                    .create(session(&format!("s{i}"), None, None), None)
+                    .await
+                    .unwrap();
                 store.maintain();
             }
             store.maintain();
-            assert!(store.len().await.unwrap() <= 10);
-            assert!(store.get("s29").await.unwrap().is_some(), "the newest session is kept");
-            assert!(store.get("s0").await.unwrap().is_none(), "the oldest one was evicted");
+            assert!(store.session_count().await.unwrap() <= 10);
+            assert!(
+                store.get("s29").await.unwrap().is_some(),
+                "the newest session is kept"
+            );
+            assert!(
+                store.get("s0").await.unwrap().is_none(),
+                "the oldest one was evicted"
+            );
         });
     }
 
@@ -645,7 +867,14 @@ mod tests {
             store.create(session("a", None, None), None).await.unwrap();
             let mut dead = session("d", None, None);
             dead.expires_at = 1;
-            let n = store.restore(vec![session("a", None, None), dead, session("b", Some("c"), None)]).await.unwrap();
+            let n = store
+                .restore(vec![
+                    session("a", None, None),
+                    dead,
+                    session("b", Some("c"), None),
+                ])
+                .await
+                .unwrap();
             assert_eq!(n, 1);
             assert_eq!(store.customer_sessions("c").await.unwrap().len(), 1);
         });

@@ -37,6 +37,8 @@ pub enum CreateOutcome {
     ApplicationFull,
 }
 
+// `Acquired` is the common case and is consumed at once; boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockOutcome {
     /// The lock is held. `replaced` is the earlier lock under the same key, if any;
@@ -59,7 +61,11 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Adds `session` unless a live session has its id. With `application_limit`, refuses
     /// when the session's application already has that many live sessions.
-    async fn create(&self, session: Session, application_limit: Option<u64>) -> StoreResult<CreateOutcome>;
+    async fn create(
+        &self,
+        session: Session,
+        application_limit: Option<u64>,
+    ) -> StoreResult<CreateOutcome>;
 
     /// The live session with this id, without recording a use.
     async fn get(&self, id: &str) -> StoreResult<Option<Session>>;
@@ -79,15 +85,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Ends `old_id` (reason `transferred`) and adds `new` in one step. With a non-zero `grace`,
     /// `old_id` keeps resolving to `new` for that long. Returns the old session if it was
     /// live; otherwise nothing changes. Of concurrent transfers of one id exactly one wins.
-    async fn transfer(&self, old_id: &str, new: Session, grace: Duration) -> StoreResult<Option<Session>>;
+    async fn transfer(
+        &self,
+        old_id: &str,
+        new: Session,
+        grace: Duration,
+    ) -> StoreResult<Option<Session>>;
 
     /// Stores a lock session (replacing a lock with the same key) if every code it holds has
     /// quantity left under `limits` (code -> quantity; codes not listed are unlimited).
     /// All-or-nothing and atomic against concurrent acquisitions.
-    async fn acquire_lock(&self, session: Session, limits: &HashMap<String, u64>) -> StoreResult<LockOutcome>;
+    async fn acquire_lock(
+        &self,
+        session: Session,
+        limits: &HashMap<String, u64>,
+    ) -> StoreResult<LockOutcome>;
 
     /// What live locks other than `key` hold on each of `codes`.
-    async fn locked_by_others(&self, codes: &[String], key: &str) -> StoreResult<Vec<LockedTotals>>;
+    async fn locked_by_others(&self, codes: &[String], key: &str)
+        -> StoreResult<Vec<LockedTotals>>;
 
     /// Every live session (snapshots).
     async fn all_sessions(&self) -> StoreResult<Vec<Session>>;
@@ -96,5 +112,5 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn restore(&self, sessions: Vec<Session>) -> StoreResult<usize>;
 
     /// Number of live sessions (approximate for caches that expire lazily).
-    async fn len(&self) -> StoreResult<u64>;
+    async fn session_count(&self) -> StoreResult<u64>;
 }

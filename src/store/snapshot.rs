@@ -31,11 +31,16 @@ pub fn write(path: &Path, sessions: Vec<Session>) -> std::io::Result<usize> {
         sessions,
     };
     let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("snapshot"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("snapshot"),
         std::process::id()
     ));
     {
@@ -54,29 +59,43 @@ pub fn write(path: &Path, sessions: Vec<Session>) -> std::io::Result<usize> {
 /// Reads a snapshot; `Err` explains why it cannot be used.
 pub fn read(path: &Path) -> Result<Vec<Session>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(|e| format!("corrupt snapshot: {e}"))?;
+    let file: SnapshotFile =
+        serde_json::from_slice(&bytes).map_err(|e| format!("corrupt snapshot: {e}"))?;
     if file.format != MAGIC {
         return Err("not a session-sidecar snapshot".into());
     }
     if file.version != FORMAT_VERSION {
-        return Err(format!("snapshot format version {} is not supported (expected {FORMAT_VERSION})", file.version));
+        return Err(format!(
+            "snapshot format version {} is not supported (expected {FORMAT_VERSION})",
+            file.version
+        ));
     }
     let now = now_millis();
-    Ok(file.sessions.into_iter().filter(|s| s.is_live(now)).collect())
+    Ok(file
+        .sessions
+        .into_iter()
+        .filter(|s| s.is_live(now))
+        .collect())
 }
 
 /// Loads `path` into `store` if it exists. Problems are logged, never fatal: a sidecar that
 /// cannot read its snapshot still serves, with the sessions it has.
 pub fn load_into(path: &Path, store: &MemoryStore) {
     if !path.exists() {
-        log::info!("no snapshot at {}: starting with an empty store", path.display());
+        log::info!(
+            "no snapshot at {}: starting with an empty store",
+            path.display()
+        );
         return;
     }
     match read(path) {
         Ok(sessions) => {
             let n = sessions.len();
             let restored = block_on_store(store.restore(sessions)).unwrap_or(0);
-            log::info!("restored {restored} of {n} live sessions from {}", path.display());
+            log::info!(
+                "restored {restored} of {n} live sessions from {}",
+                path.display()
+            );
         }
         Err(e) => log::error!("ignoring snapshot {}: {e}", path.display()),
     }
@@ -112,7 +131,13 @@ mod tests {
     fn round_trip_drops_expired() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("snap");
-        let live = Session::new("live".into(), Flavor::Admin, None, Duration::from_secs(60), Duration::from_secs(60));
+        let live = Session::new(
+            "live".into(),
+            Flavor::Admin,
+            None,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         let mut dead = live.clone();
         dead.id = "dead".into();
         dead.expires_at = 1;
@@ -124,11 +149,20 @@ mod tests {
     fn corrupt_and_foreign_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("snap");
-        for bad in [&b""[..], b"{", b"{\"format\":\"other\",\"version\":1,\"written_at\":0,\"sessions\":[]}", b"\x00\xff"] {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"{\"format\":\"other\",\"version\":1,\"written_at\":0,\"sessions\":[]}",
+            b"\x00\xff",
+        ] {
             std::fs::write(&path, bad).unwrap();
             assert!(read(&path).is_err());
         }
-        std::fs::write(&path, br#"{"format":"session-sidecar-snapshot","version":99,"written_at":0,"sessions":[]}"#).unwrap();
+        std::fs::write(
+            &path,
+            br#"{"format":"session-sidecar-snapshot","version":99,"written_at":0,"sessions":[]}"#,
+        )
+        .unwrap();
         assert!(read(&path).unwrap_err().contains("version"));
     }
 }

@@ -44,7 +44,10 @@ impl Received {
     fn describe(&self) -> Value {
         let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in &self.headers {
-            headers.entry(k.to_ascii_lowercase()).or_default().push(v.clone());
+            headers
+                .entry(k.to_ascii_lowercase())
+                .or_default()
+                .push(v.clone());
         }
         json!({
             "method": self.method,
@@ -80,7 +83,11 @@ impl EchoUpstream {
                 std::thread::spawn(move || serve(conn, rec));
             }
         });
-        EchoUpstream { port, received, stop }
+        EchoUpstream {
+            port,
+            received,
+            stop,
+        }
     }
 
     pub fn start() -> EchoUpstream {
@@ -94,7 +101,10 @@ impl EchoUpstream {
 
     /// Requests whose path starts with `prefix`.
     pub fn received_at(&self, prefix: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
     }
 }
 
@@ -120,7 +130,9 @@ fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
             Ok(_) => {}
         }
         let mut parts = line.trim_end().splitn(3, ' ');
-        let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return };
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+            return;
+        };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let mut headers = Vec::new();
         loop {
@@ -136,7 +148,12 @@ fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
         let mut body = Vec::new();
         if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(len, 0);
@@ -149,7 +166,8 @@ fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
                 if reader.read_line(&mut size).unwrap_or(0) == 0 {
                     return;
                 }
-                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).unwrap_or(0);
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                    .unwrap_or(0);
                 let mut chunk = vec![0; n + 2];
                 if reader.read_exact(&mut chunk).is_err() {
                     return;
@@ -171,7 +189,9 @@ fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
         if let Some(s) = get("x-echo-sleep").and_then(|v| v.parse::<f64>().ok()) {
             std::thread::sleep(Duration::from_secs_f64(s.clamp(0.0, 30.0)));
         }
-        let status: u16 = get("x-echo-status").and_then(|v| v.parse().ok()).unwrap_or(200);
+        let status: u16 = get("x-echo-status")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
         let body = match get("x-echo-body") {
             Some(b) => b.into_bytes(),
             None => serde_json::to_vec(&rec.describe()).unwrap_or_default(),

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+#[allow(unused_imports)]
 pub use client::{get, post_json, request, Conn, Response};
 pub use echo::EchoUpstream;
 
@@ -38,7 +39,11 @@ pub fn sha256_hex(s: &str) -> String {
 pub fn free_port() -> u16 {
     static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut taken = TAKEN.lock().unwrap();
         if taken.get_or_insert_with(HashSet::new).insert(port) {
             return port;
@@ -58,7 +63,12 @@ pub struct Ports {
 
 impl Ports {
     pub fn new(upstream: u16) -> Ports {
-        Ports { proxy: free_port(), admin: free_port(), upstream, dead: free_port() }
+        Ports {
+            proxy: free_port(),
+            admin: free_port(),
+            upstream,
+            dead: free_port(),
+        }
     }
 }
 
@@ -204,9 +214,17 @@ impl TestSidecar {
         let mut server = sidecar.server;
         let thread = std::thread::spawn(move || {
             server.bootstrap();
-            server.run(RunArgs { shutdown_signal: Box::new(watch) });
+            server.run(RunArgs {
+                shutdown_signal: Box::new(watch),
+            });
         });
-        let me = TestSidecar { ports, dir, state, stop, thread: Some(thread) };
+        let me = TestSidecar {
+            ports,
+            dir,
+            state,
+            stop,
+            thread: Some(thread),
+        };
         me.wait_ready();
         me
     }
@@ -220,8 +238,12 @@ impl TestSidecar {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.ports.admin)).map(|_| Conn::open(self.ports.admin)) {
-                if c.send("GET", "/readyz", &[], b"").status == 200 && std::net::TcpStream::connect(("127.0.0.1", self.ports.proxy)).is_ok() {
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.ports.admin))
+                .map(|_| Conn::open(self.ports.admin))
+            {
+                if c.send("GET", "/readyz", &[], b"").status == 200
+                    && std::net::TcpStream::connect(("127.0.0.1", self.ports.proxy)).is_ok()
+                {
                     return;
                 }
             }
@@ -235,12 +257,24 @@ impl TestSidecar {
     }
 
     /// A request through the proxy listener.
-    pub fn proxy(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn proxy(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         request(self.ports.proxy, method, path, headers, body)
     }
 
     /// A request to the admin listener.
-    pub fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         request(self.ports.admin, method, path, headers, body)
     }
 
@@ -265,7 +299,9 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             if metric != full {
                 return None;
             }
-            let ok = labels.iter().all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            let ok = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
             ok.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()

@@ -1,0 +1,234 @@
+//! SPEC §2, §7, §9: the real binary as a process — SIGTERM drains, writes the snapshot and
+//! exits 0; a restart restores sessions; SIGHUP reloads or keeps the running config.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Process {
+    child: Child,
+}
+
+impl Process {
+    fn start(config: &std::path::Path, admin_port: u16) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start session-sidecar");
+        let p = Process { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
+                && get(admin_port, "/readyz", &[]).status == 200
+            {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sidecar process did not become ready");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn admin_create(port: u16, customer: &str) -> String {
+    let r = request(
+        port,
+        "POST",
+        "/admin/sessions",
+        &[("Authorization", &bearer(ADMIN_TOKEN))],
+        json!({"customer_id": customer}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+fn config_with_snapshot(ports: &Ports, dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let text = base_config(ports, extra).replace(
+        "snapshot_file = \"\"",
+        "snapshot_file = \"state.snapshot\"\nsnapshot_interval = \"1h\"",
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn sigterm_snapshots_and_restart_restores() {
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new(up.port);
+    let config = config_with_snapshot(&ports, dir.path(), "");
+    let mut p = Process::start(&config, ports.admin);
+    let kept = admin_create(ports.admin, "keep-me");
+    let revoked = admin_create(ports.admin, "drop-me");
+    let r = request(
+        ports.admin,
+        "DELETE",
+        &format!("/admin/sessions/{revoked}"),
+        &[("Authorization", &bearer(ADMIN_TOKEN))],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    p.signal("TERM");
+    assert_eq!(
+        p.wait(Duration::from_secs(15)),
+        Some(0),
+        "SIGTERM exits 0 within the grace period"
+    );
+    let snapshot = dir.path().join("state.snapshot");
+    assert!(snapshot.exists());
+    let text = std::fs::read_to_string(&snapshot).unwrap();
+    assert!(text.contains(&kept) && !text.contains(&revoked));
+
+    let _p2 = Process::start(&config, ports.admin);
+    let auth = bearer(ADMIN_TOKEN);
+    let r = get(
+        ports.admin,
+        &format!("/admin/sessions/{kept}"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(
+        r.status, 200,
+        "a session from before the restart is still there"
+    );
+    assert_eq!(r.json()["customer_id"], "keep-me");
+    assert_eq!(
+        get(
+            ports.admin,
+            &format!("/admin/sessions/{revoked}"),
+            &[("Authorization", &auth)]
+        )
+        .status,
+        404,
+        "a revoked session stays revoked"
+    );
+    let r = get(ports.proxy, "/after-restart", &[("X-Session-Id", &kept)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        up.received_at("/after-restart")[0].header_all("X-Customer-Id"),
+        vec!["keep-me".to_string()]
+    );
+}
+
+#[test]
+fn corrupt_snapshot_is_skipped_not_fatal() {
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new(up.port);
+    let config = config_with_snapshot(&ports, dir.path(), "");
+    std::fs::write(
+        dir.path().join("state.snapshot"),
+        b"{\"format\": \"session-sidecar-snapshot\", \"vers",
+    )
+    .unwrap();
+    let _p = Process::start(&config, ports.admin);
+    assert_eq!(get(ports.proxy, "/still-serving", &[]).status, 200);
+}
+
+fn reload_gauge(admin: u16) -> f64 {
+    metric_value(
+        &get(admin, "/metrics", &[]).text(),
+        "config_reload_success",
+        &[],
+    )
+}
+
+fn poll(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sighup_reloads_credentials_and_refuses_bad_files() {
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new(up.port);
+    let config = config_with_snapshot(&ports, dir.path(), "");
+    let p = Process::start(&config, ports.admin);
+    let new_token = "reloaded-token-0123456789";
+    let works = |t: &str| {
+        get(
+            ports.proxy,
+            "/secure/reload",
+            &[("Authorization", &bearer(t))],
+        )
+        .status
+            == 200
+    };
+    assert!(!works(new_token));
+
+    let extra = format!(
+        "\n[[credentials]]\nname = \"reloaded\"\ntoken_sha256 = \"{}\"\n",
+        sha256_hex(new_token)
+    );
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{original}{extra}")).unwrap();
+    p.signal("HUP");
+    assert!(
+        poll(|| works(new_token)),
+        "a credential added to the file works after SIGHUP"
+    );
+    assert_eq!(reload_gauge(ports.admin), 1.0);
+
+    // A file that does not validate changes nothing and turns the gauge to 0.
+    let bad = format!("{original}{extra}")
+        .replacen("[server]\n", "[server]\nbogus = 1\n", 1)
+        .replace(&sha256_hex(WEB_TOKEN), &sha256_hex("never"));
+    std::fs::write(&config, bad).unwrap();
+    p.signal("HUP");
+    assert!(
+        poll(|| reload_gauge(ports.admin) == 0.0),
+        "config_reload_success turns 0"
+    );
+    assert!(
+        works(new_token) && works(WEB_TOKEN),
+        "the running config stays"
+    );
+    assert!(!works("never"));
+
+    std::fs::write(&config, original).unwrap();
+    p.signal("HUP");
+    assert!(
+        poll(|| reload_gauge(ports.admin) == 1.0 && !works(new_token)),
+        "a good reload removes the credential again"
+    );
+}
