@@ -7,6 +7,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::flavors::SessionApis;
+use crate::limits::RateLimits;
 use crate::proxy::identity::IdentityHeaders;
 use crate::proxy::upstreams::Upstreams;
 use crate::session::SessionService;
@@ -22,6 +23,7 @@ pub struct Generation {
     pub apis: SessionApis,
     pub upstreams: Upstreams,
     pub identity: IdentityHeaders,
+    pub limits: RateLimits,
 }
 
 impl Generation {
@@ -32,6 +34,7 @@ impl Generation {
             auth: Authenticator::from_config(&config),
             upstreams: Upstreams::from_config(&config),
             identity: IdentityHeaders::from_config(&config.identity_headers),
+            limits: RateLimits::from_config(&config.rate_limits),
             sessions,
             apis,
             config,

@@ -373,3 +373,49 @@ fn signature_header_when_signing_key_is_set() {
     mac.update(format!("{t}\n{sid}\nsigned-cust").as_bytes());
     assert_eq!(s, hex::encode(mac.finalize().into_bytes()));
 }
+
+#[test]
+fn forward_rate_limit_per_session() {
+    let up = EchoUpstream::start();
+    let sc = TestSidecar::with_upstream(&up, "[rate_limits]\nforward_per_session = 5\n");
+    let busy = admin_session(&sc, "rl-busy");
+    let calm = admin_session(&sc, "rl-calm");
+    let mut conn = Conn::open(sc.ports.proxy);
+    let statuses: Vec<u16> = (0..20)
+        .map(|i| {
+            conn.send(
+                "GET",
+                &format!("/rl/busy/{i}"),
+                &[("X-Session-Id", &busy)],
+                b"",
+            )
+            .status
+        })
+        .collect();
+    let limited: Vec<&u16> = statuses.iter().filter(|s| **s == 429).collect();
+    assert!(!limited.is_empty() && limited.len() < 20, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+    assert_eq!(
+        up.received_at("/rl/busy/").len(),
+        20 - limited.len(),
+        "refused requests are not forwarded"
+    );
+    let r = conn.send("GET", "/rl/busy/again", &[("X-Session-Id", &busy)], b"");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "rate_limited");
+    assert!(r.header("Retry-After").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(!conn.closed, "a 429 keeps the connection");
+    assert_eq!(
+        sc.proxy("GET", "/rl/calm", &[("X-Session-Id", &calm)], b"")
+            .status,
+        200,
+        "other sessions pass"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        conn.send("GET", "/rl/busy/later", &[("X-Session-Id", &busy)], b"")
+            .status,
+        200,
+        "the bucket refills"
+    );
+}

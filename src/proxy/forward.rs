@@ -107,6 +107,11 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     if let Some(id) = located {
         ctx.session = resolve(&gen.sessions, &id).await;
     }
+    if let Some(s) = &ctx.session {
+        if let Err(wait) = gen.limits.check_forward(&s.id) {
+            return reject(session, ctx, &respond::rate_limited(wait.0)).await;
+        }
+    }
     if policy.session == SessionMode::Required && ctx.session.is_none() {
         let (error, message) = if carried_id {
             (
