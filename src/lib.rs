@@ -121,7 +121,7 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
 
     server.add_service(background_service(
         "session-sidecar housekeeping",
-        housekeeping::Housekeeping::new(state.clone(), memory.clone()),
+        housekeeping::Housekeeping::new(state.clone(), memory.clone(), launch.upgrade),
     ));
     server.add_service(background_service(
         "session-sidecar reload",

@@ -232,3 +232,136 @@ fn sighup_reloads_credentials_and_refuses_bad_files() {
         "a good reload removes the credential again"
     );
 }
+
+#[test]
+fn kill_9_loses_at_most_one_snapshot_interval() {
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new(up.port);
+    let config = config_with_snapshot(&ports, dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("snapshot_interval = \"1h\"", "snapshot_interval = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    let mut p = Process::start(&config, ports.admin);
+    let early = admin_create(ports.admin, "before-interval");
+    std::thread::sleep(Duration::from_millis(1800));
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let _p2 = Process::start(&config, ports.admin);
+    let r = get(
+        ports.admin,
+        &format!("/admin/sessions/{early}"),
+        &[("Authorization", &bearer(ADMIN_TOKEN))],
+    );
+    assert_eq!(
+        r.status, 200,
+        "a session older than one snapshot interval survives kill -9"
+    );
+}
+
+#[test]
+fn upgrade_hands_over_sockets_and_sessions_under_load() {
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new(up.port);
+    let config = config_with_snapshot(&ports, dir.path(), "");
+    let sock = dir.path().join("upgrade.sock");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        &format!(
+            "[server]\nupgrade_sock = \"{}\"\npid_file = \"{}\"\n",
+            sock.display(),
+            dir.path().join("pid").display()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut old = Process::start(&config, ports.admin);
+    let before: Vec<String> = (0..5)
+        .map(|i| admin_create(ports.admin, &format!("pre-{i}")))
+        .collect();
+
+    // The new process waits in bootstrap for the old one's sockets.
+    let new = Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
+        .args(["--upgrade", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut new = Process { child: new };
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A client loop runs through the whole hand-off: every request must succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let known = before.clone();
+    let client = std::thread::spawn(move || {
+        let (mut ok, mut failed, mut created) = (0, Vec::new(), Vec::new());
+        let mut i = 0;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            i += 1;
+            let r = std::panic::catch_unwind(|| {
+                get(
+                    ports.proxy,
+                    &format!("/upgrade/{i}"),
+                    &[("X-Session-Id", &known[i % known.len()])],
+                )
+            });
+            match r {
+                Ok(r) if r.status == 200 => ok += 1,
+                Ok(r) => failed.push(format!("status {}", r.status)),
+                Err(_) => failed.push("transport error".into()),
+            }
+            if i % 10 == 0 {
+                if let Ok(id) =
+                    std::panic::catch_unwind(|| admin_create(ports.admin, &format!("during-{i}")))
+                {
+                    created.push(id);
+                } else {
+                    failed.push("admin create failed".into());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed, created)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    old.signal("QUIT");
+    assert_eq!(
+        old.wait(Duration::from_secs(20)),
+        Some(0),
+        "the old process exits cleanly after the hand-off"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed, created) = client.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "requests failed during the upgrade: {failed:?}"
+    );
+    assert!(
+        ok > 50,
+        "the client loop ran through the hand-off ({ok} requests)"
+    );
+    assert!(
+        new.child.try_wait().unwrap().is_none(),
+        "the new process keeps running"
+    );
+    let auth = bearer(ADMIN_TOKEN);
+    for id in before.iter().chain(created.iter()) {
+        let r = get(
+            ports.admin,
+            &format!("/admin/sessions/{id}"),
+            &[("Authorization", &auth)],
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "session {} was lost in the upgrade",
+            &id[..8]
+        );
+    }
+}
