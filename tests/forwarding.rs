@@ -419,3 +419,20 @@ fn forward_rate_limit_per_session() {
         "the bucket refills"
     );
 }
+
+#[test]
+fn upstream_stopped_and_restarted() {
+    let up = EchoUpstream::start();
+    let port = up.port;
+    let sc = TestSidecar::with_upstream(&up, "");
+    assert_eq!(sc.proxy("GET", "/restart/1", &[], b"").status, 200);
+    drop(up);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let r = sc.proxy("GET", "/restart/2", &[], b"");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "bad_gateway");
+    let up = EchoUpstream::start_on(port);
+    let r = sc.proxy("GET", "/restart/3", &[], b"");
+    assert_eq!(r.status, 200, "service resumes when the upstream is back");
+    assert_eq!(up.received_at("/restart/3").len(), 1);
+}

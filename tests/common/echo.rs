@@ -63,6 +63,8 @@ pub struct EchoUpstream {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
+    /// Open connections, closed when the upstream stops (so pooled connections die too).
+    conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl EchoUpstream {
@@ -72,13 +74,17 @@ impl EchoUpstream {
         let port = listener.local_addr().expect("local addr").port();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (rec, stop2) = (received.clone(), stop.clone());
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (rec, stop2, conns2) = (received.clone(), stop.clone(), conns.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                if let Ok(c) = conn.try_clone() {
+                    conns2.lock().unwrap().push(c);
+                }
                 let rec = rec.clone();
                 std::thread::spawn(move || serve(conn, rec));
             }
@@ -87,6 +93,7 @@ impl EchoUpstream {
             port,
             received,
             stop,
+            conns,
         }
     }
 
@@ -113,6 +120,9 @@ impl Drop for EchoUpstream {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 }
 
