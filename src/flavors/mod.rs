@@ -8,6 +8,9 @@
 //!   (`SessionApi::inspects`, Voucherify's locks), which may be refused or decorated and get a
 //!   `ForwardHook` that follows the app's answer.
 
+pub mod knowledge_center;
+pub mod spreadsheetweb;
+
 use crate::auth::AuthResult;
 use crate::session::Flavor;
 use async_trait::async_trait;
@@ -217,11 +220,18 @@ fn relative<'p>(path: &'p str, base: &str) -> Option<&'p str> {
 
 /// Builds and mounts every flavour enabled in `config`.
 pub fn mount_all(
-    _config: &crate::config::Config,
-    _sessions: &Arc<crate::session::SessionService>,
+    config: &crate::config::Config,
+    sessions: &Arc<crate::session::SessionService>,
 ) -> SessionApis {
-    // Each flavour is added here as it is implemented.
-    SessionApis::new()
+    let mut apis = SessionApis::new();
+    if let Some(s) = &config.flavors.spreadsheetweb {
+        spreadsheetweb::DedicatedSessions::mount(&mut apis, s, sessions, &config.applications);
+    }
+    if let Some(s) = &config.flavors.knowledge_center {
+        let api = knowledge_center::KnowledgeCenter::new(s, sessions.clone());
+        apis.mount(&s.base_path, Arc::new(api));
+    }
+    apis
 }
 
 #[cfg(test)]
