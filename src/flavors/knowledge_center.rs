@@ -458,6 +458,10 @@ impl SessionApi for KnowledgeCenter {
         KcError::new(413, "The request body is too large").response()
     }
 
+    fn creates_session(&self, method: &Method, path: &str) -> bool {
+        *method == Method::PUT && matches!(route(path), Some(Route::New))
+    }
+
     async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {
         let Some(route) = route(req.path) else {
             return KcError::new(404, "Not found").response();

@@ -165,6 +165,17 @@ pub trait SessionApi: Send + Sync {
     /// The answer to a request for one of this API's own endpoints.
     async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse;
 
+    /// Whether this request to one of this API's own endpoints creates a session, and so counts
+    /// against the creation rate limits (`[rate_limits]`).
+    fn creates_session(&self, _method: &Method, _path: &str) -> bool {
+        false
+    }
+
+    /// The answer when a rate limit refuses the request (`Retry-After` in seconds).
+    fn rate_limited(&self, retry_after_secs: u64) -> ApiResponse {
+        crate::proxy::respond::rate_limited(retry_after_secs)
+    }
+
     /// Whether a forwarded request (not one of `answers`) must first go through `before_forward`.
     fn inspects(&self, _method: &Method, _path: &str) -> bool {
         false

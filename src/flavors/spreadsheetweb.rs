@@ -28,6 +28,7 @@ pub const APPLICATION_MESSAGE: &str = "The requested application is invalid.";
 pub const SESSION_MESSAGE: &str = "The requested session is invalid.";
 pub const LIMIT_MESSAGE: &str = "The application has reached its dedicated session limit.";
 pub const TOO_LARGE_MESSAGE: &str = "The request body is too large.";
+pub const RATE_LIMIT_MESSAGE: &str = "Too many requests.";
 const STORE_MESSAGE: &str =
     "The session service is temporarily unavailable. Please try again later.";
 
@@ -298,6 +299,15 @@ impl SessionApi for DedicatedSessions {
 
     fn body_too_large(&self) -> ApiResponse {
         respond(&self.endpoint.failure(false, TOO_LARGE_MESSAGE))
+    }
+
+    fn creates_session(&self, _method: &Method, _path: &str) -> bool {
+        self.endpoint == Endpoint::Open
+    }
+
+    /// SpreadsheetWEB keeps its 200 shape when rate limited (SPEC §12).
+    fn rate_limited(&self, _retry_after_secs: u64) -> ApiResponse {
+        respond(&self.endpoint.failure(false, RATE_LIMIT_MESSAGE))
     }
 
     async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {

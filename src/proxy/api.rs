@@ -28,6 +28,17 @@ pub async fn answer(
         }
     };
     let auth = gen.auth.authenticate(&session.req_header().headers).await;
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    if api.creates_session(&session.req_header().method, rel_path) {
+        let credential = auth.credential().map(|c| &*c.name);
+        if let Err(wait) = gen.limits.check_create(credential, client_ip) {
+            respond::write(session, &api.rate_limited(wait.0)).await?;
+            return Ok(true);
+        }
+    }
     let req_header = session.req_header();
     let request = ApiRequest {
         method: &req_header.method,
