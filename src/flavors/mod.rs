@@ -8,6 +8,8 @@
 //!   (`SessionApi::inspects`, Voucherify's locks), which may be refused or decorated and get a
 //!   `ForwardHook` that follows the app's answer.
 
+pub mod voucherify;
+
 use crate::auth::AuthResult;
 use crate::session::Flavor;
 use async_trait::async_trait;
@@ -110,6 +112,12 @@ pub trait ForwardHook: Send + Sync {
     /// Headers to set on the forwarded request, replacing any client copies.
     fn request_headers(&self) -> Vec<(HeaderName, HeaderValue)>;
 
+    /// Headers to remove from the forwarded request (client copies of headers only the
+    /// sidecar may send), before `request_headers` are set.
+    fn remove_headers(&self) -> Vec<HeaderName> {
+        Vec::new()
+    }
+
     /// Called once with the app's status code, before the answer is sent on.
     async fn on_response(&mut self, status: u16);
 
@@ -205,7 +213,12 @@ mod tests {
 }
 
 /// Builds and mounts every flavour enabled in `config`.
-pub fn mount_all(_config: &crate::config::Config, _sessions: &Arc<crate::session::SessionService>) -> SessionApis {
+pub fn mount_all(config: &crate::config::Config, sessions: &Arc<crate::session::SessionService>) -> SessionApis {
     // Each flavour is added here as it is implemented.
-    SessionApis::new()
+    let mut apis = SessionApis::new();
+    if let Some(v) = &config.flavors.voucherify {
+        let api = voucherify::Voucherify::new(v, config.server.max_body, sessions.clone());
+        apis.mount(&v.base_path, Arc::new(api));
+    }
+    apis
 }
