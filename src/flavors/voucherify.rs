@@ -16,7 +16,8 @@ use crate::metrics;
 use crate::proxy::body::RETRY_BUFFER_LIMIT;
 use crate::session::id::{is_valid_client_id, new_lock_key, redact};
 use crate::session::{
-    now_millis, Caller, CodeHold, EndReason, Flavor, Lock, LockedTotals, Session, SessionService, TtlUnit,
+    now_millis, Caller, CodeHold, EndReason, Flavor, Lock, LockedTotals, Session, SessionService,
+    TtlUnit,
 };
 use crate::store::LockOutcome;
 use async_trait::async_trait;
@@ -42,7 +43,13 @@ const LOCKED_POINTS: HeaderName = HeaderName::from_static("x-locked-points");
 
 /// Headers only the sidecar may send the app on inspected requests: client copies always go.
 fn lock_header_names() -> Vec<HeaderName> {
-    vec![SESSION_KEY, SESSION_TYPE, LOCKED_QUANTITY, LOCKED_CREDITS, LOCKED_POINTS]
+    vec![
+        SESSION_KEY,
+        SESSION_TYPE,
+        LOCKED_QUANTITY,
+        LOCKED_CREDITS,
+        LOCKED_POINTS,
+    ]
 }
 
 // ------------------------------------------------------------------------------------------
@@ -64,8 +71,12 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
     match segments.as_slice() {
-        ["", "v1", "validations"] | ["", "client", "v1", "validations"] => Some(Endpoint::Validation { code: None }),
-        ["", "v1", "redemptions"] | ["", "client", "v1", "redemptions"] => Some(Endpoint::Redemption { code: None }),
+        ["", "v1", "validations"] | ["", "client", "v1", "validations"] => {
+            Some(Endpoint::Validation { code: None })
+        }
+        ["", "v1", "redemptions"] | ["", "client", "v1", "redemptions"] => {
+            Some(Endpoint::Redemption { code: None })
+        }
         ["", "v1", "vouchers", code, "validate"] if !code.is_empty() => {
             Some(Endpoint::Validation { code: Some(code) })
         }
@@ -73,7 +84,9 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
             Some(Endpoint::Redemption { code: Some(code) })
         }
         // No trailing-slash leniency here: the release path must match exactly.
-        ["", "v1", "vouchers", code, "sessions", key] if !code.is_empty() && !key.is_empty() && trimmed == path => {
+        ["", "v1", "vouchers", code, "sessions", key]
+            if !code.is_empty() && !key.is_empty() && trimmed == path =>
+        {
             Some(Endpoint::Release { code, key })
         }
         _ => None,
@@ -128,7 +141,7 @@ fn body_object(body: &[u8]) -> Result<Option<Map<String, Value>>, BadInput> {
 }
 
 /// The `session` object of a body, if it has one (`null` counts as none).
-fn session_object<'a>(obj: &'a Map<String, Value>) -> Result<Option<&'a Map<String, Value>>, BadInput> {
+fn session_object(obj: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, BadInput> {
     match obj.get("session") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(s)) => Ok(Some(s)),
@@ -180,14 +193,22 @@ fn amount(v: &Value, what: &str) -> Result<i64, BadInput> {
 }
 
 /// `obj[outer][inner]` as an amount, 0 when absent.
-fn nested_amount(obj: &Map<String, Value>, outer: &str, inner: &str, what: &str) -> Result<i64, BadInput> {
+fn nested_amount(
+    obj: &Map<String, Value>,
+    outer: &str,
+    inner: &str,
+    what: &str,
+) -> Result<i64, BadInput> {
     match obj.get(outer) {
         None | Some(Value::Null) => Ok(0),
         Some(Value::Object(o)) => match o.get(inner) {
             None | Some(Value::Null) => Ok(0),
             Some(v) => amount(v, what),
         },
-        Some(_) => bad(format!("{} must be an object.", what.rsplit_once('.').map_or(what, |(head, _)| head))),
+        Some(_) => bad(format!(
+            "{} must be an object.",
+            what.rsplit_once('.').map_or(what, |(head, _)| head)
+        )),
     }
 }
 
@@ -196,7 +217,9 @@ fn nested_amount(obj: &Map<String, Value>, outer: &str, inner: &str, what: &str)
 fn is_valid_code(code: &str) -> bool {
     !code.is_empty()
         && code.len() <= MAX_CODE_LEN
-        && code.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'=')
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b',' && b != b'=')
 }
 
 fn check_code(code: &str, what: &str) -> Result<(), BadInput> {
@@ -216,7 +239,12 @@ fn hold(holds: &mut Vec<CodeHold>, code: &str, credits: i64, points: i64) {
         h.credits = h.credits.saturating_add(credits);
         h.points = h.points.saturating_add(points);
     } else {
-        holds.push(CodeHold { code: code.to_string(), quantity: 1, credits, points });
+        holds.push(CodeHold {
+            code: code.to_string(),
+            quantity: 1,
+            credits,
+            points,
+        });
     }
 }
 
@@ -250,10 +278,26 @@ fn holds(obj: &Map<String, Value>, path_code: Option<&str>) -> Result<Vec<CodeHo
             return bad(format!("redeemables[{i}].id must be a string."));
         };
         check_code(code, &format!("redeemables[{i}].id"))?;
-        let credits = nested_amount(item, "gift", "credits", &format!("redeemables[{i}].gift.credits"))?;
-        let mut points = nested_amount(item, "reward", "points", &format!("redeemables[{i}].reward.points"))?;
-        if !matches!(item.get("reward"), Some(Value::Object(r)) if r.get("points").is_some_and(|p| !p.is_null())) {
-            points = nested_amount(item, "loyalty_card", "points", &format!("redeemables[{i}].loyalty_card.points"))?;
+        let credits = nested_amount(
+            item,
+            "gift",
+            "credits",
+            &format!("redeemables[{i}].gift.credits"),
+        )?;
+        let mut points = nested_amount(
+            item,
+            "reward",
+            "points",
+            &format!("redeemables[{i}].reward.points"),
+        )?;
+        if !matches!(item.get("reward"), Some(Value::Object(r)) if r.get("points").is_some_and(|p| !p.is_null()))
+        {
+            points = nested_amount(
+                item,
+                "loyalty_card",
+                "points",
+                &format!("redeemables[{i}].loyalty_card.points"),
+            )?;
         }
         hold(&mut out, code, credits, points);
     }
@@ -261,7 +305,11 @@ fn holds(obj: &Map<String, Value>, path_code: Option<&str>) -> Result<Vec<CodeHo
 }
 
 /// Parses a validation body: `Ok(None)` when it carries no `session` (forwarded as it is).
-pub fn parse_validation(body: &[u8], path_code: Option<&str>, max_ttl: Duration) -> Result<Option<LockRequest>, BadInput> {
+pub fn parse_validation(
+    body: &[u8],
+    path_code: Option<&str>,
+    max_ttl: Duration,
+) -> Result<Option<LockRequest>, BadInput> {
     let Some(obj) = body_object(body)? else {
         return Ok(None);
     };
@@ -300,11 +348,20 @@ pub fn parse_validation(body: &[u8], path_code: Option<&str>, max_ttl: Duration)
         }
     };
     let holds = holds(&obj, path_code)?;
-    Ok(Some(LockRequest { key, ttl, ttl_unit, duration, holds }))
+    Ok(Some(LockRequest {
+        key,
+        ttl,
+        ttl_unit,
+        duration,
+        holds,
+    }))
 }
 
 /// Parses a redemption body: `Ok(None)` when it carries no `session.key`.
-pub fn parse_redemption(body: &[u8], path_code: Option<&str>) -> Result<Option<RedeemRequest>, BadInput> {
+pub fn parse_redemption(
+    body: &[u8],
+    path_code: Option<&str>,
+) -> Result<Option<RedeemRequest>, BadInput> {
     let Some(obj) = body_object(body)? else {
         return Ok(None);
     };
@@ -315,7 +372,10 @@ pub fn parse_redemption(body: &[u8], path_code: Option<&str>) -> Result<Option<R
     let Some(key) = session_key(session)? else {
         return Ok(None);
     };
-    let codes = holds(&obj, path_code)?.into_iter().map(|h| h.code).collect();
+    let codes = holds(&obj, path_code)?
+        .into_iter()
+        .map(|h| h.code)
+        .collect();
     Ok(Some(RedeemRequest { key, codes }))
 }
 
@@ -351,11 +411,21 @@ fn unauthorized(auth: &AuthResult) -> ApiResponse {
 
 fn store_unavailable(e: &crate::store::StoreError) -> ApiResponse {
     log::warn!("voucherify: {e}");
-    error(503, "service_unavailable", "Service unavailable", "The session store is unavailable; retry later.")
+    error(
+        503,
+        "service_unavailable",
+        "Service unavailable",
+        "The session store is unavailable; retry later.",
+    )
 }
 
 fn not_found(key: &str) -> ApiResponse {
-    error(404, "not_found", "Resource not found", format!("Cannot find session with key {key}"))
+    error(
+        404,
+        "not_found",
+        "Resource not found",
+        format!("Cannot find session with key {key}"),
+    )
 }
 
 /// The `session` object of a validation answer, as JSON text in Voucherify's field order.
@@ -414,7 +484,11 @@ fn locked_value<T: std::fmt::Display>(codes: &[String], values: &[T]) -> String 
 }
 
 /// The headers a forwarded validation or redemption with a session carries.
-fn session_headers(key: &str, codes: &[String], others: &[LockedTotals]) -> Vec<(HeaderName, HeaderValue)> {
+fn session_headers(
+    key: &str,
+    codes: &[String],
+    others: &[LockedTotals],
+) -> Vec<(HeaderName, HeaderValue)> {
     let quantity: Vec<u64> = others.iter().map(|t| t.quantity).collect();
     let credits: Vec<i64> = others.iter().map(|t| t.credits).collect();
     let points: Vec<i64> = others.iter().map(|t| t.points).collect();
@@ -448,7 +522,9 @@ impl Rollback {
         let store = self.sessions.store();
         // Only undo our own lock: a concurrent validation may have overwritten the key since.
         match store.get(&key).await {
-            Ok(Some(current)) if current.created_at == self.created.created_at && current.lock == self.created.lock => {}
+            Ok(Some(current))
+                if current.created_at == self.created.created_at
+                    && current.lock == self.created.lock => {}
             Ok(_) => return,
             Err(e) => {
                 log::warn!("voucherify: rolling back lock {} failed: {e}", redact(&key));
@@ -477,9 +553,15 @@ enum AfterAnswer {
     /// No session in the request: nothing (the hook only strips client copies of the headers).
     Nothing,
     /// A validation's lock: kept on 2xx (and `session` added to the answer), else rolled back.
-    Lock { rollback: Option<Rollback>, answer: String },
+    Lock {
+        rollback: Option<Box<Rollback>>,
+        answer: String,
+    },
     /// A redemption: the lock is released on 2xx.
-    Redeem { sessions: Arc<SessionService>, key: String },
+    Redeem {
+        sessions: Arc<SessionService>,
+        key: String,
+    },
 }
 
 struct LockHook {
@@ -559,11 +641,17 @@ async fn release_redeemed(sessions: &SessionService, key: &str) {
     match store.get(key).await {
         Ok(Some(s)) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
             if let Err(e) = store.remove(key, EndReason::Redeemed).await {
-                log::warn!("voucherify: releasing redeemed lock {} failed: {e}", redact(key));
+                log::warn!(
+                    "voucherify: releasing redeemed lock {} failed: {e}",
+                    redact(key)
+                );
             }
         }
         Ok(_) => {}
-        Err(e) => log::warn!("voucherify: releasing redeemed lock {} failed: {e}", redact(key)),
+        Err(e) => log::warn!(
+            "voucherify: releasing redeemed lock {} failed: {e}",
+            redact(key)
+        ),
     }
 }
 
@@ -579,7 +667,11 @@ pub struct Voucherify {
 }
 
 impl Voucherify {
-    pub fn new(settings: &VoucherifySettings, max_body: usize, sessions: Arc<SessionService>) -> Voucherify {
+    pub fn new(
+        settings: &VoucherifySettings,
+        max_body: usize,
+        sessions: Arc<SessionService>,
+    ) -> Voucherify {
         Voucherify {
             sessions,
             max_ttl: settings.max_ttl,
@@ -593,7 +685,10 @@ impl Voucherify {
             413,
             "payload_too_large",
             "Payload too large",
-            format!("The request body is larger than {} bytes.", self.inspect_limit),
+            format!(
+                "The request body is larger than {} bytes.",
+                self.inspect_limit
+            ),
         )
     }
 
@@ -622,8 +717,13 @@ impl Voucherify {
 
     async fn release(&self, req: &ApiRequest<'_>, code: &str, key: &str) -> ApiResponse {
         if req.method != Method::DELETE {
-            return error(405, "method_not_allowed", "Method not allowed", "Use DELETE to release a session.")
-                .with_header(http::header::ALLOW, HeaderValue::from_static("DELETE"));
+            return error(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                "Use DELETE to release a session.",
+            )
+            .with_header(http::header::ALLOW, HeaderValue::from_static("DELETE"));
         }
         let Some(cred) = req.auth.credential() else {
             return unauthorized(req.auth);
@@ -649,14 +749,23 @@ impl Voucherify {
         if !releasable {
             return not_found(&key);
         }
-        match self.sessions.close(&caller, &key, EndReason::Released).await {
+        match self
+            .sessions
+            .close(&caller, &key, EndReason::Released)
+            .await
+        {
             Ok(Some(_)) => ApiResponse::empty(204),
             Ok(None) => not_found(&key),
             Err(e) => store_unavailable(&e),
         }
     }
 
-    async fn validate(&self, req: &ApiRequest<'_>, owner: &str, lock: LockRequest) -> ForwardDecision {
+    async fn validate(
+        &self,
+        req: &ApiRequest<'_>,
+        owner: &str,
+        lock: LockRequest,
+    ) -> ForwardDecision {
         let store = self.sessions.store();
         let (key, owner) = match &lock.key {
             None => (new_lock_key(), owner.to_string()),
@@ -678,21 +787,31 @@ impl Voucherify {
             },
         };
         let codes: Vec<String> = lock.holds.iter().map(|h| h.code.clone()).collect();
-        let mut session = Session::with_fixed_ttl(key.clone(), Flavor::Voucherify, Some(owner), lock.duration);
-        session.lock = Some(Lock { holds: lock.holds, ttl: lock.ttl, ttl_unit: lock.ttl_unit });
+        let mut session =
+            Session::with_fixed_ttl(key.clone(), Flavor::Voucherify, Some(owner), lock.duration);
+        session.lock = Some(Lock {
+            holds: lock.holds,
+            ttl: lock.ttl,
+            ttl_unit: lock.ttl_unit,
+        });
         let created = session.clone();
         match self.sessions.lock(session, &self.limits).await {
             Ok(LockOutcome::Acquired { replaced, others }) => {
-                log::debug!("voucherify: lock {} acquired on {} code(s) via {}", redact(&key), codes.len(), req.path);
+                log::debug!(
+                    "voucherify: lock {} acquired on {} code(s) via {}",
+                    redact(&key),
+                    codes.len(),
+                    req.path
+                );
                 ForwardDecision::Forward(Some(Box::new(LockHook {
                     headers: session_headers(&key, &codes, &others),
                     after: AfterAnswer::Lock {
-                        rollback: Some(Rollback {
+                        rollback: Some(Box::new(Rollback {
                             sessions: self.sessions.clone(),
                             limits: self.limits.clone(),
                             created,
                             replaced,
-                        }),
+                        })),
                         answer: session_answer(&key, lock.ttl, lock.ttl_unit),
                     },
                 })))
@@ -711,20 +830,31 @@ impl Voucherify {
     }
 
     async fn redeem(&self, redeem: RedeemRequest) -> ForwardDecision {
-        let others = match self.sessions.store().locked_by_others(&redeem.codes, &redeem.key).await {
+        let others = match self
+            .sessions
+            .store()
+            .locked_by_others(&redeem.codes, &redeem.key)
+            .await
+        {
             Ok(o) => o,
             Err(e) => return ForwardDecision::Answer(store_unavailable(&e)),
         };
         ForwardDecision::Forward(Some(Box::new(LockHook {
             headers: session_headers(&redeem.key, &redeem.codes, &others),
-            after: AfterAnswer::Redeem { sessions: self.sessions.clone(), key: redeem.key },
+            after: AfterAnswer::Redeem {
+                sessions: self.sessions.clone(),
+                key: redeem.key,
+            },
         })))
     }
 }
 
 /// A hook that only strips client copies of the lock headers.
 fn plain() -> ForwardDecision {
-    ForwardDecision::Forward(Some(Box::new(LockHook { headers: Vec::new(), after: AfterAnswer::Nothing })))
+    ForwardDecision::Forward(Some(Box::new(LockHook {
+        headers: Vec::new(),
+        after: AfterAnswer::Nothing,
+    })))
 }
 
 #[async_trait]
@@ -749,7 +879,10 @@ impl SessionApi for Voucherify {
     }
 
     fn inspects(&self, _method: &Method, path: &str) -> bool {
-        matches!(endpoint(path), Some(Endpoint::Validation { .. } | Endpoint::Redemption { .. }))
+        matches!(
+            endpoint(path),
+            Some(Endpoint::Validation { .. } | Endpoint::Redemption { .. })
+        )
     }
 
     async fn before_forward(&self, req: &ApiRequest<'_>) -> ForwardDecision {
@@ -797,16 +930,42 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(endpoint("/v1/validations"), Some(Endpoint::Validation { code: None }));
-        assert_eq!(endpoint("/v1/validations/"), Some(Endpoint::Validation { code: None }));
-        assert_eq!(endpoint("/client/v1/validations"), Some(Endpoint::Validation { code: None }));
-        assert_eq!(endpoint("/v1/vouchers/A%2DB/validate"), Some(Endpoint::Validation { code: Some("A%2DB") }));
-        assert_eq!(endpoint("/v1/redemptions"), Some(Endpoint::Redemption { code: None }));
-        assert_eq!(endpoint("/client/v1/redemptions"), Some(Endpoint::Redemption { code: None }));
-        assert_eq!(endpoint("/v1/vouchers/X/redemption"), Some(Endpoint::Redemption { code: Some("X") }));
+        assert_eq!(
+            endpoint("/v1/validations"),
+            Some(Endpoint::Validation { code: None })
+        );
+        assert_eq!(
+            endpoint("/v1/validations/"),
+            Some(Endpoint::Validation { code: None })
+        );
+        assert_eq!(
+            endpoint("/client/v1/validations"),
+            Some(Endpoint::Validation { code: None })
+        );
+        assert_eq!(
+            endpoint("/v1/vouchers/A%2DB/validate"),
+            Some(Endpoint::Validation {
+                code: Some("A%2DB")
+            })
+        );
+        assert_eq!(
+            endpoint("/v1/redemptions"),
+            Some(Endpoint::Redemption { code: None })
+        );
+        assert_eq!(
+            endpoint("/client/v1/redemptions"),
+            Some(Endpoint::Redemption { code: None })
+        );
+        assert_eq!(
+            endpoint("/v1/vouchers/X/redemption"),
+            Some(Endpoint::Redemption { code: Some("X") })
+        );
         assert_eq!(
             endpoint("/v1/vouchers/X/sessions/ssn_k%2B1"),
-            Some(Endpoint::Release { code: "X", key: "ssn_k%2B1" })
+            Some(Endpoint::Release {
+                code: "X",
+                key: "ssn_k%2B1"
+            })
         );
         for other in [
             "/v1/vouchers/X/sessions/k/",
@@ -825,7 +984,10 @@ mod tests {
 
     #[test]
     fn no_session_means_plain() {
-        assert_eq!(lock(json!({"redeemables": [{"object": "voucher", "id": "A"}]})), Ok(None));
+        assert_eq!(
+            lock(json!({"redeemables": [{"object": "voucher", "id": "A"}]})),
+            Ok(None)
+        );
         assert_eq!(lock(json!({"session": null})), Ok(None));
         assert_eq!(parse_validation(b"", None, MAX), Ok(None));
         assert_eq!(parse_validation(b"  \n", None, MAX), Ok(None));
@@ -846,15 +1008,31 @@ mod tests {
             ("HOURS", TtlUnit::Hours, Duration::from_secs(2 * 3_600)),
             ("MINUTES", TtlUnit::Minutes, Duration::from_secs(120)),
             ("SECONDS", TtlUnit::Seconds, Duration::from_secs(2)),
-            ("MILLISECONDS", TtlUnit::Milliseconds, Duration::from_millis(2)),
-            ("MICROSECONDS", TtlUnit::Microseconds, Duration::from_micros(2)),
+            (
+                "MILLISECONDS",
+                TtlUnit::Milliseconds,
+                Duration::from_millis(2),
+            ),
+            (
+                "MICROSECONDS",
+                TtlUnit::Microseconds,
+                Duration::from_micros(2),
+            ),
             ("NANOSECONDS", TtlUnit::Nanoseconds, Duration::from_nanos(2)),
         ];
         for (name, unit, duration) in expected {
-            let l = lock(json!({"session": {"type": "LOCK", "ttl": 2, "ttl_unit": name}})).unwrap().unwrap();
-            assert_eq!((l.ttl, l.ttl_unit, l.duration), (2, unit, duration), "{name}");
+            let l = lock(json!({"session": {"type": "LOCK", "ttl": 2, "ttl_unit": name}}))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (l.ttl, l.ttl_unit, l.duration),
+                (2, unit, duration),
+                "{name}"
+            );
         }
-        let l = lock(json!({"session": {"type": "LOCK", "ttl": 3.0, "ttl_unit": "HOURS"}})).unwrap().unwrap();
+        let l = lock(json!({"session": {"type": "LOCK", "ttl": 3.0, "ttl_unit": "HOURS"}}))
+            .unwrap()
+            .unwrap();
         assert_eq!(l.ttl, 3);
     }
 
@@ -895,16 +1073,33 @@ mod tests {
         for body in bad {
             assert!(lock(body.clone()).is_err(), "{body}");
         }
-        for raw in [&b"{"[..], b"[1]", b"\"x\"", b"null", b"{\"session\":{\"type\":\"LOCK\"}", b"\xff"] {
-            assert!(parse_validation(raw, None, MAX).is_err(), "{}", String::from_utf8_lossy(raw));
+        for raw in [
+            &b"{"[..],
+            b"[1]",
+            b"\"x\"",
+            b"null",
+            b"{\"session\":{\"type\":\"LOCK\"}",
+            b"\xff",
+        ] {
+            assert!(
+                parse_validation(raw, None, MAX).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
     #[test]
     fn client_keys_are_kept() {
-        let l = lock(json!({"session": {"type": "LOCK", "key": "ssn_my.key-1+/="}})).unwrap().unwrap();
+        let l = lock(json!({"session": {"type": "LOCK", "key": "ssn_my.key-1+/="}}))
+            .unwrap()
+            .unwrap();
         assert_eq!(l.key.as_deref(), Some("ssn_my.key-1+/="));
-        assert!(lock(json!({"session": {"type": "LOCK", "key": "k".repeat(256)}})).unwrap().is_some());
+        assert!(
+            lock(json!({"session": {"type": "LOCK", "key": "k".repeat(256)}}))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -928,9 +1123,20 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let got: Vec<(&str, u64, i64, i64)> =
-            l.holds.iter().map(|h| (h.code.as_str(), h.quantity, h.credits, h.points)).collect();
-        assert_eq!(got, vec![("A", 1, 7, 0), ("B", 2, 600, 0), ("C", 1, 0, 40), ("D", 1, 0, 3)]);
+        let got: Vec<(&str, u64, i64, i64)> = l
+            .holds
+            .iter()
+            .map(|h| (h.code.as_str(), h.quantity, h.credits, h.points))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A", 1, 7, 0),
+                ("B", 2, 600, 0),
+                ("C", 1, 0, 40),
+                ("D", 1, 0, 3)
+            ]
+        );
     }
 
     #[test]
@@ -943,13 +1149,40 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(r, RedeemRequest { key: "k1".into(), codes: vec!["A".into()] });
-        let r = parse_redemption(json!({"session": {"key": "k1"}}).to_string().as_bytes(), Some("P")).unwrap().unwrap();
+        assert_eq!(
+            r,
+            RedeemRequest {
+                key: "k1".into(),
+                codes: vec!["A".into()]
+            }
+        );
+        let r = parse_redemption(
+            json!({"session": {"key": "k1"}}).to_string().as_bytes(),
+            Some("P"),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.codes, vec!["P".to_string()]);
-        assert_eq!(parse_redemption(json!({"session": {"type": "LOCK"}}).to_string().as_bytes(), None), Ok(None));
+        assert_eq!(
+            parse_redemption(
+                json!({"session": {"type": "LOCK"}}).to_string().as_bytes(),
+                None
+            ),
+            Ok(None)
+        );
         assert_eq!(parse_redemption(b"{}", None), Ok(None));
-        assert!(parse_redemption(json!({"session": {"key": "a b"}}).to_string().as_bytes(), None).is_err());
-        assert!(parse_redemption(json!({"session": {"key": "k", "type": "X"}}).to_string().as_bytes(), None).is_err());
+        assert!(parse_redemption(
+            json!({"session": {"key": "a b"}}).to_string().as_bytes(),
+            None
+        )
+        .is_err());
+        assert!(parse_redemption(
+            json!({"session": {"key": "k", "type": "X"}})
+                .to_string()
+                .as_bytes(),
+            None
+        )
+        .is_err());
         assert!(parse_redemption(b"nope", None).is_err());
     }
 
@@ -960,9 +1193,17 @@ mod tests {
         assert_eq!(locked_value(&one, &[3u64]), "3");
         assert_eq!(locked_value(&two, &[1u64, 0]), "A=1, B=0");
         assert_eq!(locked_value::<u64>(&[], &[]), "0");
-        let t = |q, c, p| LockedTotals { quantity: q, credits: c, points: p };
+        let t = |q, c, p| LockedTotals {
+            quantity: q,
+            credits: c,
+            points: p,
+        };
         let h = session_headers("ssn_x", &two, &[t(1, 500, 0), t(0, 0, 40)]);
-        let get = |n: &HeaderName| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap().to_string());
+        let get = |n: &HeaderName| {
+            h.iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
         assert_eq!(get(&SESSION_KEY).as_deref(), Some("ssn_x"));
         assert_eq!(get(&SESSION_TYPE).as_deref(), Some("LOCK"));
         assert_eq!(get(&LOCKED_QUANTITY).as_deref(), Some("A=1, B=0"));
@@ -974,7 +1215,12 @@ mod tests {
     fn session_injection() {
         let s = session_answer("ssn_k", 7, TtlUnit::Days);
         let expected = json!({"key": "ssn_k", "type": "LOCK", "ttl": 7, "ttl_unit": "DAYS"});
-        let out = inject_session(Some("application/json"), br#"{"valid":true , "b": [1]}  "#, &s).unwrap();
+        let out = inject_session(
+            Some("application/json"),
+            br#"{"valid":true , "b": [1]}  "#,
+            &s,
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"valid":true , "b": [1],"session":{"key":"ssn_k","type":"LOCK","ttl":7,"ttl_unit":"DAYS"}}  "#
@@ -982,13 +1228,25 @@ mod tests {
         let out = inject_session(None, b"{}", &s).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["session"], expected);
-        let null = inject_session(Some("application/json; charset=utf-8"), br#"{"session":null,"a":1}"#, &s).unwrap();
+        let null = inject_session(
+            Some("application/json; charset=utf-8"),
+            br#"{"session":null,"a":1}"#,
+            &s,
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&null).unwrap();
         assert_eq!((v["session"].clone(), v["a"].clone()), (expected, json!(1)));
         // Keys needing escapes stay valid JSON.
         let odd = session_answer("a\"b", 1, TtlUnit::Seconds);
         assert_eq!(serde_json::from_str::<Value>(&odd).unwrap()["key"], "a\"b");
-        assert_eq!(inject_session(Some("application/json"), br#"{"session":{"key":"app"}}"#, &s), None);
+        assert_eq!(
+            inject_session(
+                Some("application/json"),
+                br#"{"session":{"key":"app"}}"#,
+                &s
+            ),
+            None
+        );
         assert_eq!(inject_session(Some("text/plain"), b"{}", &s), None);
         assert_eq!(inject_session(Some("application/json"), b"[1]", &s), None);
         assert_eq!(inject_session(Some("application/json"), b"{oops", &s), None);
@@ -997,7 +1255,11 @@ mod tests {
     #[test]
     fn generated_keys() {
         let k = new_lock_key();
-        assert!(k.starts_with("ssn_") && k.len() == 36 && k[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(
+            k.starts_with("ssn_")
+                && k.len() == 36
+                && k[4..].bytes().all(|b| b.is_ascii_alphanumeric())
+        );
         assert!(is_valid_client_id(&k));
     }
 
@@ -1007,7 +1269,9 @@ mod tests {
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
             prop_oneof![
                 Just("LOCK".to_string()),
                 Just("voucher".to_string()),
@@ -1036,7 +1300,8 @@ mod tests {
             ];
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(keys, inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
