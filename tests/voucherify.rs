@@ -934,6 +934,15 @@ fn other_methods_and_sessionless_redemptions_still_need_credentials() {
     let rec = only(&up, "redeem-plain");
     assert!(rec.header_all("X-Session-Key").is_empty());
     assert_eq!(up.received_at("/v1/validations").len(), 1);
+    // Browsers' CORS preflights for the client API carry no credentials: they reach the app.
+    let r = sc.proxy(
+        "OPTIONS",
+        "/client/v1/validations",
+        &[("Origin", "https://shop.example"), ("Access-Control-Request-Method", "POST")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.received_at("/client/v1/validations").len(), 1);
 }
 
 /// Runs a store future to completion from a plain test thread.

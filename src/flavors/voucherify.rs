@@ -24,7 +24,8 @@ use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use percent_encoding::percent_decode_str;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -384,14 +385,23 @@ pub fn parse_redemption(
 
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 
-/// `{"code","key","message","details"}`, Voucherify's error shape.
+/// Voucherify's error shape, fields in its order.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: u16,
+    key: &'a str,
+    message: &'a str,
+    details: String,
+}
+
 fn error(status: u16, key: &str, message: &str, details: impl Into<String>) -> ApiResponse {
-    let details: String = details.into();
-    ApiResponse::json_with_type(
-        status,
-        &json!({"code": status, "key": key, "message": message, "details": details}),
-        JSON_UTF8,
-    )
+    let body = ErrorBody {
+        code: status,
+        key,
+        message,
+        details: details.into(),
+    };
+    ApiResponse::json_with_type(status, &body, JSON_UTF8)
 }
 
 fn invalid_payload(e: BadInput) -> ApiResponse {
@@ -878,11 +888,13 @@ impl SessionApi for Voucherify {
         }
     }
 
-    fn inspects(&self, _method: &Method, path: &str) -> bool {
-        matches!(
-            endpoint(path),
-            Some(Endpoint::Validation { .. } | Endpoint::Redemption { .. })
-        )
+    fn inspects(&self, method: &Method, path: &str) -> bool {
+        // CORS preflights of the client API carry no credentials and no body: the app answers.
+        method != Method::OPTIONS
+            && matches!(
+                endpoint(path),
+                Some(Endpoint::Validation { .. } | Endpoint::Redemption { .. })
+            )
     }
 
     async fn before_forward(&self, req: &ApiRequest<'_>) -> ForwardDecision {
@@ -921,6 +933,7 @@ impl SessionApi for Voucherify {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     const MAX: Duration = Duration::from_secs(30 * 86_400);
 
