@@ -938,7 +938,10 @@ fn other_methods_and_sessionless_redemptions_still_need_credentials() {
     let r = sc.proxy(
         "OPTIONS",
         "/client/v1/validations",
-        &[("Origin", "https://shop.example"), ("Access-Control-Request-Method", "POST")],
+        &[
+            ("Origin", "https://shop.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
         b"",
     );
     assert_eq!(r.status, 200, "{}", r.text());

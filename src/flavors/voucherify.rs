@@ -597,8 +597,11 @@ impl ForwardHook for LockHook {
         match &mut self.after {
             AfterAnswer::Nothing => {}
             AfterAnswer::Lock { rollback, .. } => {
-                if let Some(r) = rollback.take().filter(|_| !ok) {
-                    r.run().await;
+                // Settled either way: a 2xx keeps the lock, anything else undoes it.
+                if let Some(r) = rollback.take() {
+                    if !ok {
+                        r.run().await;
+                    }
                 }
             }
             AfterAnswer::Redeem { sessions, key } => {
@@ -672,6 +675,8 @@ pub struct Voucherify {
     sessions: Arc<SessionService>,
     max_ttl: Duration,
     limits: Arc<HashMap<String, u64>>,
+    /// `server.max_body`: the limit for the release endpoint.
+    max_body: usize,
     /// Largest body that can be inspected (and still forwarded unchanged).
     inspect_limit: usize,
 }
@@ -686,19 +691,17 @@ impl Voucherify {
             sessions,
             max_ttl: settings.max_ttl,
             limits: Arc::new(settings.limits.clone()),
+            max_body,
             inspect_limit: max_body.min(RETRY_BUFFER_LIMIT),
         }
     }
 
-    fn too_large(&self) -> ApiResponse {
+    fn too_large(limit: usize) -> ApiResponse {
         error(
             413,
             "payload_too_large",
             "Payload too large",
-            format!(
-                "The request body is larger than {} bytes.",
-                self.inspect_limit
-            ),
+            format!("The request body is larger than {limit} bytes."),
         )
     }
 
@@ -712,7 +715,7 @@ impl Voucherify {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
         if announced > 0 {
-            return Some(self.too_large());
+            return Some(Self::too_large(self.inspect_limit));
         }
         if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
             return Some(error(
@@ -878,7 +881,7 @@ impl SessionApi for Voucherify {
     }
 
     fn body_too_large(&self) -> ApiResponse {
-        self.too_large()
+        Self::too_large(self.max_body)
     }
 
     async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {
