@@ -10,6 +10,7 @@
 
 pub mod knowledge_center;
 pub mod spreadsheetweb;
+pub mod voucherify;
 
 use crate::auth::AuthResult;
 use crate::session::Flavor;
@@ -133,6 +134,12 @@ pub trait ForwardHook: Send + Sync {
     /// Headers to set on the forwarded request, replacing any client copies.
     fn request_headers(&self) -> Vec<(HeaderName, HeaderValue)>;
 
+    /// Headers to remove from the forwarded request (client copies of headers only the
+    /// sidecar may send), before `request_headers` are set.
+    fn remove_headers(&self) -> Vec<HeaderName> {
+        Vec::new()
+    }
+
     /// Called once with the app's status code, before the answer is sent on.
     async fn on_response(&mut self, status: u16);
 
@@ -241,6 +248,10 @@ pub fn mount_all(
     if let Some(s) = &config.flavors.knowledge_center {
         let api = knowledge_center::KnowledgeCenter::new(s, sessions.clone());
         apis.mount(&s.base_path, Arc::new(api));
+    }
+    if let Some(v) = &config.flavors.voucherify {
+        let api = voucherify::Voucherify::new(v, config.server.max_body, sessions.clone());
+        apis.mount(&v.base_path, Arc::new(api));
     }
     apis
 }

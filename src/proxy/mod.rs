@@ -136,6 +136,9 @@ impl ProxyHttp for SidecarProxy {
             ctx.credential.as_ref().map(|c| &*c.name),
         )?;
         if let Some(hook) = &ctx.hook {
+            for name in hook.remove_headers() {
+                while upstream_request.remove_header(&name).is_some() {}
+            }
             for (name, value) in hook.request_headers() {
                 while upstream_request.remove_header(&name).is_some() {}
                 upstream_request.insert_header(name, value)?;

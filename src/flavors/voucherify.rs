@@ -1,0 +1,1344 @@
+//! Voucherify validation sessions (SPEC §4.4): LOCK sessions that hold a unit of a voucher's
+//! quantity (plus gift credits and loyalty points) for a fixed TTL, enforced by the sidecar.
+//!
+//! Unlike the other flavours this one works *through* forwarded traffic:
+//! * `DELETE /v1/vouchers/{code}/sessions/{key}` is answered here (release);
+//! * validations and redemptions are forwarded, but inspected first (`before_forward`): a
+//!   validation with `session` acquires its lock atomically against `[[flavors.voucherify.limits]]`
+//!   before the app sees it, and the returned `ForwardHook` rolls the lock back when the app
+//!   does not answer 2xx, or adds `session` to the app's answer; a redemption with `session.key`
+//!   releases the lock once the app answers 2xx.
+
+use super::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
+use crate::auth::AuthResult;
+use crate::config::VoucherifySettings;
+use crate::metrics;
+use crate::proxy::body::RETRY_BUFFER_LIMIT;
+use crate::session::id::{is_valid_client_id, new_lock_key, redact};
+use crate::session::{
+    now_millis, Caller, CodeHold, EndReason, Flavor, Lock, LockedTotals, Session, SessionService,
+    TtlUnit,
+};
+use crate::store::LockOutcome;
+use async_trait::async_trait;
+use http::header::{HeaderName, HeaderValue};
+use http::Method;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default lock lifetime when the request names none: 7 DAYS.
+const DEFAULT_TTL: u64 = 7;
+const DEFAULT_TTL_UNIT: TtlUnit = TtlUnit::Days;
+/// Longest voucher code accepted (it travels in request headers).
+const MAX_CODE_LEN: usize = 256;
+
+const SESSION_KEY: HeaderName = HeaderName::from_static("x-session-key");
+const SESSION_TYPE: HeaderName = HeaderName::from_static("x-session-type");
+const LOCKED_QUANTITY: HeaderName = HeaderName::from_static("x-locked-quantity");
+const LOCKED_CREDITS: HeaderName = HeaderName::from_static("x-locked-credits");
+const LOCKED_POINTS: HeaderName = HeaderName::from_static("x-locked-points");
+
+/// Headers only the sidecar may send the app on inspected requests: client copies always go.
+fn lock_header_names() -> Vec<HeaderName> {
+    vec![
+        SESSION_KEY,
+        SESSION_TYPE,
+        LOCKED_QUANTITY,
+        LOCKED_CREDITS,
+        LOCKED_POINTS,
+    ]
+}
+
+// ------------------------------------------------------------------------------------------
+// Paths
+
+/// Which of this API's paths a request is for (paths relative to the base, still encoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint<'p> {
+    /// `/v1/vouchers/{code}/sessions/{key}`: answered here.
+    Release { code: &'p str, key: &'p str },
+    /// `/v1/validations`, `/client/v1/validations`, `/v1/vouchers/{code}/validate`.
+    Validation { code: Option<&'p str> },
+    /// `/v1/redemptions`, `/client/v1/redemptions`, `/v1/vouchers/{code}/redemption`.
+    Redemption { code: Option<&'p str> },
+}
+
+fn endpoint(path: &str) -> Option<Endpoint<'_>> {
+    // A trailing slash must not let a validation slip past the lock.
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    match segments.as_slice() {
+        ["", "v1", "validations"] | ["", "client", "v1", "validations"] => {
+            Some(Endpoint::Validation { code: None })
+        }
+        ["", "v1", "redemptions"] | ["", "client", "v1", "redemptions"] => {
+            Some(Endpoint::Redemption { code: None })
+        }
+        ["", "v1", "vouchers", code, "validate"] if !code.is_empty() => {
+            Some(Endpoint::Validation { code: Some(code) })
+        }
+        ["", "v1", "vouchers", code, "redemption"] if !code.is_empty() => {
+            Some(Endpoint::Redemption { code: Some(code) })
+        }
+        // No trailing-slash leniency here: the release path must match exactly.
+        ["", "v1", "vouchers", code, "sessions", key]
+            if !code.is_empty() && !key.is_empty() && trimmed == path =>
+        {
+            Some(Endpoint::Release { code, key })
+        }
+        _ => None,
+    }
+}
+
+fn decode_segment(segment: &str) -> String {
+    percent_decode_str(segment).decode_utf8_lossy().into_owned()
+}
+
+// ------------------------------------------------------------------------------------------
+// Request bodies
+
+/// A validation's `session` object, checked, with the codes the request holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRequest {
+    /// The client's key, when it sent one.
+    pub key: Option<String>,
+    pub ttl: u64,
+    pub ttl_unit: TtlUnit,
+    pub duration: Duration,
+    /// One per code, in order of first mention.
+    pub holds: Vec<CodeHold>,
+}
+
+/// A redemption carrying `session.key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedeemRequest {
+    pub key: String,
+    /// The codes redeemed, in order of first mention.
+    pub codes: Vec<String>,
+}
+
+/// What is wrong with a request body (the `details` of a 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadInput(pub String);
+
+fn bad<T>(details: impl Into<String>) -> Result<T, BadInput> {
+    Err(BadInput(details.into()))
+}
+
+/// The body as a JSON object; `None` for an empty body (nothing to inspect).
+fn body_object(body: &[u8]) -> Result<Option<Map<String, Value>>, BadInput> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(_) => bad("The request body must be a JSON object."),
+        Err(e) => bad(format!("The request body is not valid JSON: {e}.")),
+    }
+}
+
+/// The `session` object of a body, if it has one (`null` counts as none).
+fn session_object(obj: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, BadInput> {
+    match obj.get("session") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(s)) => Ok(Some(s)),
+        Some(_) => bad("session must be an object."),
+    }
+}
+
+/// `session.type`, which must be `LOCK` when `required` or present.
+fn check_type(session: &Map<String, Value>, required: bool) -> Result<(), BadInput> {
+    match session.get("type") {
+        Some(Value::String(t)) if t == "LOCK" => Ok(()),
+        None | Some(Value::Null) if !required => Ok(()),
+        None | Some(Value::Null) => bad("session.type is required; the supported type is LOCK."),
+        Some(_) => bad("session.type must be LOCK."),
+    }
+}
+
+/// `session.key`: absent, or an acceptable client id.
+fn session_key(session: &Map<String, Value>) -> Result<Option<String>, BadInput> {
+    match session.get("key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(k)) if is_valid_client_id(k) => Ok(Some(k.clone())),
+        Some(Value::String(_)) => {
+            bad("session.key must be 1 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -.")
+        }
+        Some(_) => bad("session.key must be a string."),
+    }
+}
+
+/// A positive whole number (`5` or `5.0`).
+fn positive_integer(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return (n > 0).then_some(n);
+    }
+    let f = v.as_f64()?;
+    // Integral floats below 2^64 convert exactly enough for a TTL.
+    (f >= 1.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(f as u64)
+}
+
+/// A whole number ≥ 0 (credits, points).
+fn amount(v: &Value, what: &str) -> Result<i64, BadInput> {
+    match v.as_i64() {
+        Some(n) if n >= 0 => Ok(n),
+        _ => match v.as_f64() {
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f < i64::MAX as f64 => Ok(f as i64),
+            _ => bad(format!("{what} must be a whole number of at least 0.")),
+        },
+    }
+}
+
+/// `obj[outer][inner]` as an amount, 0 when absent.
+fn nested_amount(
+    obj: &Map<String, Value>,
+    outer: &str,
+    inner: &str,
+    what: &str,
+) -> Result<i64, BadInput> {
+    match obj.get(outer) {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Object(o)) => match o.get(inner) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => amount(v, what),
+        },
+        Some(_) => bad(format!(
+            "{} must be an object.",
+            what.rsplit_once('.').map_or(what, |(head, _)| head)
+        )),
+    }
+}
+
+/// Whether a voucher code can be held and reported in `X-Locked-*`: visible ASCII without
+/// `,` and `=`, which separate codes in those headers.
+fn is_valid_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= MAX_CODE_LEN
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b',' && b != b'=')
+}
+
+fn check_code(code: &str, what: &str) -> Result<(), BadInput> {
+    if is_valid_code(code) {
+        Ok(())
+    } else {
+        bad(format!(
+            "{what} must be 1 to {MAX_CODE_LEN} visible ASCII characters without ',' or '='."
+        ))
+    }
+}
+
+/// Adds one mention of `code` to `holds` (merging repeated codes, first mention first).
+fn hold(holds: &mut Vec<CodeHold>, code: &str, credits: i64, points: i64) {
+    if let Some(h) = holds.iter_mut().find(|h| h.code == code) {
+        h.quantity += 1;
+        h.credits = h.credits.saturating_add(credits);
+        h.points = h.points.saturating_add(points);
+    } else {
+        holds.push(CodeHold {
+            code: code.to_string(),
+            quantity: 1,
+            credits,
+            points,
+        });
+    }
+}
+
+/// The codes a request holds: the path's `{code}` (with top-level `gift.credits` and
+/// `reward.points`, the legacy per-voucher body), then each `redeemables[]` entry with
+/// `"object":"voucher"` (its `id`, `gift.credits`, and `reward.points` or `loyalty_card.points`).
+fn holds(obj: &Map<String, Value>, path_code: Option<&str>) -> Result<Vec<CodeHold>, BadInput> {
+    let mut out = Vec::new();
+    if let Some(code) = path_code {
+        check_code(code, "The voucher code in the path")?;
+        let credits = nested_amount(obj, "gift", "credits", "gift.credits")?;
+        let points = nested_amount(obj, "reward", "points", "reward.points")?;
+        hold(&mut out, code, credits, points);
+    }
+    let items = match obj.get("redeemables") {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Array(items)) => items,
+        Some(_) => return bad("redeemables must be an array."),
+    };
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(item) = item else {
+            return bad(format!("redeemables[{i}] must be an object."));
+        };
+        match item.get("object") {
+            Some(Value::String(o)) if o == "voucher" => {}
+            // Promotion tiers and the like hold no voucher quantity.
+            Some(Value::String(_)) => continue,
+            _ => return bad(format!("redeemables[{i}].object must be a string.")),
+        }
+        let Some(Value::String(code)) = item.get("id") else {
+            return bad(format!("redeemables[{i}].id must be a string."));
+        };
+        check_code(code, &format!("redeemables[{i}].id"))?;
+        let credits = nested_amount(
+            item,
+            "gift",
+            "credits",
+            &format!("redeemables[{i}].gift.credits"),
+        )?;
+        let mut points = nested_amount(
+            item,
+            "reward",
+            "points",
+            &format!("redeemables[{i}].reward.points"),
+        )?;
+        if !matches!(item.get("reward"), Some(Value::Object(r)) if r.get("points").is_some_and(|p| !p.is_null()))
+        {
+            points = nested_amount(
+                item,
+                "loyalty_card",
+                "points",
+                &format!("redeemables[{i}].loyalty_card.points"),
+            )?;
+        }
+        hold(&mut out, code, credits, points);
+    }
+    Ok(out)
+}
+
+/// Parses a validation body: `Ok(None)` when it carries no `session` (forwarded as it is).
+pub fn parse_validation(
+    body: &[u8],
+    path_code: Option<&str>,
+    max_ttl: Duration,
+) -> Result<Option<LockRequest>, BadInput> {
+    let Some(obj) = body_object(body)? else {
+        return Ok(None);
+    };
+    let Some(session) = session_object(&obj)? else {
+        return Ok(None);
+    };
+    check_type(session, true)?;
+    let key = session_key(session)?;
+    let ttl = match session.get("ttl") {
+        None | Some(Value::Null) => DEFAULT_TTL,
+        Some(v @ Value::Number(_)) => match positive_integer(v) {
+            Some(n) => n,
+            None => return bad("session.ttl must be a whole number greater than 0."),
+        },
+        Some(_) => return bad("session.ttl must be a number."),
+    };
+    let ttl_unit = match session.get("ttl_unit") {
+        None | Some(Value::Null) => DEFAULT_TTL_UNIT,
+        Some(Value::String(u)) => match TtlUnit::parse(u) {
+            Some(unit) => unit,
+            None => {
+                return bad(
+                    "session.ttl_unit must be one of DAYS, HOURS, MINUTES, SECONDS, MILLISECONDS, MICROSECONDS, NANOSECONDS.",
+                )
+            }
+        },
+        Some(_) => return bad("session.ttl_unit must be a string."),
+    };
+    let duration = match ttl_unit.duration(ttl) {
+        Some(d) if d <= max_ttl => d,
+        _ => {
+            return bad(format!(
+                "session.ttl must not exceed the maximum session lifetime of {} seconds.",
+                max_ttl.as_secs()
+            ))
+        }
+    };
+    let holds = holds(&obj, path_code)?;
+    Ok(Some(LockRequest {
+        key,
+        ttl,
+        ttl_unit,
+        duration,
+        holds,
+    }))
+}
+
+/// Parses a redemption body: `Ok(None)` when it carries no `session.key`.
+pub fn parse_redemption(
+    body: &[u8],
+    path_code: Option<&str>,
+) -> Result<Option<RedeemRequest>, BadInput> {
+    let Some(obj) = body_object(body)? else {
+        return Ok(None);
+    };
+    let Some(session) = session_object(&obj)? else {
+        return Ok(None);
+    };
+    check_type(session, false)?;
+    let Some(key) = session_key(session)? else {
+        return Ok(None);
+    };
+    let codes = holds(&obj, path_code)?
+        .into_iter()
+        .map(|h| h.code)
+        .collect();
+    Ok(Some(RedeemRequest { key, codes }))
+}
+
+// ------------------------------------------------------------------------------------------
+// Answers in Voucherify's shape
+
+const JSON_UTF8: &str = "application/json; charset=utf-8";
+
+/// Voucherify's error shape, fields in its order.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: u16,
+    key: &'a str,
+    message: &'a str,
+    details: String,
+}
+
+fn error(status: u16, key: &str, message: &str, details: impl Into<String>) -> ApiResponse {
+    let body = ErrorBody {
+        code: status,
+        key,
+        message,
+        details: details.into(),
+    };
+    ApiResponse::json_with_type(status, &body, JSON_UTF8)
+}
+
+fn invalid_payload(e: BadInput) -> ApiResponse {
+    error(400, "invalid_payload", "Invalid payload", e.0)
+}
+
+fn unauthorized(auth: &AuthResult) -> ApiResponse {
+    auth.record_failure();
+    let details = match auth {
+        AuthResult::Missing => {
+            "Missing credentials: send X-App-Id and X-App-Token, X-Client-Application-Id and X-Client-Token, or Authorization: Bearer."
+        }
+        _ => "The presented credentials are not valid.",
+    };
+    error(401, "unauthorized", "Unauthorized", details)
+}
+
+fn store_unavailable(e: &crate::store::StoreError) -> ApiResponse {
+    log::warn!("voucherify: {e}");
+    error(
+        503,
+        "service_unavailable",
+        "Service unavailable",
+        "The session store is unavailable; retry later.",
+    )
+}
+
+fn not_found(key: &str) -> ApiResponse {
+    error(
+        404,
+        "not_found",
+        "Resource not found",
+        format!("Cannot find session with key {key}"),
+    )
+}
+
+/// The `session` object of a validation answer, as JSON text in Voucherify's field order.
+fn session_answer(key: &str, ttl: u64, unit: TtlUnit) -> String {
+    format!(
+        r#"{{"key":{},"type":"LOCK","ttl":{ttl},"ttl_unit":"{}"}}"#,
+        Value::from(key),
+        unit.as_str()
+    )
+}
+
+/// The app's 2xx answer with `session` added when it has none at the top level. Non-JSON
+/// answers (and answers that already carry a `session` object) are left alone (`None`).
+/// The app's bytes are kept as they are; the member is inserted before the closing brace.
+fn inject_session(content_type: Option<&str>, body: &[u8], session: &str) -> Option<Vec<u8>> {
+    if content_type.is_some() && !crate::proxy::locate::is_json(content_type) {
+        return None;
+    }
+    let Value::Object(mut obj) = serde_json::from_slice::<Value>(body).ok()? else {
+        return None;
+    };
+    match obj.get("session") {
+        Some(Value::Object(_)) => None,
+        Some(_) => {
+            // `"session": null` or another non-object: replace it (duplicate keys are not JSON).
+            obj.insert("session".to_string(), serde_json::from_str(session).ok()?);
+            serde_json::to_vec(&obj).ok()
+        }
+        None => {
+            let close = body.iter().rposition(|b| *b == b'}')?;
+            let mut out = Vec::with_capacity(body.len() + 96);
+            out.extend_from_slice(&body[..close]);
+            if !obj.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"session\":");
+            out.extend_from_slice(session.as_bytes());
+            out.extend_from_slice(&body[close..]);
+            Some(out)
+        }
+    }
+}
+
+/// `X-Locked-*` values: one code as a plain number, several as `CODE=n, CODE=n`, none as `0`.
+fn locked_value<T: std::fmt::Display>(codes: &[String], values: &[T]) -> String {
+    match (codes, values) {
+        ([_], [v]) => v.to_string(),
+        _ if codes.is_empty() => "0".to_string(),
+        _ => codes
+            .iter()
+            .zip(values)
+            .map(|(c, v)| format!("{c}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The headers a forwarded validation or redemption with a session carries.
+fn session_headers(
+    key: &str,
+    codes: &[String],
+    others: &[LockedTotals],
+) -> Vec<(HeaderName, HeaderValue)> {
+    let quantity: Vec<u64> = others.iter().map(|t| t.quantity).collect();
+    let credits: Vec<i64> = others.iter().map(|t| t.credits).collect();
+    let points: Vec<i64> = others.iter().map(|t| t.points).collect();
+    [
+        (SESSION_KEY, key.to_string()),
+        (SESSION_TYPE, "LOCK".to_string()),
+        (LOCKED_QUANTITY, locked_value(codes, &quantity)),
+        (LOCKED_CREDITS, locked_value(codes, &credits)),
+        (LOCKED_POINTS, locked_value(codes, &points)),
+    ]
+    .into_iter()
+    // Keys and codes are checked to be visible ASCII, so every value converts.
+    .filter_map(|(name, value)| HeaderValue::from_str(&value).ok().map(|v| (name, v)))
+    .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// Following the forwarded request
+
+/// Undoes a lock acquisition: removes the new lock, or puts back the lock it replaced.
+struct Rollback {
+    sessions: Arc<SessionService>,
+    limits: Arc<HashMap<String, u64>>,
+    created: Session,
+    replaced: Option<Session>,
+}
+
+impl Rollback {
+    async fn run(self) {
+        let key = self.created.id.clone();
+        let store = self.sessions.store();
+        // Only undo our own lock: a concurrent validation may have overwritten the key since.
+        match store.get(&key).await {
+            Ok(Some(current))
+                if current.created_at == self.created.created_at
+                    && current.lock == self.created.lock => {}
+            Ok(_) => return,
+            Err(e) => {
+                log::warn!("voucherify: rolling back lock {} failed: {e}", redact(&key));
+                return;
+            }
+        }
+        if let Some(old) = self.replaced.filter(|s| s.is_live(now_millis())) {
+            match self.sessions.lock(old, &self.limits).await {
+                Ok(LockOutcome::Acquired { .. }) => return,
+                // The units the old lock held were taken meanwhile: the key ends instead.
+                Ok(LockOutcome::Refused { .. }) => {}
+                Err(e) => {
+                    log::warn!("voucherify: restoring lock {} failed: {e}", redact(&key));
+                    return;
+                }
+            }
+        }
+        if let Err(e) = store.remove(&key, EndReason::Released).await {
+            log::warn!("voucherify: removing lock {} failed: {e}", redact(&key));
+        }
+    }
+}
+
+/// What happens once the app has answered.
+enum AfterAnswer {
+    /// No session in the request: nothing (the hook only strips client copies of the headers).
+    Nothing,
+    /// A validation's lock: kept on 2xx (and `session` added to the answer), else rolled back.
+    Lock {
+        rollback: Option<Box<Rollback>>,
+        answer: String,
+    },
+    /// A redemption: the lock is released on 2xx.
+    Redeem {
+        sessions: Arc<SessionService>,
+        key: String,
+    },
+}
+
+struct LockHook {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    after: AfterAnswer,
+}
+
+#[async_trait]
+impl ForwardHook for LockHook {
+    fn request_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        self.headers.clone()
+    }
+
+    fn remove_headers(&self) -> Vec<HeaderName> {
+        lock_header_names()
+    }
+
+    async fn on_response(&mut self, status: u16) {
+        if (100..200).contains(&status) {
+            return; // interim answer: the real one follows
+        }
+        let ok = (200..300).contains(&status);
+        match &mut self.after {
+            AfterAnswer::Nothing => {}
+            AfterAnswer::Lock { rollback, .. } => {
+                // Settled either way: a 2xx keeps the lock, anything else undoes it.
+                if let Some(r) = rollback.take() {
+                    if !ok {
+                        r.run().await;
+                    }
+                }
+            }
+            AfterAnswer::Redeem { sessions, key } => {
+                if ok {
+                    release_redeemed(sessions, key).await;
+                }
+                self.after = AfterAnswer::Nothing;
+            }
+        }
+    }
+
+    fn rewrites_body(&self) -> bool {
+        matches!(self.after, AfterAnswer::Lock { .. })
+    }
+
+    fn rewrite_body(&self, content_type: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
+        match &self.after {
+            AfterAnswer::Lock { answer, .. } => inject_session(content_type, body, answer),
+            _ => None,
+        }
+    }
+
+    async fn on_failure(&mut self) {
+        if let AfterAnswer::Lock { rollback, .. } = &mut self.after {
+            if let Some(r) = rollback.take() {
+                r.run().await;
+            }
+        }
+    }
+}
+
+impl Drop for LockHook {
+    fn drop(&mut self) {
+        // The request ended without an answer from the app (refused later, client gone):
+        // the lock it took must not outlive it.
+        if let AfterAnswer::Lock { rollback, .. } = &mut self.after {
+            if let Some(r) = rollback.take() {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(r.run());
+                }
+            }
+        }
+    }
+}
+
+/// Ends the lock a successful redemption used (the key is the capability, as for any
+/// forwarded request; only Voucherify locks end this way).
+async fn release_redeemed(sessions: &SessionService, key: &str) {
+    let store = sessions.store();
+    match store.get(key).await {
+        Ok(Some(s)) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
+            if let Err(e) = store.remove(key, EndReason::Redeemed).await {
+                log::warn!(
+                    "voucherify: releasing redeemed lock {} failed: {e}",
+                    redact(key)
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!(
+            "voucherify: releasing redeemed lock {} failed: {e}",
+            redact(key)
+        ),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The API
+
+pub struct Voucherify {
+    sessions: Arc<SessionService>,
+    max_ttl: Duration,
+    limits: Arc<HashMap<String, u64>>,
+    /// `server.max_body`: the limit for the release endpoint.
+    max_body: usize,
+    /// Largest body that can be inspected (and still forwarded unchanged).
+    inspect_limit: usize,
+}
+
+impl Voucherify {
+    pub fn new(
+        settings: &VoucherifySettings,
+        max_body: usize,
+        sessions: Arc<SessionService>,
+    ) -> Voucherify {
+        Voucherify {
+            sessions,
+            max_ttl: settings.max_ttl,
+            limits: Arc::new(settings.limits.clone()),
+            max_body,
+            inspect_limit: max_body.min(RETRY_BUFFER_LIMIT),
+        }
+    }
+
+    fn too_large(limit: usize) -> ApiResponse {
+        error(
+            413,
+            "payload_too_large",
+            "Payload too large",
+            format!("The request body is larger than {limit} bytes."),
+        )
+    }
+
+    /// The answer for an inspected request whose body the proxy could not read, if so.
+    fn unreadable_body(&self, req: &ApiRequest<'_>) -> Option<ApiResponse> {
+        if !req.body.is_empty() {
+            return None;
+        }
+        let announced = req
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if announced > 0 {
+            return Some(Self::too_large(self.inspect_limit));
+        }
+        if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            return Some(error(
+                411,
+                "length_required",
+                "Length required",
+                "Send the request body with a Content-Length.",
+            ));
+        }
+        None
+    }
+
+    async fn release(&self, req: &ApiRequest<'_>, code: &str, key: &str) -> ApiResponse {
+        if req.method != Method::DELETE {
+            return error(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                "Use DELETE to release a session.",
+            )
+            .with_header(http::header::ALLOW, HeaderValue::from_static("DELETE"));
+        }
+        let Some(cred) = req.auth.credential() else {
+            return unauthorized(req.auth);
+        };
+        let code = decode_segment(code);
+        let key = decode_segment(key);
+        if !is_valid_client_id(&key) {
+            return not_found(&key);
+        }
+        let caller = Caller::named(&cred.name, cred.admin);
+        let found = match self.sessions.peek(&caller, &key).await {
+            Ok(found) => found,
+            Err(e) => return store_unavailable(&e),
+        };
+        // Only a lock on this voucher is released here (a lock that holds no code at all, e.g.
+        // one taken for a promotion, is released through any code).
+        let releasable = found.is_some_and(|s| {
+            s.flavor == Flavor::Voucherify
+                && s.lock
+                    .as_ref()
+                    .is_some_and(|l| l.holds.is_empty() || l.holds.iter().any(|h| h.code == code))
+        });
+        if !releasable {
+            return not_found(&key);
+        }
+        match self
+            .sessions
+            .close(&caller, &key, EndReason::Released)
+            .await
+        {
+            Ok(Some(_)) => ApiResponse::empty(204),
+            Ok(None) => not_found(&key),
+            Err(e) => store_unavailable(&e),
+        }
+    }
+
+    async fn validate(
+        &self,
+        req: &ApiRequest<'_>,
+        owner: &str,
+        lock: LockRequest,
+    ) -> ForwardDecision {
+        let store = self.sessions.store();
+        let (key, owner) = match &lock.key {
+            None => (new_lock_key(), owner.to_string()),
+            Some(key) => match store.get(key).await {
+                // Overwriting a live lock keeps who created it (so they may still release it).
+                Ok(Some(s)) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
+                    (key.clone(), s.owner.unwrap_or_else(|| owner.to_string()))
+                }
+                Ok(Some(_)) => {
+                    return ForwardDecision::Answer(error(
+                        409,
+                        "duplicate_found",
+                        "Duplicated resource found",
+                        "The session key is in use by another kind of session.",
+                    ))
+                }
+                Ok(None) => (key.clone(), owner.to_string()),
+                Err(e) => return ForwardDecision::Answer(store_unavailable(&e)),
+            },
+        };
+        let codes: Vec<String> = lock.holds.iter().map(|h| h.code.clone()).collect();
+        let mut session =
+            Session::with_fixed_ttl(key.clone(), Flavor::Voucherify, Some(owner), lock.duration);
+        session.lock = Some(Lock {
+            holds: lock.holds,
+            ttl: lock.ttl,
+            ttl_unit: lock.ttl_unit,
+        });
+        let created = session.clone();
+        match self.sessions.lock(session, &self.limits).await {
+            Ok(LockOutcome::Acquired { replaced, others }) => {
+                log::debug!(
+                    "voucherify: lock {} acquired on {} code(s) via {}",
+                    redact(&key),
+                    codes.len(),
+                    req.path
+                );
+                ForwardDecision::Forward(Some(Box::new(LockHook {
+                    headers: session_headers(&key, &codes, &others),
+                    after: AfterAnswer::Lock {
+                        rollback: Some(Box::new(Rollback {
+                            sessions: self.sessions.clone(),
+                            limits: self.limits.clone(),
+                            created,
+                            replaced,
+                        })),
+                        answer: session_answer(&key, lock.ttl, lock.ttl_unit),
+                    },
+                })))
+            }
+            Ok(LockOutcome::Refused { code }) => {
+                metrics::lock_rejected("quantity_exceeded");
+                ForwardDecision::Answer(error(
+                    400,
+                    "quantity_exceeded",
+                    "Quantity exceeded",
+                    format!("Voucher {code} has no redemption quantity left to lock."),
+                ))
+            }
+            Err(e) => ForwardDecision::Answer(store_unavailable(&e)),
+        }
+    }
+
+    async fn redeem(&self, redeem: RedeemRequest) -> ForwardDecision {
+        let others = match self
+            .sessions
+            .store()
+            .locked_by_others(&redeem.codes, &redeem.key)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return ForwardDecision::Answer(store_unavailable(&e)),
+        };
+        ForwardDecision::Forward(Some(Box::new(LockHook {
+            headers: session_headers(&redeem.key, &redeem.codes, &others),
+            after: AfterAnswer::Redeem {
+                sessions: self.sessions.clone(),
+                key: redeem.key,
+            },
+        })))
+    }
+}
+
+/// A hook that only strips client copies of the lock headers.
+fn plain() -> ForwardDecision {
+    ForwardDecision::Forward(Some(Box::new(LockHook {
+        headers: Vec::new(),
+        after: AfterAnswer::Nothing,
+    })))
+}
+
+#[async_trait]
+impl SessionApi for Voucherify {
+    fn flavor(&self) -> Flavor {
+        Flavor::Voucherify
+    }
+
+    fn answers(&self, path: &str) -> bool {
+        matches!(endpoint(path), Some(Endpoint::Release { .. }))
+    }
+
+    fn body_too_large(&self) -> ApiResponse {
+        Self::too_large(self.max_body)
+    }
+
+    async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {
+        match endpoint(req.path) {
+            Some(Endpoint::Release { code, key }) => self.release(req, code, key).await,
+            _ => error(404, "not_found", "Resource not found", "Unknown endpoint."),
+        }
+    }
+
+    fn inspects(&self, method: &Method, path: &str) -> bool {
+        // CORS preflights of the client API carry no credentials and no body: the app answers.
+        method != Method::OPTIONS
+            && matches!(
+                endpoint(path),
+                Some(Endpoint::Validation { .. } | Endpoint::Redemption { .. })
+            )
+    }
+
+    async fn before_forward(&self, req: &ApiRequest<'_>) -> ForwardDecision {
+        let Some(cred) = req.auth.credential() else {
+            return ForwardDecision::Answer(unauthorized(req.auth));
+        };
+        if let Some(refusal) = self.unreadable_body(req) {
+            return ForwardDecision::Answer(refusal);
+        }
+        if req.method != Method::POST {
+            return plain();
+        }
+        match endpoint(req.path) {
+            Some(Endpoint::Validation { code }) => {
+                let code = code.map(decode_segment);
+                match parse_validation(req.body, code.as_deref(), self.max_ttl) {
+                    Ok(Some(lock)) => self.validate(req, &cred.name, lock).await,
+                    Ok(None) => plain(),
+                    Err(e) => ForwardDecision::Answer(invalid_payload(e)),
+                }
+            }
+            Some(Endpoint::Redemption { code }) => {
+                let code = code.map(decode_segment);
+                match parse_redemption(req.body, code.as_deref()) {
+                    Ok(Some(redeem)) => self.redeem(redeem).await,
+                    Ok(None) => plain(),
+                    Err(e) => ForwardDecision::Answer(invalid_payload(e)),
+                }
+            }
+            _ => plain(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const MAX: Duration = Duration::from_secs(30 * 86_400);
+
+    fn lock(body: Value) -> Result<Option<LockRequest>, BadInput> {
+        parse_validation(body.to_string().as_bytes(), None, MAX)
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            endpoint("/v1/validations"),
+            Some(Endpoint::Validation { code: None })
+        );
+        assert_eq!(
+            endpoint("/v1/validations/"),
+            Some(Endpoint::Validation { code: None })
+        );
+        assert_eq!(
+            endpoint("/client/v1/validations"),
+            Some(Endpoint::Validation { code: None })
+        );
+        assert_eq!(
+            endpoint("/v1/vouchers/A%2DB/validate"),
+            Some(Endpoint::Validation {
+                code: Some("A%2DB")
+            })
+        );
+        assert_eq!(
+            endpoint("/v1/redemptions"),
+            Some(Endpoint::Redemption { code: None })
+        );
+        assert_eq!(
+            endpoint("/client/v1/redemptions"),
+            Some(Endpoint::Redemption { code: None })
+        );
+        assert_eq!(
+            endpoint("/v1/vouchers/X/redemption"),
+            Some(Endpoint::Redemption { code: Some("X") })
+        );
+        assert_eq!(
+            endpoint("/v1/vouchers/X/sessions/ssn_k%2B1"),
+            Some(Endpoint::Release {
+                code: "X",
+                key: "ssn_k%2B1"
+            })
+        );
+        for other in [
+            "/v1/vouchers/X/sessions/k/",
+            "/v1/vouchers//validate",
+            "/v1/vouchers/X/sessions/",
+            "/v1/vouchers/X",
+            "/v1/validationsx",
+            "/v2/validations",
+            "/client/v1/vouchers/X/sessions/k",
+            "",
+            "/",
+        ] {
+            assert_eq!(endpoint(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn no_session_means_plain() {
+        assert_eq!(
+            lock(json!({"redeemables": [{"object": "voucher", "id": "A"}]})),
+            Ok(None)
+        );
+        assert_eq!(lock(json!({"session": null})), Ok(None));
+        assert_eq!(parse_validation(b"", None, MAX), Ok(None));
+        assert_eq!(parse_validation(b"  \n", None, MAX), Ok(None));
+    }
+
+    #[test]
+    fn defaults_are_seven_days() {
+        let l = lock(json!({"session": {"type": "LOCK"}})).unwrap().unwrap();
+        assert_eq!((l.key, l.ttl, l.ttl_unit), (None, 7, TtlUnit::Days));
+        assert_eq!(l.duration, Duration::from_secs(7 * 86_400));
+        assert!(l.holds.is_empty());
+    }
+
+    #[test]
+    fn every_unit() {
+        let expected = [
+            ("DAYS", TtlUnit::Days, Duration::from_secs(2 * 86_400)),
+            ("HOURS", TtlUnit::Hours, Duration::from_secs(2 * 3_600)),
+            ("MINUTES", TtlUnit::Minutes, Duration::from_secs(120)),
+            ("SECONDS", TtlUnit::Seconds, Duration::from_secs(2)),
+            (
+                "MILLISECONDS",
+                TtlUnit::Milliseconds,
+                Duration::from_millis(2),
+            ),
+            (
+                "MICROSECONDS",
+                TtlUnit::Microseconds,
+                Duration::from_micros(2),
+            ),
+            ("NANOSECONDS", TtlUnit::Nanoseconds, Duration::from_nanos(2)),
+        ];
+        for (name, unit, duration) in expected {
+            let l = lock(json!({"session": {"type": "LOCK", "ttl": 2, "ttl_unit": name}}))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (l.ttl, l.ttl_unit, l.duration),
+                (2, unit, duration),
+                "{name}"
+            );
+        }
+        let l = lock(json!({"session": {"type": "LOCK", "ttl": 3.0, "ttl_unit": "HOURS"}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.ttl, 3);
+    }
+
+    #[test]
+    fn bad_sessions_are_refused() {
+        let bad = [
+            json!({"session": "LOCK"}),
+            json!({"session": {}}),
+            json!({"session": {"type": "HOLD"}}),
+            json!({"session": {"type": 1}}),
+            json!({"session": {"type": "LOCK", "ttl": 0}}),
+            json!({"session": {"type": "LOCK", "ttl": -1}}),
+            json!({"session": {"type": "LOCK", "ttl": 1.5}}),
+            json!({"session": {"type": "LOCK", "ttl": "5"}}),
+            json!({"session": {"type": "LOCK", "ttl": 31, "ttl_unit": "DAYS"}}),
+            json!({"session": {"type": "LOCK", "ttl": 2_592_001, "ttl_unit": "SECONDS"}}),
+            json!({"session": {"type": "LOCK", "ttl": u64::MAX, "ttl_unit": "DAYS"}}),
+            json!({"session": {"type": "LOCK", "ttl": 1e300}}),
+            json!({"session": {"type": "LOCK", "ttl_unit": "WEEKS"}}),
+            json!({"session": {"type": "LOCK", "ttl_unit": "days"}}),
+            json!({"session": {"type": "LOCK", "ttl_unit": 3}}),
+            json!({"session": {"type": "LOCK", "key": "bad key"}}),
+            json!({"session": {"type": "LOCK", "key": ""}}),
+            json!({"session": {"type": "LOCK", "key": "k".repeat(257)}}),
+            json!({"session": {"type": "LOCK", "key": 12}}),
+            json!({"session": {"type": "LOCK"}, "redeemables": {}}),
+            json!({"session": {"type": "LOCK"}, "redeemables": ["A"]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher"}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher", "id": 5}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"id": "A"}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher", "id": "A,B=1"}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher", "id": "A\r\nX: y"}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher", "id": "A", "gift": {"credits": -5}}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher", "id": "A", "gift": {"credits": "5"}}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher", "id": "A", "gift": 5}]}),
+            json!({"session": {"type": "LOCK"}, "redeemables": [{"object": "voucher", "id": "A", "reward": {"points": 0.5}}]}),
+        ];
+        for body in bad {
+            assert!(lock(body.clone()).is_err(), "{body}");
+        }
+        for raw in [
+            &b"{"[..],
+            b"[1]",
+            b"\"x\"",
+            b"null",
+            b"{\"session\":{\"type\":\"LOCK\"}",
+            b"\xff",
+        ] {
+            assert!(
+                parse_validation(raw, None, MAX).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn client_keys_are_kept() {
+        let l = lock(json!({"session": {"type": "LOCK", "key": "ssn_my.key-1+/="}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.key.as_deref(), Some("ssn_my.key-1+/="));
+        assert!(
+            lock(json!({"session": {"type": "LOCK", "key": "k".repeat(256)}}))
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn codes_credits_and_points() {
+        let l = parse_validation(
+            json!({
+                "session": {"type": "LOCK"},
+                "gift": {"credits": 7},
+                "redeemables": [
+                    {"object": "voucher", "id": "B", "gift": {"credits": 500}},
+                    {"object": "promotion_tier", "id": "promo_1"},
+                    {"object": "voucher", "id": "C", "reward": {"points": 40}},
+                    {"object": "voucher", "id": "B", "gift": {"credits": 100}},
+                    {"object": "voucher", "id": "D", "loyalty_card": {"points": 3}},
+                ]
+            })
+            .to_string()
+            .as_bytes(),
+            Some("A"),
+            MAX,
+        )
+        .unwrap()
+        .unwrap();
+        let got: Vec<(&str, u64, i64, i64)> = l
+            .holds
+            .iter()
+            .map(|h| (h.code.as_str(), h.quantity, h.credits, h.points))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A", 1, 7, 0),
+                ("B", 2, 600, 0),
+                ("C", 1, 0, 40),
+                ("D", 1, 0, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn redemptions() {
+        let r = parse_redemption(
+            json!({"session": {"type": "LOCK", "key": "k1"}, "redeemables": [{"object": "voucher", "id": "A"}]})
+                .to_string()
+                .as_bytes(),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r,
+            RedeemRequest {
+                key: "k1".into(),
+                codes: vec!["A".into()]
+            }
+        );
+        let r = parse_redemption(
+            json!({"session": {"key": "k1"}}).to_string().as_bytes(),
+            Some("P"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.codes, vec!["P".to_string()]);
+        assert_eq!(
+            parse_redemption(
+                json!({"session": {"type": "LOCK"}}).to_string().as_bytes(),
+                None
+            ),
+            Ok(None)
+        );
+        assert_eq!(parse_redemption(b"{}", None), Ok(None));
+        assert!(parse_redemption(
+            json!({"session": {"key": "a b"}}).to_string().as_bytes(),
+            None
+        )
+        .is_err());
+        assert!(parse_redemption(
+            json!({"session": {"key": "k", "type": "X"}})
+                .to_string()
+                .as_bytes(),
+            None
+        )
+        .is_err());
+        assert!(parse_redemption(b"nope", None).is_err());
+    }
+
+    #[test]
+    fn locked_header_values() {
+        let one = vec!["A".to_string()];
+        let two = vec!["A".to_string(), "B".to_string()];
+        assert_eq!(locked_value(&one, &[3u64]), "3");
+        assert_eq!(locked_value(&two, &[1u64, 0]), "A=1, B=0");
+        assert_eq!(locked_value::<u64>(&[], &[]), "0");
+        let t = |q, c, p| LockedTotals {
+            quantity: q,
+            credits: c,
+            points: p,
+        };
+        let h = session_headers("ssn_x", &two, &[t(1, 500, 0), t(0, 0, 40)]);
+        let get = |n: &HeaderName| {
+            h.iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(get(&SESSION_KEY).as_deref(), Some("ssn_x"));
+        assert_eq!(get(&SESSION_TYPE).as_deref(), Some("LOCK"));
+        assert_eq!(get(&LOCKED_QUANTITY).as_deref(), Some("A=1, B=0"));
+        assert_eq!(get(&LOCKED_CREDITS).as_deref(), Some("A=500, B=0"));
+        assert_eq!(get(&LOCKED_POINTS).as_deref(), Some("A=0, B=40"));
+    }
+
+    #[test]
+    fn session_injection() {
+        let s = session_answer("ssn_k", 7, TtlUnit::Days);
+        let expected = json!({"key": "ssn_k", "type": "LOCK", "ttl": 7, "ttl_unit": "DAYS"});
+        let out = inject_session(
+            Some("application/json"),
+            br#"{"valid":true , "b": [1]}  "#,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"valid":true , "b": [1],"session":{"key":"ssn_k","type":"LOCK","ttl":7,"ttl_unit":"DAYS"}}  "#
+        );
+        let out = inject_session(None, b"{}", &s).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["session"], expected);
+        let null = inject_session(
+            Some("application/json; charset=utf-8"),
+            br#"{"session":null,"a":1}"#,
+            &s,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&null).unwrap();
+        assert_eq!((v["session"].clone(), v["a"].clone()), (expected, json!(1)));
+        // Keys needing escapes stay valid JSON.
+        let odd = session_answer("a\"b", 1, TtlUnit::Seconds);
+        assert_eq!(serde_json::from_str::<Value>(&odd).unwrap()["key"], "a\"b");
+        assert_eq!(
+            inject_session(
+                Some("application/json"),
+                br#"{"session":{"key":"app"}}"#,
+                &s
+            ),
+            None
+        );
+        assert_eq!(inject_session(Some("text/plain"), b"{}", &s), None);
+        assert_eq!(inject_session(Some("application/json"), b"[1]", &s), None);
+        assert_eq!(inject_session(Some("application/json"), b"{oops", &s), None);
+    }
+
+    #[test]
+    fn generated_keys() {
+        let k = new_lock_key();
+        assert!(
+            k.starts_with("ssn_")
+                && k.len() == 36
+                && k[4..].bytes().all(|b| b.is_ascii_alphanumeric())
+        );
+        assert!(is_valid_client_id(&k));
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            prop_oneof![
+                Just("LOCK".to_string()),
+                Just("voucher".to_string()),
+                Just("DAYS".to_string()),
+                Just("NANOSECONDS".to_string()),
+                "\\PC{0,12}",
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop_oneof![
+                Just("session".to_string()),
+                Just("type".to_string()),
+                Just("key".to_string()),
+                Just("ttl".to_string()),
+                Just("ttl_unit".to_string()),
+                Just("redeemables".to_string()),
+                Just("object".to_string()),
+                Just("id".to_string()),
+                Just("gift".to_string()),
+                Just("credits".to_string()),
+                Just("reward".to_string()),
+                Just("points".to_string()),
+                Just("loyalty_card".to_string()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic_on_json(v in json_value(), code in proptest::option::of("\\PC{0,10}")) {
+            let body = v.to_string();
+            if let Ok(Some(l)) = parse_validation(body.as_bytes(), code.as_deref(), MAX) {
+                prop_assert!(l.ttl > 0 && l.duration <= MAX);
+                prop_assert!(l.key.as_deref().is_none_or(is_valid_client_id));
+                prop_assert!(l.holds.iter().all(|h| is_valid_code(&h.code) && h.quantity > 0 && h.credits >= 0 && h.points >= 0));
+            }
+            let _ = parse_redemption(body.as_bytes(), code.as_deref());
+        }
+
+        #[test]
+        fn parsers_never_panic_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_validation(&bytes, None, MAX);
+            let _ = parse_redemption(&bytes, None);
+            let _ = inject_session(None, &bytes, "{}");
+        }
+    }
+}

@@ -1,0 +1,958 @@
+//! SPEC §4.4 Voucherify validation sessions: TTL locks enforced by the sidecar in front of a
+//! real echo upstream. Metrics live in one process-wide registry, so every test here holds
+//! `serial()` to keep the metric deltas it checks its own.
+
+mod common;
+
+use common::echo::Received;
+use common::*;
+use serde_json::{json, Value};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::time::Duration;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const LIMITS: &str = r#"
+[flavors.voucherify]
+enabled = true
+base_path = ""
+max_ttl = "30d"
+
+[[flavors.voucherify.limits]]
+code = "ONE"
+quantity = 1
+
+[[flavors.voucherify.limits]]
+code = "TWO-A"
+quantity = 1
+
+[[flavors.voucherify.limits]]
+code = "TWO-B"
+quantity = 1
+
+[[flavors.voucherify.limits]]
+code = "RUSH"
+quantity = 7
+
+[[flavors.voucherify.limits]]
+code = "DEAD-1"
+quantity = 1
+
+[[flavors.voucherify.limits]]
+code = "REQ-1"
+quantity = 1
+
+[[routes]]
+path_prefix = "/v1/vouchers/DEAD-1/"
+upstream = "dead"
+
+[[routes]]
+path_prefix = "/v1/vouchers/REQ-1/"
+session = "required"
+"#;
+
+fn start() -> (EchoUpstream, TestSidecar) {
+    let up = EchoUpstream::start();
+    let sc = TestSidecar::with_upstream(&up, LIMITS);
+    (up, sc)
+}
+
+/// X-App-Id/X-App-Token of the `pos` credential.
+fn app_creds() -> Vec<(&'static str, String)> {
+    vec![
+        ("X-App-Id", POS_APP_ID.to_string()),
+        ("X-App-Token", POS_TOKEN.to_string()),
+    ]
+}
+
+fn body(codes: &[&str], session: Option<Value>, marker: &str) -> Value {
+    let mut b = json!({
+        "redeemables": codes.iter().map(|c| json!({"object": "voucher", "id": c})).collect::<Vec<_>>(),
+        "metadata": {"marker": marker},
+    });
+    if let Some(s) = session {
+        b["session"] = s;
+    }
+    b
+}
+
+fn post(
+    sc: &TestSidecar,
+    path: &str,
+    creds: &[(&str, String)],
+    extra: &[(&str, &str)],
+    body: &Value,
+) -> Response {
+    let mut h: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.extend_from_slice(extra);
+    h.push(("Content-Type", "application/json"));
+    sc.proxy("POST", path, &h, body.to_string().as_bytes())
+}
+
+/// A LOCK validation of `codes` on `/v1/validations` with the `pos` app credentials.
+fn lock(sc: &TestSidecar, codes: &[&str], session: Value, marker: &str) -> Response {
+    post(
+        sc,
+        "/v1/validations",
+        &app_creds(),
+        &[],
+        &body(codes, Some(session), marker),
+    )
+}
+
+/// The key of a validation that must have succeeded.
+fn lock_ok(sc: &TestSidecar, codes: &[&str], session: Value, marker: &str) -> String {
+    let r = lock(sc, codes, session, marker);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["session"]["key"]
+        .as_str()
+        .expect("session.key in the answer")
+        .to_string()
+}
+
+fn release(sc: &TestSidecar, code: &str, key: &str, creds: &[(&str, String)]) -> Response {
+    let h: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    sc.proxy(
+        "DELETE",
+        &format!("/v1/vouchers/{code}/sessions/{key}"),
+        &h,
+        b"",
+    )
+}
+
+/// The requests the upstream received whose body carries `marker`.
+fn forwarded(up: &EchoUpstream, marker: &str) -> Vec<Received> {
+    up.received()
+        .into_iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains(marker))
+        .collect()
+}
+
+fn only(up: &EchoUpstream, marker: &str) -> Received {
+    let mut recs = forwarded(up, marker);
+    assert_eq!(recs.len(), 1, "{marker} should reach the app exactly once");
+    recs.remove(0)
+}
+
+fn assert_error(r: &Response, status: u16, key: &str) -> Value {
+    assert_eq!(r.status, status, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["code"], status, "{b}");
+    assert_eq!(b["key"], key, "{b}");
+    assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()), "{b}");
+    assert!(b["details"].is_string(), "{b}");
+    b
+}
+
+fn assert_quantity_exceeded(r: &Response) {
+    let b = assert_error(r, 400, "quantity_exceeded");
+    assert_eq!(b["message"], "Quantity exceeded");
+}
+
+#[test]
+fn validation_is_forwarded_with_generated_key_and_answered_with_session() {
+    let _g = serial();
+    let (up, sc) = start();
+    let sent = body(&["FREE-1"], Some(json!({"type": "LOCK"})), "gen-1");
+    let r = post(&sc, "/v1/validations", &app_creds(), &[], &sent);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let key = b["session"]["key"].as_str().unwrap().to_string();
+    assert!(
+        key.starts_with("ssn_")
+            && key.len() == 36
+            && key[4..].bytes().all(|c| c.is_ascii_alphanumeric()),
+        "{key}"
+    );
+    assert_eq!(
+        b["session"],
+        json!({"key": key, "type": "LOCK", "ttl": 7, "ttl_unit": "DAYS"})
+    );
+    assert_eq!(
+        b["path"], "/v1/validations",
+        "the rest of the answer is the app's"
+    );
+    let rec = only(&up, "gen-1");
+    assert_eq!(rec.header_all("X-Session-Key"), vec![key.clone()]);
+    assert_eq!(rec.header_all("X-Session-Type"), vec!["LOCK".to_string()]);
+    assert_eq!(rec.header_all("X-Locked-Quantity"), vec!["0".to_string()]);
+    assert_eq!(
+        rec.body,
+        sent.to_string().as_bytes(),
+        "the forwarded body is unchanged"
+    );
+    let other = lock_ok(&sc, &["FREE-1"], json!({"type": "LOCK"}), "gen-2");
+    assert_ne!(other, key, "every validation without a key gets a new one");
+}
+
+#[test]
+fn same_key_overwrites_and_never_double_counts() {
+    let _g = serial();
+    let (up, sc) = start();
+    let created = sc.metric("sessions_created_total", &[("flavor", "voucherify")]);
+    let active = sc.metric("locks_active", &[]);
+    let s = json!({"type": "LOCK", "key": "cart-17"});
+    assert_eq!(lock_ok(&sc, &["ONE"], s.clone(), "twice-1"), "cart-17");
+    assert_eq!(lock_ok(&sc, &["ONE"], s.clone(), "twice-2"), "cart-17");
+    let rec = only(&up, "twice-2");
+    assert_eq!(
+        rec.header_all("X-Locked-Quantity"),
+        vec!["0".to_string()],
+        "its own earlier lock is not counted"
+    );
+    assert_eq!(
+        sc.metric("sessions_created_total", &[("flavor", "voucherify")]) - created,
+        1.0
+    );
+    assert_eq!(sc.metric("locks_active", &[]) - active, 1.0);
+    assert_quantity_exceeded(&lock(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "cart-18"}),
+        "twice-3",
+    ));
+    assert!(
+        forwarded(&up, "twice-3").is_empty(),
+        "a refused validation never reaches the app"
+    );
+    // Overwriting with other codes frees the ones the key no longer names.
+    lock_ok(&sc, &["FREE-2"], s, "twice-4");
+    lock_ok(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "cart-18"}),
+        "twice-5",
+    );
+}
+
+#[test]
+fn every_ttl_unit_is_accepted_and_echoed() {
+    let _g = serial();
+    let (_up, sc) = start();
+    for unit in [
+        "DAYS",
+        "HOURS",
+        "MINUTES",
+        "SECONDS",
+        "MILLISECONDS",
+        "MICROSECONDS",
+        "NANOSECONDS",
+    ] {
+        let key = format!("unit-{unit}");
+        let r = lock(
+            &sc,
+            &["FREE-3"],
+            json!({"type": "LOCK", "key": key, "ttl": 5, "ttl_unit": unit}),
+            &key,
+        );
+        assert_eq!(r.status, 200, "{unit}: {}", r.text());
+        assert_eq!(
+            r.json()["session"],
+            json!({"key": key, "type": "LOCK", "ttl": 5, "ttl_unit": unit}),
+            "{unit}"
+        );
+    }
+    let r = lock(
+        &sc,
+        &["FREE-3"],
+        json!({"type": "LOCK", "ttl": 30, "ttl_unit": "DAYS"}),
+        "unit-max",
+    );
+    assert_eq!(r.status, 200, "exactly max_ttl is allowed: {}", r.text());
+}
+
+#[test]
+fn invalid_sessions_are_400_and_not_forwarded() {
+    let _g = serial();
+    let (up, sc) = start();
+    let cases = [
+        json!({"type": "LOCK", "ttl_unit": "WEEKS"}),
+        json!({"type": "LOCK", "ttl": 0}),
+        json!({"type": "LOCK", "ttl": -3, "ttl_unit": "HOURS"}),
+        json!({"type": "LOCK", "ttl": "5"}),
+        json!({"type": "LOCK", "ttl": 31, "ttl_unit": "DAYS"}),
+        json!({"type": "LOCK", "ttl": 2_592_001, "ttl_unit": "SECONDS"}),
+        json!({"type": "LOCK", "key": "bad key!"}),
+        json!({"type": "LOCK", "key": "k".repeat(257)}),
+        json!({"type": "LOCK", "key": 5}),
+        json!({"type": "HOLD"}),
+        json!("LOCK"),
+    ];
+    for (i, session) in cases.into_iter().enumerate() {
+        let marker = format!("invalid-{i}");
+        let r = lock(&sc, &["FREE-4"], session.clone(), &marker);
+        assert_error(&r, 400, "invalid_payload");
+        assert!(
+            forwarded(&up, &marker).is_empty(),
+            "{session} was forwarded"
+        );
+    }
+    let h = [
+        ("X-App-Id", POS_APP_ID),
+        ("X-App-Token", POS_TOKEN),
+        ("Content-Type", "application/json"),
+    ];
+    let r = sc.proxy(
+        "POST",
+        "/v1/validations",
+        &h,
+        b"{\"session\": {\"type\": \"LOCK\"}, \"marker\": \"broken-json\"",
+    );
+    assert_error(&r, 400, "invalid_payload");
+    let r = post(
+        &sc,
+        "/v1/validations",
+        &app_creds(),
+        &[],
+        &json!({"session": {"type": "LOCK"}, "redeemables": "ONE", "m": "wrong-type"}),
+    );
+    assert_error(&r, 400, "invalid_payload");
+    let r = post(
+        &sc,
+        "/v1/validations",
+        &app_creds(),
+        &[],
+        &body(&["A,B=1"], Some(json!({"type": "LOCK"})), "comma-code"),
+    );
+    assert_error(&r, 400, "invalid_payload");
+    assert!(
+        up.received_at("/v1/validations").is_empty(),
+        "no invalid validation reached the app"
+    );
+}
+
+#[test]
+fn exactly_quantity_of_fifty_concurrent_validations_win() {
+    let _g = serial();
+    let (_up, sc) = start();
+    let rejected = sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]);
+    let port = sc.ports.proxy;
+    let n = 50;
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let b = body(
+                    &["RUSH"],
+                    Some(json!({"type": "LOCK", "key": format!("rush-{i}")})),
+                    &format!("rush-{i}"),
+                );
+                let h = [
+                    ("X-App-Id", POS_APP_ID),
+                    ("X-App-Token", POS_TOKEN),
+                    ("Content-Type", "application/json"),
+                ];
+                let mut conn = Conn::open(port);
+                barrier.wait();
+                conn.send("POST", "/v1/validations", &h, b.to_string().as_bytes())
+            })
+        })
+        .collect();
+    let results: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let won = results.iter().filter(|r| r.status == 200).count();
+    let refused = results
+        .iter()
+        .filter(|r| r.status == 400 && r.json()["key"] == "quantity_exceeded")
+        .count();
+    assert_eq!(
+        (won, refused),
+        (7, 43),
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]) - rejected,
+        43.0
+    );
+}
+
+#[test]
+fn app_errors_roll_the_lock_back() {
+    let _g = serial();
+    let (up, sc) = start();
+    for status in ["400", "503"] {
+        let key = format!("rb-{status}");
+        let b = body(&["ONE"], Some(json!({"type": "LOCK", "key": key})), &key);
+        let r = post(
+            &sc,
+            "/v1/validations",
+            &app_creds(),
+            &[("X-Echo-Status", status)],
+            &b,
+        );
+        assert_eq!(
+            r.status.to_string(),
+            status,
+            "the app's status passes through"
+        );
+        assert!(
+            r.json().get("session").is_none(),
+            "no session is added to a failed answer"
+        );
+        only(&up, &key);
+        assert_eq!(
+            release(&sc, "ONE", &key, &app_creds()).status,
+            404,
+            "the lock of a {status} is gone"
+        );
+    }
+    // The unit is free again.
+    let key = lock_ok(&sc, &["ONE"], json!({"type": "LOCK"}), "rb-after");
+    assert_eq!(release(&sc, "ONE", &key, &app_creds()).status, 204);
+}
+
+#[test]
+fn failed_overwrite_restores_the_replaced_lock() {
+    let _g = serial();
+    let (_up, sc) = start();
+    lock_ok(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "keep-me", "ttl": 1, "ttl_unit": "HOURS"}),
+        "restore-1",
+    );
+    let b = body(
+        &["FREE-5"],
+        Some(json!({"type": "LOCK", "key": "keep-me"})),
+        "restore-2",
+    );
+    let r = post(
+        &sc,
+        "/v1/validations",
+        &app_creds(),
+        &[("X-Echo-Status", "422")],
+        &b,
+    );
+    assert_eq!(r.status, 422);
+    assert_quantity_exceeded(&lock(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "other"}),
+        "restore-3",
+    ));
+    let lock = sc.state.store();
+    let restored = tokio_block(lock.get("keep-me"))
+        .unwrap()
+        .expect("the earlier lock is back");
+    let holds = &restored.lock.as_ref().unwrap().holds;
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].code, "ONE");
+}
+
+#[test]
+fn unreachable_app_rolls_the_lock_back() {
+    let _g = serial();
+    let (_up, sc) = start();
+    let path = "/v1/vouchers/DEAD-1/validate";
+    let b = json!({"session": {"type": "LOCK", "key": "dead-lock"}});
+    let r = post(&sc, path, &app_creds(), &[], &b);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        release(&sc, "DEAD-1", "dead-lock", &app_creds()).status,
+        404
+    );
+    let r = post(
+        &sc,
+        path,
+        &app_creds(),
+        &[],
+        &json!({"session": {"type": "LOCK", "key": "dead-2"}}),
+    );
+    assert_eq!(
+        r.status,
+        502,
+        "the unit was freed, so the second attempt is not refused: {}",
+        r.text()
+    );
+}
+
+#[test]
+fn lock_of_a_request_refused_after_inspection_is_rolled_back() {
+    let _g = serial();
+    let (up, sc) = start();
+    // The route demands a session the request does not carry (a generated key is not in the
+    // body), so the proxy refuses it after the lock was taken: the lock must not stay.
+    let path = "/v1/vouchers/REQ-1/validate";
+    for attempt in ["first", "second"] {
+        let r = post(
+            &sc,
+            path,
+            &app_creds(),
+            &[],
+            &json!({"session": {"type": "LOCK"}, "m": attempt}),
+        );
+        assert_eq!(r.status, 401, "{attempt}: {}", r.text());
+        assert_eq!(r.json()["error"], "session_required", "{attempt}");
+        // The rollback runs once the request is gone; give it a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while tokio_block(
+            sc.state
+                .store()
+                .locked_by_others(&["REQ-1".to_string()], ""),
+        )
+        .unwrap()[0]
+            .quantity
+            > 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{attempt}: the lock outlived its request"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(up.received_at(path).is_empty());
+}
+
+#[test]
+fn session_is_added_only_when_the_answer_lacks_one() {
+    let _g = serial();
+    let (_up, sc) = start();
+    let s = json!({"type": "LOCK", "key": "inj-1"});
+    let app = r#"{"valid":true,"session":{"key":"app-says","type":"LOCK"}}"#;
+    let r = post(
+        &sc,
+        "/v1/validations",
+        &app_creds(),
+        &[("X-Echo-Body", app)],
+        &body(&["FREE-6"], Some(s.clone()), "inj-a"),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), app, "an answer with its own session is untouched");
+    let r = post(
+        &sc,
+        "/v1/validations",
+        &app_creds(),
+        &[("X-Echo-Body", "not json")],
+        &body(&["FREE-6"], Some(s.clone()), "inj-b"),
+    );
+    assert_eq!(r.text(), "not json", "a non-JSON answer is untouched");
+    let r = post(
+        &sc,
+        "/v1/validations",
+        &app_creds(),
+        &[("X-Echo-Body", r#"{"valid":true}"#)],
+        &body(&["FREE-6"], Some(s), "inj-c"),
+    );
+    assert_eq!(
+        r.text(),
+        r#"{"valid":true,"session":{"key":"inj-1","type":"LOCK","ttl":7,"ttl_unit":"DAYS"}}"#
+    );
+}
+
+#[test]
+fn redemption_forwards_lock_headers_and_releases_on_success() {
+    let _g = serial();
+    let (up, sc) = start();
+    let redeemed = sc.metric("sessions_ended_total", &[("reason", "redeemed")]);
+    lock_ok(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "red-1"}),
+        "red-lock",
+    );
+    let redeem = body(
+        &["ONE"],
+        Some(json!({"type": "LOCK", "key": "red-1"})),
+        "red-fail",
+    );
+    let r = post(
+        &sc,
+        "/v1/redemptions",
+        &app_creds(),
+        &[("X-Echo-Status", "400")],
+        &redeem,
+    );
+    assert_eq!(r.status, 400);
+    assert_quantity_exceeded(&lock(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK"}),
+        "red-still-held",
+    ));
+
+    let redeem = body(
+        &["ONE"],
+        Some(json!({"type": "LOCK", "key": "red-1"})),
+        "red-ok",
+    );
+    let r = post(
+        &sc,
+        "/client/v1/redemptions",
+        &app_creds(),
+        &[("X-Session-Key", "spoofed")],
+        &redeem,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json().get("session").is_none(),
+        "redemption answers are not rewritten"
+    );
+    let rec = only(&up, "red-ok");
+    assert_eq!(rec.header_all("X-Session-Key"), vec!["red-1".to_string()]);
+    assert_eq!(rec.header_all("X-Session-Type"), vec!["LOCK".to_string()]);
+    assert_eq!(rec.header_all("X-Locked-Quantity"), vec!["0".to_string()]);
+    assert_eq!(
+        sc.metric("sessions_ended_total", &[("reason", "redeemed")]) - redeemed,
+        1.0
+    );
+    assert_eq!(
+        release(&sc, "ONE", "red-1", &app_creds()).status,
+        404,
+        "the redeemed lock is gone"
+    );
+    lock_ok(&sc, &["ONE"], json!({"type": "LOCK"}), "red-after");
+}
+
+#[test]
+fn release_endpoint_answers_204_then_404_and_is_never_forwarded() {
+    let _g = serial();
+    let (up, sc) = start();
+    let released = sc.metric("sessions_ended_total", &[("reason", "released")]);
+    let active = sc.metric("locks_active", &[]);
+    let key = lock_ok(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "rel+k/1="}),
+        "rel-1",
+    );
+    assert_eq!(sc.metric("locks_active", &[]) - active, 1.0);
+    let encoded = "rel%2Bk%2F1%3D";
+    let r = release(&sc, "ONE", encoded, &[]);
+    assert_error(&r, 401, "unauthorized");
+    let r = release(
+        &sc,
+        "ONE",
+        encoded,
+        &[("Authorization", bearer(OTHER_TOKEN))],
+    );
+    assert_eq!(
+        r.status, 404,
+        "another credential's lock does not exist for it"
+    );
+    let r = release(&sc, "OTHER-CODE", encoded, &app_creds());
+    assert_eq!(
+        r.status, 404,
+        "a lock is released through one of its own codes"
+    );
+    let r = sc.proxy(
+        "GET",
+        &format!("/v1/vouchers/ONE/sessions/{encoded}"),
+        &[("X-App-Id", POS_APP_ID), ("X-App-Token", POS_TOKEN)],
+        b"",
+    );
+    assert_error(&r, 405, "method_not_allowed");
+    let r = release(&sc, "ONE", encoded, &app_creds());
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    assert_eq!(sc.metric("locks_active", &[]) - active, 0.0);
+    assert_eq!(
+        sc.metric("sessions_ended_total", &[("reason", "released")]) - released,
+        1.0
+    );
+    let r = release(&sc, "ONE", encoded, &app_creds());
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        json!({"code": 404, "key": "not_found", "message": "Resource not found", "details": format!("Cannot find session with key {key}")})
+    );
+    assert!(
+        up.received_at("/v1/vouchers/").is_empty(),
+        "releases are answered by the sidecar"
+    );
+    // An admin may release anyone's lock.
+    lock_ok(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "rel-2"}),
+        "rel-2",
+    );
+    assert_eq!(
+        release(
+            &sc,
+            "ONE",
+            "rel-2",
+            &[("Authorization", bearer(ADMIN_TOKEN))]
+        )
+        .status,
+        204
+    );
+}
+
+#[test]
+fn expiry_frees_capacity() {
+    let _g = serial();
+    let (_up, sc) = start();
+    lock_ok(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "ttl": 300, "ttl_unit": "MILLISECONDS"}),
+        "exp-ms",
+    );
+    assert_quantity_exceeded(&lock(&sc, &["ONE"], json!({"type": "LOCK"}), "exp-early"));
+    std::thread::sleep(Duration::from_millis(600));
+    lock_ok(
+        &sc,
+        &["ONE"],
+        json!({"type": "LOCK", "key": "exp-s", "ttl": 1, "ttl_unit": "SECONDS"}),
+        "exp-late",
+    );
+    assert_quantity_exceeded(&lock(&sc, &["ONE"], json!({"type": "LOCK"}), "exp-early-2"));
+    std::thread::sleep(Duration::from_millis(1300));
+    lock_ok(&sc, &["ONE"], json!({"type": "LOCK"}), "exp-late-2");
+    assert_eq!(
+        release(&sc, "ONE", "exp-s", &app_creds()).status,
+        404,
+        "an expired lock cannot be released"
+    );
+}
+
+#[test]
+fn multi_code_validation_is_all_or_nothing() {
+    let _g = serial();
+    let (up, sc) = start();
+    lock_ok(&sc, &["TWO-A"], json!({"type": "LOCK"}), "multi-1");
+    assert_quantity_exceeded(&lock(
+        &sc,
+        &["TWO-B", "TWO-A"],
+        json!({"type": "LOCK"}),
+        "multi-2",
+    ));
+    assert!(forwarded(&up, "multi-2").is_empty());
+    // TWO-B was not taken by the refused request.
+    lock_ok(&sc, &["TWO-B"], json!({"type": "LOCK"}), "multi-3");
+}
+
+#[test]
+fn locked_headers_for_one_and_several_codes() {
+    let _g = serial();
+    let (up, sc) = start();
+    let gift = |code: &str, credits: i64, points: i64| json!({"object": "voucher", "id": code, "gift": {"credits": credits}, "reward": {"points": points}});
+    let first = json!({"redeemables": [gift("G-1", 500, 40)], "session": {"type": "LOCK", "key": "lh-1"}, "m": "lh-a"});
+    assert_eq!(
+        post(&sc, "/v1/validations", &app_creds(), &[], &first).status,
+        200
+    );
+    let rec = only(&up, "lh-a");
+    assert_eq!(rec.header_all("X-Locked-Quantity"), vec!["0".to_string()]);
+    assert_eq!(rec.header_all("X-Locked-Credits"), vec!["0".to_string()]);
+
+    let spoof = [
+        ("X-Locked-Quantity", "99"),
+        ("x-locked-credits", "99"),
+        ("X-Session-Type", "NONE"),
+    ];
+    let second = json!({"redeemables": [gift("G-1", 100, 5)], "session": {"type": "LOCK", "key": "lh-2"}, "m": "lh-b"});
+    assert_eq!(
+        post(&sc, "/v1/validations", &app_creds(), &spoof, &second).status,
+        200
+    );
+    let rec = only(&up, "lh-b");
+    assert_eq!(rec.header_all("X-Locked-Quantity"), vec!["1".to_string()]);
+    assert_eq!(rec.header_all("X-Locked-Credits"), vec!["500".to_string()]);
+    assert_eq!(rec.header_all("X-Locked-Points"), vec!["40".to_string()]);
+    assert_eq!(rec.header_all("X-Session-Type"), vec!["LOCK".to_string()]);
+
+    let both = json!({"redeemables": [gift("G-2", 1, 1), gift("G-1", 7, 0)], "session": {"type": "LOCK", "key": "lh-3"}, "m": "lh-c"});
+    assert_eq!(
+        post(&sc, "/v1/validations", &app_creds(), &[], &both).status,
+        200
+    );
+    let rec = only(&up, "lh-c");
+    assert_eq!(
+        rec.header_all("X-Locked-Quantity"),
+        vec!["G-2=0, G-1=2".to_string()],
+        "in request order"
+    );
+    assert_eq!(
+        rec.header_all("X-Locked-Credits"),
+        vec!["G-2=0, G-1=600".to_string()]
+    );
+    assert_eq!(
+        rec.header_all("X-Locked-Points"),
+        vec!["G-2=0, G-1=45".to_string()]
+    );
+}
+
+#[test]
+fn plain_validations_are_forwarded_without_lock_headers() {
+    let _g = serial();
+    let (up, sc) = start();
+    let spoof = [
+        ("X-Session-Key", "spoofed"),
+        ("X-Locked-Quantity", "5"),
+        ("X-Session-Type", "LOCK"),
+    ];
+    let r = post(
+        &sc,
+        "/v1/validations",
+        &app_creds(),
+        &spoof,
+        &body(&["ONE"], None, "plain-1"),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.json().get("session").is_none());
+    let rec = only(&up, "plain-1");
+    for name in [
+        "X-Session-Key",
+        "X-Session-Type",
+        "X-Locked-Quantity",
+        "X-Locked-Credits",
+        "X-Locked-Points",
+    ] {
+        assert!(rec.header_all(name).is_empty(), "{name} reached the app");
+    }
+    // Not counted: the code's only unit is still free.
+    lock_ok(&sc, &["ONE"], json!({"type": "LOCK"}), "plain-2");
+}
+
+#[test]
+fn credentials_are_required_on_validations_redemptions_and_releases() {
+    let _g = serial();
+    let (up, sc) = start();
+    let s = || Some(json!({"type": "LOCK"}));
+    let client = vec![
+        ("X-Client-Application-Id", POS_APP_ID.to_string()),
+        ("X-Client-Token", POS_TOKEN.to_string()),
+    ];
+    let web = vec![("Authorization", bearer(WEB_TOKEN))];
+    for (i, creds) in [app_creds(), client, web].into_iter().enumerate() {
+        let marker = format!("cred-ok-{i}");
+        let r = post(
+            &sc,
+            "/client/v1/validations",
+            &creds,
+            &[],
+            &body(&["FREE-7"], s(), &marker),
+        );
+        assert_eq!(r.status, 200, "{:?}: {}", creds[0].0, r.text());
+        only(&up, &marker);
+    }
+    let missing = sc.metric("auth_failures_total", &[("reason", "missing")]);
+    let invalid = sc.metric("auth_failures_total", &[("reason", "invalid")]);
+    let bad: Vec<Vec<(&str, String)>> = vec![
+        vec![],
+        vec![
+            ("X-App-Id", POS_APP_ID.to_string()),
+            ("X-App-Token", "wrong".to_string()),
+        ],
+        vec![
+            ("X-App-Id", "nobody".to_string()),
+            ("X-App-Token", POS_TOKEN.to_string()),
+        ],
+        vec![("X-App-Id", POS_APP_ID.to_string())],
+        vec![("Authorization", bearer("not-a-token"))],
+    ];
+    for (i, creds) in bad.iter().enumerate() {
+        for path in ["/v1/validations", "/v1/redemptions"] {
+            let marker = format!("cred-bad-{i}-{path}");
+            let r = post(
+                &sc,
+                path,
+                creds,
+                &[],
+                &body(&["FREE-7"], if i % 2 == 0 { s() } else { None }, &marker),
+            );
+            let b = assert_error(&r, 401, "unauthorized");
+            assert_eq!(b["message"], "Unauthorized");
+            assert!(forwarded(&up, &marker).is_empty(), "{marker} was forwarded");
+        }
+    }
+    assert_eq!(
+        sc.metric("auth_failures_total", &[("reason", "missing")]) - missing,
+        2.0
+    );
+    assert_eq!(
+        sc.metric("auth_failures_total", &[("reason", "invalid")]) - invalid,
+        8.0
+    );
+}
+
+#[test]
+fn unreadable_bodies_are_refused_in_voucherify_shape() {
+    let _g = serial();
+    let (up, sc) = start();
+    let big = json!({"session": {"type": "LOCK"}, "pad": "x".repeat(70 * 1024), "m": "too-big"});
+    let r = post(&sc, "/v1/validations", &app_creds(), &[], &big);
+    assert_error(&r, 413, "payload_too_large");
+    let h = [
+        ("X-App-Id", POS_APP_ID),
+        ("X-App-Token", POS_TOKEN),
+        ("Content-Type", "application/json"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+    let r = sc.proxy("POST", "/v1/validations", &h, b"2\r\n{}\r\n0\r\n\r\n");
+    assert_error(&r, 411, "length_required");
+    let r = sc.proxy(
+        "DELETE",
+        "/v1/vouchers/ONE/sessions/k",
+        &[
+            ("X-App-Id", POS_APP_ID),
+            ("X-App-Token", POS_TOKEN),
+            ("Content-Length", "70000"),
+        ],
+        &vec![b'x'; 70000],
+    );
+    assert_error(&r, 413, "payload_too_large");
+    assert!(up.received_at("/v1/").is_empty());
+}
+
+#[test]
+fn other_methods_and_sessionless_redemptions_still_need_credentials() {
+    let _g = serial();
+    let (up, sc) = start();
+    assert_error(
+        &get(sc.ports.proxy, "/v1/validations", &[]),
+        401,
+        "unauthorized",
+    );
+    let r = get(
+        sc.ports.proxy,
+        "/v1/validations?m=get-ok",
+        &[("X-App-Id", POS_APP_ID), ("X-App-Token", POS_TOKEN)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plain = json!({"redeemables": [{"object": "voucher", "id": "ONE"}], "m": "redeem-plain"});
+    assert_error(
+        &post_json(sc.ports.proxy, "/v1/redemptions", &[], &plain),
+        401,
+        "unauthorized",
+    );
+    let r = post_json(
+        sc.ports.proxy,
+        "/v1/redemptions",
+        &[("Authorization", &bearer(WEB_TOKEN))],
+        &plain,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = only(&up, "redeem-plain");
+    assert!(rec.header_all("X-Session-Key").is_empty());
+    assert_eq!(up.received_at("/v1/validations").len(), 1);
+    // Browsers' CORS preflights for the client API carry no credentials: they reach the app.
+    let r = sc.proxy(
+        "OPTIONS",
+        "/client/v1/validations",
+        &[
+            ("Origin", "https://shop.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.received_at("/client/v1/validations").len(), 1);
+}
+
+/// Runs a store future to completion from a plain test thread.
+fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
