@@ -8,6 +8,9 @@
 //!   (`SessionApi::inspects`, Voucherify's locks), which may be refused or decorated and get a
 //!   `ForwardHook` that follows the app's answer.
 
+pub mod tessitura;
+pub mod tessitura_wire;
+
 use crate::auth::AuthResult;
 use crate::session::Flavor;
 use async_trait::async_trait;
@@ -205,7 +208,11 @@ mod tests {
 }
 
 /// Builds and mounts every flavour enabled in `config`.
-pub fn mount_all(_config: &crate::config::Config, _sessions: &Arc<crate::session::SessionService>) -> SessionApis {
+pub fn mount_all(config: &crate::config::Config, sessions: &Arc<crate::session::SessionService>) -> SessionApis {
     // Each flavour is added here as it is implemented.
-    SessionApis::new()
+    let mut apis = SessionApis::new();
+    if let Some(s) = &config.flavors.tessitura {
+        apis.mount(&s.base_path, Arc::new(tessitura::Tessitura::new(s.clone(), sessions.clone())));
+    }
+    apis
 }

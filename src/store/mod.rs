@@ -49,6 +49,24 @@ pub enum LockOutcome {
     Refused { code: String },
 }
 
+/// The outcome of `SessionStore::transfer_identity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityTransfer {
+    /// The target, now carrying the identity; the old session has ended.
+    Moved(Session),
+    /// The old id is not a live session (or only a transferred key in its grace period).
+    OldUnknown,
+    /// The target id is not a live session (or only a transferred key in its grace period).
+    TargetUnknown,
+}
+
+/// The entry a transferred-away key leaves for `grace`: it resolves to `target_id`.
+pub fn grace_alias(old_id: &str, old: &Session, target_id: &str, grace: Duration) -> Session {
+    let mut alias = Session::with_fixed_ttl(old_id.to_string(), old.flavor, old.owner.clone(), grace);
+    alias.moved_to = Some(target_id.to_string());
+    alias
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// `memory` or `redis`: the `backend` metric label.
@@ -80,6 +98,32 @@ pub trait SessionStore: Send + Sync + 'static {
     /// `old_id` keeps resolving to `new` for that long. Returns the old session if it was
     /// live; otherwise nothing changes. Of concurrent transfers of one id exactly one wins.
     async fn transfer(&self, old_id: &str, new: Session, grace: Duration) -> StoreResult<Option<Session>>;
+
+    /// Gives the existing session `target_id` the identity of `old_id`
+    /// (`SessionPatch::identity_of`) and ends `old_id` (reason `transferred`); with a non-zero
+    /// `grace`, `old_id` resolves to `target_id` for that long. Nothing changes unless both
+    /// are live. Of concurrent transfers of one id exactly one wins.
+    ///
+    /// This default works step by step (exactly one remover of `old_id` wins, but a target
+    /// that ends in between loses the identity); backends override it with one atomic step.
+    async fn transfer_identity(&self, old_id: &str, target_id: &str, grace: Duration) -> StoreResult<IdentityTransfer> {
+        if !matches!(self.get(target_id).await?, Some(t) if t.moved_to.is_none()) {
+            return Ok(IdentityTransfer::TargetUnknown);
+        }
+        if !matches!(self.get(old_id).await?, Some(o) if o.moved_to.is_none()) {
+            return Ok(IdentityTransfer::OldUnknown);
+        }
+        let Some(old) = self.remove(old_id, EndReason::Transferred).await? else {
+            return Ok(IdentityTransfer::OldUnknown);
+        };
+        let Some(target) = self.update(target_id, &SessionPatch::identity_of(&old)).await? else {
+            return Ok(IdentityTransfer::TargetUnknown);
+        };
+        if !grace.is_zero() {
+            self.create(grace_alias(old_id, &old, target_id, grace), None).await?;
+        }
+        Ok(IdentityTransfer::Moved(target))
+    }
 
     /// Stores a lock session (replacing a lock with the same key) if every code it holds has
     /// quantity left under `limits` (code -> quantity; codes not listed are unlimited).
