@@ -13,7 +13,7 @@
 //! forwarded to the app. Keys are percent-decoded from paths (they contain `+ / =`).
 
 use super::tessitura_wire::{
-    negotiate, native_failure, native_json, parse_create_request, parse_native_transfer,
+    native_failure, native_json, negotiate, parse_create_request, parse_native_transfer,
     parse_transfer_request, transfer_success, wrapper_failure, AnswerFormat, WireError,
 };
 use super::{ApiRequest, ApiResponse, SessionApi};
@@ -65,14 +65,18 @@ fn route(path: &str) -> Option<Endpoint<'_>> {
     let mut segs = path.split('/');
     let parts: [Option<&str>; 5] = std::array::from_fn(|_| segs.next());
     match parts {
-        [Some(a), Some(t), None, ..] if is(a, "api") && is(t, "TransferSession") => Some(Endpoint::TransferSession),
+        [Some(a), Some(t), None, ..] if is(a, "api") && is(t, "TransferSession") => {
+            Some(Endpoint::TransferSession)
+        }
         [Some(w), Some(s), rest @ ..] if is(w, "Web") && is(s, "Session") => match rest {
             [None, ..] => Some(Endpoint::CreateSession),
-            [Some(key), rest @ ..] if !key.is_empty() && !NOT_KEYS.iter().any(|n| is(key, n)) => match rest {
-                [None, ..] => Some(Endpoint::Session(key)),
-                [Some(t), None] if is(t, "Transfer") => Some(Endpoint::NativeTransfer(key)),
-                _ => None,
-            },
+            [Some(key), rest @ ..] if !key.is_empty() && !NOT_KEYS.iter().any(|n| is(key, n)) => {
+                match rest {
+                    [None, ..] => Some(Endpoint::Session(key)),
+                    [Some(t), None] if is(t, "Transfer") => Some(Endpoint::NativeTransfer(key)),
+                    _ => None,
+                }
+            }
             _ => None,
         },
         _ => None,
@@ -128,13 +132,19 @@ impl Shape {
     fn wire_error(self, e: WireError) -> ApiResponse {
         match e {
             WireError::Malformed(m) => self.failure(400, code::INVALID_REQUEST, &m),
-            WireError::UnsupportedMediaType(m) => self.failure(415, code::UNSUPPORTED_MEDIA_TYPE, &m),
+            WireError::UnsupportedMediaType(m) => {
+                self.failure(415, code::UNSUPPORTED_MEDIA_TYPE, &m)
+            }
         }
     }
 
     fn method_not_allowed(self, allowed: &'static str) -> ApiResponse {
-        self.failure(405, code::METHOD_NOT_ALLOWED, &format!("This endpoint accepts only {allowed}."))
-            .with_header(ALLOW, HeaderValue::from_static(allowed))
+        self.failure(
+            405,
+            code::METHOD_NOT_ALLOWED,
+            &format!("This endpoint accepts only {allowed}."),
+        )
+        .with_header(ALLOW, HeaderValue::from_static(allowed))
     }
 
     fn store_error(self, e: &StoreError, key: &str) -> ApiResponse {
@@ -188,7 +198,9 @@ impl Tessitura {
     /// The session a wrapper transfer creates: a new key with the old session's identity and,
     /// unless `reset`, its mode of sale and source.
     fn successor(&self, old: &Session, reset: bool) -> Session {
-        let mut s = self.sessions.new_session(new_tessitura_key(), Flavor::Tessitura, old.owner.as_deref());
+        let mut s =
+            self.sessions
+                .new_session(new_tessitura_key(), Flavor::Tessitura, old.owner.as_deref());
         s.application_key = old.application_key.clone();
         s.customer_id = old.customer_id.clone();
         s.agent_id = old.agent_id.clone();
@@ -196,7 +208,10 @@ impl Tessitura {
         s.global_visit_id = old.global_visit_id.clone();
         s.tenant_id = old.tenant_id.clone();
         s.logged_in = old.logged_in;
-        let defaults = (self.settings.default_mode_of_sale, self.settings.default_source_id);
+        let defaults = (
+            self.settings.default_mode_of_sale,
+            self.settings.default_source_id,
+        );
         let (mos, original, source) = if reset {
             (defaults.0, defaults.0, defaults.1)
         } else {
@@ -229,7 +244,11 @@ impl Tessitura {
         };
         let key = request.session_key.as_str();
         if !is_valid_client_id(key) {
-            return shape.failure(400, code::INVALID_SESSION_KEY, "SessionKey is not a valid session key.");
+            return shape.failure(
+                400,
+                code::INVALID_SESSION_KEY,
+                "SessionKey is not a valid session key.",
+            );
         }
         match self.find(&caller, key).await {
             Ok(Some(_)) => {}
@@ -238,7 +257,11 @@ impl Tessitura {
         }
         let reset = request.reset_session_by_login;
         let grace = self.settings.transfer_grace;
-        match self.sessions.transfer(&caller, key, grace, |old| self.successor(old, reset)).await {
+        match self
+            .sessions
+            .transfer(&caller, key, grace, |old| self.successor(old, reset))
+            .await
+        {
             Ok(Some(new)) => transfer_success(format, &new.id),
             // Lost a race with another transfer (or expiry) of the same key.
             Ok(None) => shape.not_found(UNKNOWN_SESSION),
@@ -260,16 +283,25 @@ impl Tessitura {
             Ok(r) => r,
             Err(e) => return shape.wire_error(e),
         };
-        let mut session = self.sessions.new_session(new_tessitura_key(), Flavor::Tessitura, caller.name);
+        let mut session =
+            self.sessions
+                .new_session(new_tessitura_key(), Flavor::Tessitura, caller.name);
         session.mode_of_sale_id = Some(self.settings.default_mode_of_sale);
         session.original_mode_of_sale_id = Some(self.settings.default_mode_of_sale);
-        session.source_id = Some(request.promotion_code.unwrap_or(self.settings.default_source_id));
+        session.source_id = Some(
+            request
+                .promotion_code
+                .unwrap_or(self.settings.default_source_id),
+        );
         let key = session.id.clone();
         match self.sessions.open(session, None).await {
             Ok(CreateOutcome::Created) => native_json(&SessionKeyAnswer { session_key: &key }),
             // 80 random bytes do not collide; an answer is still owed.
             Ok(outcome) => {
-                log::error!("tessitura: could not store new session {}: {outcome:?}", redact(&key));
+                log::error!(
+                    "tessitura: could not store new session {}: {outcome:?}",
+                    redact(&key)
+                );
                 shape.failure(503, code::SERVICE_UNAVAILABLE, STORE_DOWN)
             }
             Err(e) => shape.store_error(&e, &key),
@@ -305,12 +337,20 @@ impl Tessitura {
     /// The native `Session` for `s`. A transferred key in its grace period answers with the
     /// session it moved to, whose key it shows.
     fn view<'s>(&self, s: &'s Session) -> SessionView<'s> {
-        let constituent = if s.logged_in { s.customer_id.as_deref() } else { None };
+        let constituent = if s.logged_in {
+            s.customer_id.as_deref()
+        } else {
+            None
+        };
         SessionView {
             session_key: &s.id,
             is_logged_in: s.logged_in,
-            mode_of_sale_id: s.mode_of_sale_id.unwrap_or(self.settings.default_mode_of_sale),
-            original_mode_of_sale_id: s.original_mode_of_sale_id.unwrap_or(self.settings.default_mode_of_sale),
+            mode_of_sale_id: s
+                .mode_of_sale_id
+                .unwrap_or(self.settings.default_mode_of_sale),
+            original_mode_of_sale_id: s
+                .original_mode_of_sale_id
+                .unwrap_or(self.settings.default_mode_of_sale),
             source_id: s.source_id.unwrap_or(self.settings.default_source_id),
             login_info: LoginInfo {
                 constituent_id: constituent,
@@ -343,10 +383,18 @@ impl Tessitura {
             Err(e) => return shape.wire_error(e),
         };
         if !is_valid_client_id(&target) {
-            return shape.failure(400, code::INVALID_SESSION_KEY, "NewSessionKey is not a valid session key.");
+            return shape.failure(
+                400,
+                code::INVALID_SESSION_KEY,
+                "NewSessionKey is not a valid session key.",
+            );
         }
         if target == old {
-            return shape.failure(400, code::INVALID_REQUEST, "NewSessionKey must differ from the session key.");
+            return shape.failure(
+                400,
+                code::INVALID_REQUEST,
+                "NewSessionKey must differ from the session key.",
+            );
         }
         for (key, unknown) in [(&old, UNKNOWN_SESSION), (&target, UNKNOWN_TARGET)] {
             match self.find(&caller, key).await {
@@ -355,8 +403,12 @@ impl Tessitura {
                 Err(e) => return shape.store_error(&e, key),
             }
         }
-        match self.sessions.transfer_identity(&caller, &old, &target, self.settings.transfer_grace).await {
-            Ok(IdentityTransfer::Moved(_)) => ApiResponse::empty(200),
+        match self
+            .sessions
+            .transfer_identity(&caller, &old, &target, self.settings.transfer_grace)
+            .await
+        {
+            Ok(IdentityTransfer::Moved) => ApiResponse::empty(200),
             Ok(IdentityTransfer::OldUnknown) => shape.not_found(UNKNOWN_SESSION),
             Ok(IdentityTransfer::TargetUnknown) => shape.not_found(UNKNOWN_TARGET),
             Err(e) => shape.store_error(&e, &old),
@@ -372,7 +424,13 @@ fn path_key(encoded: &str) -> Result<String, ApiResponse> {
         .ok()
         .map(|k| k.into_owned())
         .filter(|k| is_valid_client_id(k))
-        .ok_or_else(|| native_failure(400, code::INVALID_SESSION_KEY, "The session key in the path is malformed."))
+        .ok_or_else(|| {
+            native_failure(
+                400,
+                code::INVALID_SESSION_KEY,
+                "The session key in the path is malformed.",
+            )
+        })
 }
 
 #[async_trait]
@@ -388,7 +446,12 @@ impl SessionApi for Tessitura {
     fn body_too_large(&self) -> ApiResponse {
         // The path is not known here: the wrapper's envelope also carries the native
         // `ErrorMessages`, so it serves both APIs.
-        wrapper_failure(AnswerFormat::DEFAULT, 413, code::REQUEST_TOO_LARGE, "The request body is too large.")
+        wrapper_failure(
+            AnswerFormat::DEFAULT,
+            413,
+            code::REQUEST_TOO_LARGE,
+            "The request body is too large.",
+        )
     }
 
     async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {
@@ -444,7 +507,11 @@ mod tests {
     #[test]
     fn path_keys() {
         assert_eq!(path_key("a%2Bb%2F%3D").ok().as_deref(), Some("a+b/="));
-        assert_eq!(path_key("a+b").ok().as_deref(), Some("a+b"), "+ in a path is a plus");
+        assert_eq!(
+            path_key("a+b").ok().as_deref(),
+            Some("a+b"),
+            "+ in a path is a plus"
+        );
         for bad in ["%ff", "a%20b", "a%0D%0Ab", "%"] {
             let r = path_key(bad).expect_err(bad);
             assert_eq!(r.status, 400, "{bad}");
@@ -473,7 +540,9 @@ mod tests {
     }
 
     fn old_session(t: &Tessitura) -> Session {
-        let mut s = t.sessions.new_session("old-key".into(), Flavor::Tessitura, Some("web"));
+        let mut s = t
+            .sessions
+            .new_session("old-key".into(), Flavor::Tessitura, Some("web"));
         s.customer_id = Some("c1".into());
         s.logged_in = true;
         s.agent_id = Some("a1".into());
@@ -496,10 +565,31 @@ mod tests {
         assert_eq!(new.flavor, Flavor::Tessitura);
         assert_eq!(new.owner.as_deref(), Some("web"));
         assert_eq!(
-            (new.customer_id, new.agent_id, new.visit_id, new.global_visit_id, new.tenant_id, new.logged_in),
-            (old.customer_id.clone(), old.agent_id.clone(), old.visit_id.clone(), old.global_visit_id.clone(), old.tenant_id.clone(), true)
+            (
+                new.customer_id,
+                new.agent_id,
+                new.visit_id,
+                new.global_visit_id,
+                new.tenant_id,
+                new.logged_in
+            ),
+            (
+                old.customer_id.clone(),
+                old.agent_id.clone(),
+                old.visit_id.clone(),
+                old.global_visit_id.clone(),
+                old.tenant_id.clone(),
+                true
+            )
         );
-        assert_eq!((new.mode_of_sale_id, new.original_mode_of_sale_id, new.source_id), (Some(7), Some(6), Some(77)));
+        assert_eq!(
+            (
+                new.mode_of_sale_id,
+                new.original_mode_of_sale_id,
+                new.source_id
+            ),
+            (Some(7), Some(6), Some(77))
+        );
     }
 
     #[test]
@@ -509,7 +599,34 @@ mod tests {
         let new = t.successor(&old, true);
         assert_eq!(new.customer_id.as_deref(), Some("c1"));
         assert!(new.logged_in);
-        assert_eq!((new.mode_of_sale_id, new.original_mode_of_sale_id, new.source_id), (Some(3), Some(3), Some(9)));
+        assert_eq!(
+            (
+                new.mode_of_sale_id,
+                new.original_mode_of_sale_id,
+                new.source_id
+            ),
+            (Some(3), Some(3), Some(9))
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_of_other_flavours_do_not_exist_here() {
+        let t = api(Duration::ZERO);
+        let caller = Caller::named("web", false);
+        for (id, flavor, visible) in [
+            ("tess", Flavor::Tessitura, true),
+            ("adm", Flavor::Admin, true),
+            ("kc", Flavor::KnowledgeCenter, false),
+            ("lock", Flavor::Voucherify, false),
+        ] {
+            let s = t.sessions.new_session(id.into(), flavor, Some("web"));
+            assert_eq!(t.sessions.open(s, None).await, Ok(CreateOutcome::Created));
+            assert_eq!(
+                t.find(&caller, id).await.unwrap().is_some(),
+                visible,
+                "{flavor:?}"
+            );
+        }
     }
 
     #[test]
@@ -529,6 +646,9 @@ mod tests {
         s.mode_of_sale_id = None;
         let v = serde_json::to_value(t.view(&s)).unwrap();
         assert_eq!(v["LoginInfo"]["ConstituentId"], serde_json::Value::Null);
-        assert_eq!(v["ModeOfSaleId"], 3, "a session without one shows the default");
+        assert_eq!(
+            v["ModeOfSaleId"], 3,
+            "a session without one shows the default"
+        );
     }
 }

@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 /// Namespace of the wrapper's envelopes (`ApiSuccessOf…`, `ApiFailure`).
 pub const API_NS: &str = "http://schemas.datacontract.org/2004/07/SFMOMA.Data.Api";
 /// Namespace of `TransferSessionRequest` and `TransferSessionResult` members.
-pub const ENTITIES_NS: &str = "http://schemas.datacontract.org/2004/07/SFMOMA.Data.Entities.Session";
+pub const ENTITIES_NS: &str =
+    "http://schemas.datacontract.org/2004/07/SFMOMA.Data.Entities.Session";
 /// XML Schema instance namespace (`i:nil`).
 pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 /// DataContractSerializer's name for `ApiSuccess<TransferSessionResult>`.
@@ -78,12 +79,18 @@ pub struct CreateRequest {
     pub promotion_code: Option<i64>,
 }
 
-const TRANSFER_MEDIA_TYPES: &str = "application/json, text/json, application/xml, text/xml or application/x-www-form-urlencoded";
+const TRANSFER_MEDIA_TYPES: &str =
+    "application/json, text/json, application/xml, text/xml or application/x-www-form-urlencoded";
 
 /// Reads a `TransferSessionRequest` in whichever encoding `media_type` names.
-pub fn parse_transfer_request(media_type: Option<&str>, body: &[u8]) -> Result<TransferRequest, WireError> {
+pub fn parse_transfer_request(
+    media_type: Option<&str>,
+    body: &[u8],
+) -> Result<TransferRequest, WireError> {
     let encoding = media_type.and_then(BodyEncoding::of).ok_or_else(|| {
-        WireError::UnsupportedMediaType(format!("The request Content-Type must be {TRANSFER_MEDIA_TYPES}."))
+        WireError::UnsupportedMediaType(format!(
+            "The request Content-Type must be {TRANSFER_MEDIA_TYPES}."
+        ))
     })?;
     let text = utf8_text(body)?;
     match encoding {
@@ -96,7 +103,8 @@ pub fn parse_transfer_request(media_type: Option<&str>, body: &[u8]) -> Result<T
 /// The body as text: UTF-8, without a byte order mark (.NET clients often send one).
 fn utf8_text(body: &[u8]) -> Result<&str, WireError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    std::str::from_utf8(body).map_err(|_| WireError::malformed("The request body is not valid UTF-8."))
+    std::str::from_utf8(body)
+        .map_err(|_| WireError::malformed("The request body is not valid UTF-8."))
 }
 
 fn required_key(key: Option<String>) -> Result<String, WireError> {
@@ -107,22 +115,31 @@ fn required_key(key: Option<String>) -> Result<String, WireError> {
 /// A JSON object's member by name: the exact name, else the first that matches ignoring
 /// case (Json.NET, which the original API uses, binds member names that way).
 fn member<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
-    object
-        .get(name)
-        .or_else(|| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    object.get(name).or_else(|| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 fn json_object(text: &str) -> Result<Map<String, Value>, WireError> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(WireError::malformed("The request body must be a JSON object.")),
-        Err(e) => Err(WireError::malformed(format!("The request body is not valid JSON: {e}."))),
+        Ok(_) => Err(WireError::malformed(
+            "The request body must be a JSON object.",
+        )),
+        Err(e) => Err(WireError::malformed(format!(
+            "The request body is not valid JSON: {e}."
+        ))),
     }
 }
 
 fn transfer_from_json(text: &str) -> Result<TransferRequest, WireError> {
     if text.trim().is_empty() {
-        return Err(WireError::malformed("The request body is empty; SessionKey is required."));
+        return Err(WireError::malformed(
+            "The request body is empty; SessionKey is required.",
+        ));
     }
     let object = json_object(text)?;
     let session_key = match member(&object, "SessionKey") {
@@ -133,9 +150,16 @@ fn transfer_from_json(text: &str) -> Result<TransferRequest, WireError> {
     let reset_session_by_login = match member(&object, "ResetSessionByLogin") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(WireError::malformed("ResetSessionByLogin must be true or false.")),
+        Some(_) => {
+            return Err(WireError::malformed(
+                "ResetSessionByLogin must be true or false.",
+            ))
+        }
     };
-    Ok(TransferRequest { session_key: required_key(session_key)?, reset_session_by_login })
+    Ok(TransferRequest {
+        session_key: required_key(session_key)?,
+        reset_session_by_login,
+    })
 }
 
 /// `a=b&c=d` with `+` as space and percent escapes; the first value of a name wins.
@@ -170,7 +194,11 @@ fn transfer_from_form(text: &str) -> Result<TransferRequest, WireError> {
         None | Some("") => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(_) => return Err(WireError::malformed("ResetSessionByLogin must be true or false.")),
+        Some(_) => {
+            return Err(WireError::malformed(
+                "ResetSessionByLogin must be true or false.",
+            ))
+        }
     };
     Ok(TransferRequest {
         session_key: required_key(field("SessionKey").map(str::to_string))?,
@@ -217,7 +245,9 @@ fn is_nil(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<bool, Wire
 /// are skipped, as DataContractSerializer does.
 fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
     if text.len() > MAX_XML_BYTES {
-        return Err(WireError::malformed(format!("The XML document is larger than {MAX_XML_BYTES} bytes.")));
+        return Err(WireError::malformed(format!(
+            "The XML document is larger than {MAX_XML_BYTES} bytes."
+        )));
     }
     let mut reader = NsReader::from_str(text);
     reader.config_mut().check_end_names = true;
@@ -234,7 +264,8 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
 
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(xml_error)?;
-        let in_entities_ns = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == ENTITIES_NS.as_bytes());
+        let in_entities_ns =
+            matches!(ns, ResolveResult::Bound(n) if n.as_ref() == ENTITIES_NS.as_bytes());
         if let ResolveResult::Unknown(prefix) = ns {
             return Err(WireError::malformed(format!(
                 "The XML uses the undeclared namespace prefix {:?}.",
@@ -243,7 +274,9 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
         }
         match event {
             Event::DocType(_) => {
-                return Err(WireError::malformed("DOCTYPE declarations are not allowed in the request body."));
+                return Err(WireError::malformed(
+                    "DOCTYPE declarations are not allowed in the request body.",
+                ));
             }
             Event::Decl(decl) => {
                 if let Some(enc) = decl.encoding() {
@@ -256,15 +289,21 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let empty = matches!(event, Event::Empty(_));
                 if root_closed {
-                    return Err(WireError::malformed("The XML has more than one root element."));
+                    return Err(WireError::malformed(
+                        "The XML has more than one root element.",
+                    ));
                 }
                 elements += 1;
                 depth += 1;
                 if elements > MAX_XML_ELEMENTS {
-                    return Err(WireError::malformed(format!("The XML has more than {MAX_XML_ELEMENTS} elements.")));
+                    return Err(WireError::malformed(format!(
+                        "The XML has more than {MAX_XML_ELEMENTS} elements."
+                    )));
                 }
                 if depth > MAX_XML_DEPTH {
-                    return Err(WireError::malformed(format!("The XML is nested deeper than {MAX_XML_DEPTH} levels.")));
+                    return Err(WireError::malformed(format!(
+                        "The XML is nested deeper than {MAX_XML_DEPTH} levels."
+                    )));
                 }
                 let local = start.local_name();
                 match depth {
@@ -288,7 +327,10 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
                                 XmlField::ResetSessionByLogin => reset.is_some(),
                             };
                             if seen {
-                                return Err(WireError::malformed(format!("{} appears more than once.", f.name())));
+                                return Err(WireError::malformed(format!(
+                                    "{} appears more than once.",
+                                    f.name()
+                                )));
                             }
                             if is_nil(&reader, start)? {
                                 // A nil member is an absent one; mark it seen.
@@ -307,7 +349,9 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
                     }
                     3.. if current.is_some() => {
                         let name = current.map_or("", XmlField::name);
-                        return Err(WireError::malformed(format!("{name} must hold text, not elements.")));
+                        return Err(WireError::malformed(format!(
+                            "{name} must hold text, not elements."
+                        )));
                     }
                     _ => {}
                 }
@@ -341,7 +385,9 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
             Event::CData(t) => {
                 let t = t.decode().map_err(xml_error)?;
                 if depth == 0 {
-                    return Err(WireError::malformed("The XML has character data outside its root element."));
+                    return Err(WireError::malformed(
+                        "The XML has character data outside its root element.",
+                    ));
                 }
                 append_text(depth, current.is_some(), &mut value, &t)?;
             }
@@ -365,9 +411,16 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
                     )));
                 };
                 if depth == 0 {
-                    return Err(WireError::malformed("The XML has character data outside its root element."));
+                    return Err(WireError::malformed(
+                        "The XML has character data outside its root element.",
+                    ));
                 }
-                append_text(depth, current.is_some(), &mut value, c.encode_utf8(&mut [0; 4]))?;
+                append_text(
+                    depth,
+                    current.is_some(),
+                    &mut value,
+                    c.encode_utf8(&mut [0; 4]),
+                )?;
             }
             Event::Comment(_) | Event::PI(_) => {}
             Event::Eof => break,
@@ -384,7 +437,12 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
 
 /// Adds character data to the member being read; elsewhere only whitespace is allowed,
 /// except inside unknown members, whose content is skipped.
-fn append_text(depth: usize, reading: bool, value: &mut String, text: &str) -> Result<(), WireError> {
+fn append_text(
+    depth: usize,
+    reading: bool,
+    value: &mut String,
+    text: &str,
+) -> Result<(), WireError> {
     if reading && depth == 2 {
         if value.len() + text.len() > MAX_VALUE_CHARS {
             return Err(WireError::malformed("A value in the XML is too long."));
@@ -392,7 +450,9 @@ fn append_text(depth: usize, reading: bool, value: &mut String, text: &str) -> R
         value.push_str(text);
         Ok(())
     } else if depth <= 1 && !text.trim().is_empty() {
-        Err(WireError::malformed("The XML has character data outside the request's members."))
+        Err(WireError::malformed(
+            "The XML has character data outside the request's members.",
+        ))
     } else {
         Ok(())
     }
@@ -411,7 +471,11 @@ fn store_xml_field(
             *reset = Some(match text.trim() {
                 "true" | "1" => true,
                 "false" | "0" => false,
-                _ => return Err(WireError::malformed("ResetSessionByLogin must be true or false.")),
+                _ => {
+                    return Err(WireError::malformed(
+                        "ResetSessionByLogin must be true or false.",
+                    ))
+                }
             })
         }
     }
@@ -419,7 +483,10 @@ fn store_xml_field(
 }
 
 /// Reads a `SessionRequest` (JSON; an empty body, `{}` or `null` is fine).
-pub fn parse_create_request(media_type: Option<&str>, body: &[u8]) -> Result<CreateRequest, WireError> {
+pub fn parse_create_request(
+    media_type: Option<&str>,
+    body: &[u8],
+) -> Result<CreateRequest, WireError> {
     let text = utf8_text(body)?;
     if text.trim().is_empty() {
         return Ok(CreateRequest::default());
@@ -449,20 +516,26 @@ pub fn parse_create_request(media_type: Option<&str>, body: &[u8]) -> Result<Cre
     int("BusinessUnitId")?;
     string("IpAddress")?;
     string("Organization")?;
-    Ok(CreateRequest { promotion_code: int("PromotionCode")? })
+    Ok(CreateRequest {
+        promotion_code: int("PromotionCode")?,
+    })
 }
 
 /// Reads the native transfer body `{"NewSessionKey": "…"}`.
 pub fn parse_native_transfer(media_type: Option<&str>, body: &[u8]) -> Result<String, WireError> {
     let text = utf8_text(body)?;
     if text.trim().is_empty() {
-        return Err(WireError::malformed("The request body is empty; NewSessionKey is required."));
+        return Err(WireError::malformed(
+            "The request body is empty; NewSessionKey is required.",
+        ));
     }
     require_json(media_type)?;
     let object = json_object(text)?;
     match member(&object, "NewSessionKey") {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        None | Some(Value::Null) | Some(Value::String(_)) => Err(WireError::malformed("NewSessionKey is required.")),
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            Err(WireError::malformed("NewSessionKey is required."))
+        }
         Some(_) => Err(WireError::malformed("NewSessionKey must be a string.")),
     }
 }
@@ -503,7 +576,9 @@ fn quality(accept: &str, offer: &str) -> f32 {
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let Some((t, s)) = media.split_once('/') else { continue };
+        let Some((t, s)) = media.split_once('/') else {
+            continue;
+        };
         let specificity = match (t, s) {
             (t, s) if t == offer_type && s == offer_sub => 3,
             (t, "*") if t == offer_type => 2,
@@ -514,7 +589,12 @@ fn quality(accept: &str, offer: &str) -> f32 {
         for param in parts {
             if let Some((k, v)) = param.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("q") {
-                    q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).unwrap_or(0.0);
+                    q = v
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .unwrap_or(0.0);
                 }
             }
         }
@@ -531,12 +611,20 @@ pub fn negotiate(accept: Option<&str>) -> AnswerFormat {
         return AnswerFormat::DEFAULT;
     };
     let q = |offer| quality(accept, offer);
-    let (app_json, text_json, app_xml, text_xml) =
-        (q("application/json"), q("text/json"), q("application/xml"), q("text/xml"));
+    let (app_json, text_json, app_xml, text_xml) = (
+        q("application/json"),
+        q("text/json"),
+        q("application/xml"),
+        q("text/xml"),
+    );
     let json = app_json.max(text_json);
     let xml = app_xml.max(text_xml);
     if xml > json {
-        AnswerFormat::Xml(if text_xml > app_xml { TEXT_XML } else { APPLICATION_XML })
+        AnswerFormat::Xml(if text_xml > app_xml {
+            TEXT_XML
+        } else {
+            APPLICATION_XML
+        })
     } else if text_json > app_json {
         AnswerFormat::Json(TEXT_JSON)
     } else {
@@ -600,7 +688,12 @@ pub fn transfer_success(format: AnswerFormat, new_key: &str) -> ApiResponse {
         AnswerFormat::Json(ct) => ApiResponse::bytes(
             200,
             ct,
-            json_bytes(&TransferSuccess { success: true, data: TransferResult { session_key: new_key } }),
+            json_bytes(&TransferSuccess {
+                success: true,
+                data: TransferResult {
+                    session_key: new_key,
+                },
+            }),
         ),
         AnswerFormat::Xml(ct) => ApiResponse::bytes(
             200,
@@ -618,7 +711,12 @@ pub fn transfer_success(format: AnswerFormat, new_key: &str) -> ApiResponse {
 /// A failure of `api/TransferSession` (SPEC §4.3, §12): JSON
 /// `{"Success":false,"Data":null,"ErrorMessages":[{"Code","Description"}]}`, or the XML
 /// `ApiFailure` with its members in DataContractSerializer's (alphabetical) order.
-pub fn wrapper_failure(format: AnswerFormat, status: u16, code: &str, description: &str) -> ApiResponse {
+pub fn wrapper_failure(
+    format: AnswerFormat,
+    status: u16,
+    code: &str,
+    description: &str,
+) -> ApiResponse {
     match format {
         AnswerFormat::Json(ct) => ApiResponse::bytes(
             status,
@@ -648,7 +746,9 @@ pub fn native_failure(status: u16, code: &str, description: &str) -> ApiResponse
     ApiResponse::bytes(
         status,
         APPLICATION_JSON,
-        json_bytes(&NativeFailure { error_messages: [ErrorMessage { code, description }] }),
+        json_bytes(&NativeFailure {
+            error_messages: [ErrorMessage { code, description }],
+        }),
     )
 }
 
@@ -680,17 +780,29 @@ mod tests {
     }
 
     fn ok(key: &str, reset: bool) -> Result<TransferRequest, WireError> {
-        Ok(TransferRequest { session_key: key.into(), reset_session_by_login: reset })
+        Ok(TransferRequest {
+            session_key: key.into(),
+            reset_session_by_login: reset,
+        })
     }
 
     #[test]
     fn json_requests() {
         let p = |b: &str| parse_transfer_request(Some("application/json"), b.as_bytes());
-        assert_eq!(p(r#"{"SessionKey":"a+b/=","ResetSessionByLogin":true}"#), ok("a+b/=", true));
-        assert_eq!(p(r#"{"SessionKey":"k"}"#), ok("k", false));
-        assert_eq!(p(r#"{"sessionkey":"k","resetSessionByLogin":null}"#), ok("k", false));
         assert_eq!(
-            parse_transfer_request(Some("text/json"), "\u{feff}{\"SessionKey\":\"k\"}".as_bytes()),
+            p(r#"{"SessionKey":"a+b/=","ResetSessionByLogin":true}"#),
+            ok("a+b/=", true)
+        );
+        assert_eq!(p(r#"{"SessionKey":"k"}"#), ok("k", false));
+        assert_eq!(
+            p(r#"{"sessionkey":"k","resetSessionByLogin":null}"#),
+            ok("k", false)
+        );
+        assert_eq!(
+            parse_transfer_request(
+                Some("text/json"),
+                "\u{feff}{\"SessionKey\":\"k\"}".as_bytes()
+            ),
             ok("k", false)
         );
         for bad in [
@@ -711,11 +823,23 @@ mod tests {
 
     #[test]
     fn form_requests() {
-        let p = |b: &str| parse_transfer_request(Some("application/x-www-form-urlencoded"), b.as_bytes());
-        assert_eq!(p("SessionKey=a%2Bb%2F%3D&ResetSessionByLogin=True"), ok("a+b/=", true));
-        assert_eq!(p("ResetSessionByLogin=false&sessionKey=k&SessionKey=exact"), ok("exact", false));
+        let p = |b: &str| {
+            parse_transfer_request(Some("application/x-www-form-urlencoded"), b.as_bytes())
+        };
+        assert_eq!(
+            p("SessionKey=a%2Bb%2F%3D&ResetSessionByLogin=True"),
+            ok("a+b/=", true)
+        );
+        assert_eq!(
+            p("ResetSessionByLogin=false&sessionKey=k&SessionKey=exact"),
+            ok("exact", false)
+        );
         assert_eq!(p("SessionKey=k&SessionKey=second"), ok("k", false));
-        assert_eq!(p("SessionKey=a+b"), ok("a b", false), "+ is a space in forms");
+        assert_eq!(
+            p("SessionKey=a+b"),
+            ok("a b", false),
+            "+ is a space in forms"
+        );
         malformed(p("ResetSessionByLogin=true"));
         malformed(p("SessionKey=k&ResetSessionByLogin=maybe"));
         malformed(p("SessionKey=%ff"));
@@ -741,7 +865,10 @@ mod tests {
         );
         assert_eq!(xml(&sample), ok("sample string 1", true));
         assert_eq!(
-            parse_transfer_request(Some("text/xml"), format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{sample}").as_bytes()),
+            parse_transfer_request(
+                Some("text/xml"),
+                format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{sample}").as_bytes()
+            ),
             ok("sample string 1", true)
         );
     }
@@ -758,14 +885,20 @@ mod tests {
             xml(&xml_request("<SessionKey>a&amp;b&#x2B;<![CDATA[/=]]></SessionKey><!-- note --><Extra><X>1</X></Extra>")),
             ok("a&b+/=", false)
         );
-        assert_eq!(xml(&xml_request("<ResetSessionByLogin i:nil=\"true\"/><SessionKey>k</SessionKey>")), ok("k", false));
+        assert_eq!(
+            xml(&xml_request(
+                "<ResetSessionByLogin i:nil=\"true\"/><SessionKey>k</SessionKey>"
+            )),
+            ok("k", false)
+        );
     }
 
     #[test]
     fn xml_that_is_refused() {
         let cases = [
             "<TransferSessionRequest><SessionKey>abc</Sess".to_string(),
-            "<TransferSessionRequest><SessionKey>abc</SessionKey></TransferSessionRequest>".to_string(), // no namespace
+            "<TransferSessionRequest><SessionKey>abc</SessionKey></TransferSessionRequest>"
+                .to_string(), // no namespace
             format!("<TransferSessionRequest xmlns=\"{ENTITIES_NS}\"><SessionKey>abc</Sess"),
             format!("<TransferSessionRequest xmlns=\"{ENTITIES_NS}\"><SessionKey>abc</SessionKey>"),
             xml_request("<SessionKey>abc</ResetSessionByLogin>"),
@@ -781,7 +914,10 @@ mod tests {
             xml_request("<SessionKey>&custom;</SessionKey>"),
             xml_request("<x:SessionKey>k</x:SessionKey>"),
             format!("{}<again/>", xml_request("<SessionKey>k</SessionKey>")),
-            format!("<?xml version=\"1.0\" encoding=\"utf-16\"?>{}", xml_request("<SessionKey>k</SessionKey>")),
+            format!(
+                "<?xml version=\"1.0\" encoding=\"utf-16\"?>{}",
+                xml_request("<SessionKey>k</SessionKey>")
+            ),
             String::new(),
             "not xml at all".to_string(),
         ];
@@ -800,7 +936,10 @@ mod tests {
             "<!DOCTYPE r [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>{}",
             xml_request("<SessionKey>&xxe;</SessionKey>")
         );
-        let plain_doctype = format!("<!DOCTYPE TransferSessionRequest>{}", xml_request("<SessionKey>k</SessionKey>"));
+        let plain_doctype = format!(
+            "<!DOCTYPE TransferSessionRequest>{}",
+            xml_request("<SessionKey>k</SessionKey>")
+        );
         for doc in [billion_laughs, external, plain_doctype] {
             assert!(malformed(xml(&doc)).contains("DOCTYPE"), "{doc}");
         }
@@ -808,13 +947,26 @@ mod tests {
 
     #[test]
     fn xml_bounds() {
-        let deep = xml_request(&format!("{}{}", "<a>".repeat(MAX_XML_DEPTH), "</a>".repeat(MAX_XML_DEPTH)));
+        let deep = xml_request(&format!(
+            "{}{}",
+            "<a>".repeat(MAX_XML_DEPTH),
+            "</a>".repeat(MAX_XML_DEPTH)
+        ));
         assert!(malformed(xml(&deep)).contains("deeper"));
-        let many = xml_request(&format!("<SessionKey>k</SessionKey>{}", "<a/>".repeat(MAX_XML_ELEMENTS)));
+        let many = xml_request(&format!(
+            "<SessionKey>k</SessionKey>{}",
+            "<a/>".repeat(MAX_XML_ELEMENTS)
+        ));
         assert!(malformed(xml(&many)).contains("elements"));
-        let big = xml_request(&format!("<SessionKey>k</SessionKey><!--{}-->", "x".repeat(MAX_XML_BYTES)));
+        let big = xml_request(&format!(
+            "<SessionKey>k</SessionKey><!--{}-->",
+            "x".repeat(MAX_XML_BYTES)
+        ));
         assert!(malformed(xml(&big)).contains("larger"));
-        let long = xml_request(&format!("<SessionKey>{}</SessionKey>", "k".repeat(MAX_VALUE_CHARS + 1)));
+        let long = xml_request(&format!(
+            "<SessionKey>{}</SessionKey>",
+            "k".repeat(MAX_VALUE_CHARS + 1)
+        ));
         assert!(malformed(xml(&long)).contains("too long"));
     }
 
@@ -822,27 +974,53 @@ mod tests {
     fn create_requests() {
         let p = |b: &str| parse_create_request(Some("application/json"), b.as_bytes());
         assert_eq!(p(""), Ok(CreateRequest::default()));
-        assert_eq!(parse_create_request(None, b""), Ok(CreateRequest::default()));
+        assert_eq!(
+            parse_create_request(None, b""),
+            Ok(CreateRequest::default())
+        );
         assert_eq!(p("null"), Ok(CreateRequest::default()));
         assert_eq!(p("{}"), Ok(CreateRequest::default()));
         assert_eq!(
-            p(r#"{"BusinessUnitId":1,"IpAddress":"203.0.113.9","Organization":"IMPRESARIO","PromotionCode":77}"#),
-            Ok(CreateRequest { promotion_code: Some(77) })
+            p(
+                r#"{"BusinessUnitId":1,"IpAddress":"203.0.113.9","Organization":"IMPRESARIO","PromotionCode":77}"#
+            ),
+            Ok(CreateRequest {
+                promotion_code: Some(77)
+            })
         );
-        for bad in [r#"{"PromotionCode":"77"}"#, r#"{"PromotionCode":1.5}"#, r#"{"PromotionCode":99999999999}"#, r#"{"IpAddress":1}"#, "[1]", "{"] {
+        for bad in [
+            r#"{"PromotionCode":"77"}"#,
+            r#"{"PromotionCode":1.5}"#,
+            r#"{"PromotionCode":99999999999}"#,
+            r#"{"IpAddress":1}"#,
+            "[1]",
+            "{",
+        ] {
             assert!(matches!(p(bad), Err(WireError::Malformed(_))), "{bad}");
         }
-        assert!(matches!(parse_create_request(Some("text/plain"), b"{}"), Err(WireError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            parse_create_request(Some("text/plain"), b"{}"),
+            Err(WireError::UnsupportedMediaType(_))
+        ));
     }
 
     #[test]
     fn native_transfer_requests() {
         let p = |b: &str| parse_native_transfer(Some("application/json"), b.as_bytes());
         assert_eq!(p(r#"{"NewSessionKey":"a+b"}"#), Ok("a+b".to_string()));
-        for bad in ["", "{}", r#"{"NewSessionKey":""}"#, r#"{"NewSessionKey":1}"#, "nope"] {
+        for bad in [
+            "",
+            "{}",
+            r#"{"NewSessionKey":""}"#,
+            r#"{"NewSessionKey":1}"#,
+            "nope",
+        ] {
             assert!(matches!(p(bad), Err(WireError::Malformed(_))), "{bad}");
         }
-        assert!(matches!(parse_native_transfer(None, b"{\"NewSessionKey\":\"k\"}"), Err(WireError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            parse_native_transfer(None, b"{\"NewSessionKey\":\"k\"}"),
+            Err(WireError::UnsupportedMediaType(_))
+        ));
     }
 
     #[test]
@@ -856,8 +1034,14 @@ mod tests {
         assert_eq!(n("application/xml"), Xml(APPLICATION_XML));
         assert_eq!(n("Text/XML"), Xml(TEXT_XML));
         assert_eq!(n("text/json"), Json(TEXT_JSON));
-        assert_eq!(n("application/json, application/xml"), Json(APPLICATION_JSON));
-        assert_eq!(n("application/json;q=0.5, application/xml"), Xml(APPLICATION_XML));
+        assert_eq!(
+            n("application/json, application/xml"),
+            Json(APPLICATION_JSON)
+        );
+        assert_eq!(
+            n("application/json;q=0.5, application/xml"),
+            Xml(APPLICATION_XML)
+        );
         assert_eq!(n("application/xml;q=0.9, */*;q=0.1"), Xml(APPLICATION_XML));
         assert_eq!(n("application/*, text/xml"), Json(APPLICATION_JSON));
         assert_eq!(n("application/xml;q=0, */*"), Json(APPLICATION_JSON));
@@ -878,7 +1062,12 @@ mod tests {
                  <d2p1:SessionKey>{key}</d2p1:SessionKey></Data></ApiSuccessOfTransferSessionResult5WS87vwN>"
             )
         );
-        let failure = wrapper_failure(AnswerFormat::Xml(TEXT_XML), 404, "SessionNotFound", "a < b & c");
+        let failure = wrapper_failure(
+            AnswerFormat::Xml(TEXT_XML),
+            404,
+            "SessionNotFound",
+            "a < b & c",
+        );
         assert_eq!(failure.status, 404);
         assert_eq!(
             std::str::from_utf8(&failure.body).unwrap(),
@@ -892,14 +1081,20 @@ mod tests {
     #[test]
     fn json_answers_are_exact() {
         let ok = transfer_success(AnswerFormat::DEFAULT, "k+/=");
-        assert_eq!(&ok.body[..], br#"{"Success":true,"Data":{"SessionKey":"k+/="}}"#);
+        assert_eq!(
+            &ok.body[..],
+            br#"{"Success":true,"Data":{"SessionKey":"k+/="}}"#
+        );
         let f = wrapper_failure(AnswerFormat::DEFAULT, 400, "InvalidRequest", "bad \"x\"");
         assert_eq!(
             &f.body[..],
             br#"{"Success":false,"Data":null,"ErrorMessages":[{"Code":"InvalidRequest","Description":"bad \"x\""}]}"#
         );
         let n = native_failure(404, "SessionNotFound", "gone");
-        assert_eq!(&n.body[..], br#"{"ErrorMessages":[{"Code":"SessionNotFound","Description":"gone"}]}"#);
+        assert_eq!(
+            &n.body[..],
+            br#"{"ErrorMessages":[{"Code":"SessionNotFound","Description":"gone"}]}"#
+        );
     }
 
     proptest! {

@@ -385,15 +385,15 @@ impl SessionStore for MemoryStore {
             if self.live(target_id, now).filter(|s| s.moved_to.is_none()).is_none() {
                 return IdentityTransfer::TargetUnknown;
             }
-            let Some(target) = self.update_locked(&mut idx, target_id, &SessionPatch::identity_of(&old)) else {
+            if self.update_locked(&mut idx, target_id, &SessionPatch::identity_of(&old)).is_none() {
                 return IdentityTransfer::TargetUnknown;
-            };
+            }
             // `old` can only have expired in the last instant; it has ended either way.
             self.remove_locked(&mut idx, old_id, EndReason::Transferred);
             if !grace.is_zero() {
                 self.insert_new_locked(&mut idx, grace_alias(old_id, &old, target_id, grace));
             }
-            IdentityTransfer::Moved(target)
+            IdentityTransfer::Moved
         }))
     }
 

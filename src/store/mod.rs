@@ -52,8 +52,8 @@ pub enum LockOutcome {
 /// The outcome of `SessionStore::transfer_identity`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityTransfer {
-    /// The target, now carrying the identity; the old session has ended.
-    Moved(Session),
+    /// The target now carries the identity; the old session has ended.
+    Moved,
     /// The old id is not a live session (or only a transferred key in its grace period).
     OldUnknown,
     /// The target id is not a live session (or only a transferred key in its grace period).
@@ -116,13 +116,13 @@ pub trait SessionStore: Send + Sync + 'static {
         let Some(old) = self.remove(old_id, EndReason::Transferred).await? else {
             return Ok(IdentityTransfer::OldUnknown);
         };
-        let Some(target) = self.update(target_id, &SessionPatch::identity_of(&old)).await? else {
+        if self.update(target_id, &SessionPatch::identity_of(&old)).await?.is_none() {
             return Ok(IdentityTransfer::TargetUnknown);
-        };
+        }
         if !grace.is_zero() {
             self.create(grace_alias(old_id, &old, target_id, grace), None).await?;
         }
-        Ok(IdentityTransfer::Moved(target))
+        Ok(IdentityTransfer::Moved)
     }
 
     /// Stores a lock session (replacing a lock with the same key) if every code it holds has
