@@ -142,3 +142,97 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Number of live sessions (approximate for caches that expire lazily).
     async fn len(&self) -> StoreResult<u64>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
+    use crate::session::Flavor;
+
+    /// The memory store with the trait's default `transfer_identity`.
+    struct StepByStep(MemoryStore);
+
+    #[async_trait]
+    impl SessionStore for StepByStep {
+        fn backend(&self) -> &'static str {
+            "step-by-step"
+        }
+        async fn ping(&self) -> StoreResult<()> {
+            self.0.ping().await
+        }
+        async fn create(&self, s: Session, limit: Option<u64>) -> StoreResult<CreateOutcome> {
+            self.0.create(s, limit).await
+        }
+        async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
+            self.0.get(id).await
+        }
+        async fn touch(&self, id: &str) -> StoreResult<Option<Session>> {
+            self.0.touch(id).await
+        }
+        async fn update(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {
+            self.0.update(id, patch).await
+        }
+        async fn remove(&self, id: &str, reason: EndReason) -> StoreResult<Option<Session>> {
+            self.0.remove(id, reason).await
+        }
+        async fn customer_sessions(&self, customer_id: &str) -> StoreResult<Vec<Session>> {
+            self.0.customer_sessions(customer_id).await
+        }
+        async fn transfer(&self, old_id: &str, new: Session, grace: Duration) -> StoreResult<Option<Session>> {
+            self.0.transfer(old_id, new, grace).await
+        }
+        async fn acquire_lock(&self, s: Session, limits: &HashMap<String, u64>) -> StoreResult<LockOutcome> {
+            self.0.acquire_lock(s, limits).await
+        }
+        async fn locked_by_others(&self, codes: &[String], key: &str) -> StoreResult<Vec<LockedTotals>> {
+            self.0.locked_by_others(codes, key).await
+        }
+        async fn all_sessions(&self) -> StoreResult<Vec<Session>> {
+            self.0.all_sessions().await
+        }
+        async fn restore(&self, sessions: Vec<Session>) -> StoreResult<usize> {
+            self.0.restore(sessions).await
+        }
+        async fn len(&self) -> StoreResult<u64> {
+            self.0.len().await
+        }
+    }
+
+    fn session(id: &str) -> Session {
+        Session::new(id.into(), Flavor::Tessitura, Some("web".into()), Duration::from_secs(60), Duration::from_secs(600))
+    }
+
+    async fn check_transfer_identity(store: &dyn SessionStore) {
+        let mut old = session("old");
+        old.customer_id = Some("c1".into());
+        old.logged_in = true;
+        store.create(old, None).await.unwrap();
+        store.create(session("target"), None).await.unwrap();
+
+        let r = store.transfer_identity("old", "nobody", Duration::ZERO).await.unwrap();
+        assert_eq!(r, IdentityTransfer::TargetUnknown, "{}", store.backend());
+        assert!(store.get("old").await.unwrap().is_some(), "nothing changes for an unknown target");
+        let r = store.transfer_identity("nobody", "target", Duration::ZERO).await.unwrap();
+        assert_eq!(r, IdentityTransfer::OldUnknown);
+
+        let r = store.transfer_identity("old", "target", Duration::from_secs(30)).await.unwrap();
+        assert_eq!(r, IdentityTransfer::Moved, "{}", store.backend());
+        let target = store.get("target").await.unwrap().unwrap();
+        assert_eq!((target.customer_id.as_deref(), target.logged_in), (Some("c1"), true));
+        assert_eq!(store.customer_sessions("c1").await.unwrap().len(), 1, "only the target is c1's");
+        let alias = store.get("old").await.unwrap().expect("grace alias");
+        assert_eq!(alias.moved_to.as_deref(), Some("target"));
+        // A key in its grace period cannot be transferred again.
+        store.create(session("third"), None).await.unwrap();
+        let r = store.transfer_identity("old", "third", Duration::ZERO).await.unwrap();
+        assert_eq!(r, IdentityTransfer::OldUnknown);
+        let r = store.transfer_identity("third", "old", Duration::ZERO).await.unwrap();
+        assert_eq!(r, IdentityTransfer::TargetUnknown);
+    }
+
+    #[tokio::test]
+    async fn transfer_identity_atomic_and_default() {
+        check_transfer_identity(&MemoryStore::new(100)).await;
+        check_transfer_identity(&StepByStep(MemoryStore::new(100))).await;
+    }
+}
