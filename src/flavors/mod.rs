@@ -10,6 +10,8 @@
 
 pub mod knowledge_center;
 pub mod spreadsheetweb;
+pub mod tessitura;
+pub mod tessitura_wire;
 pub mod voucherify;
 
 use crate::auth::AuthResult;
@@ -247,6 +249,10 @@ pub fn mount_all(
     }
     if let Some(s) = &config.flavors.knowledge_center {
         let api = knowledge_center::KnowledgeCenter::new(s, sessions.clone());
+        apis.mount(&s.base_path, Arc::new(api));
+    }
+    if let Some(s) = &config.flavors.tessitura {
+        let api = tessitura::Tessitura::new(s.clone(), sessions.clone());
         apis.mount(&s.base_path, Arc::new(api));
     }
     if let Some(v) = &config.flavors.voucherify {

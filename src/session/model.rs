@@ -304,6 +304,21 @@ pub struct SessionPatch {
 }
 
 impl SessionPatch {
+    /// The patch that gives another session `s`'s identity (a native Tessitura transfer):
+    /// customer and login state exactly, the other identity values where `s` has them.
+    pub fn identity_of(s: &Session) -> SessionPatch {
+        SessionPatch {
+            customer_id: Some(s.customer_id.clone()),
+            agent_id: s.agent_id.clone(),
+            visit_id: s.visit_id.clone(),
+            global_visit_id: s.global_visit_id.clone(),
+            tenant_id: s.tenant_id.clone(),
+            logged_in: Some(s.logged_in),
+            mode_of_sale_id: None,
+            source_id: None,
+        }
+    }
+
     pub fn apply(&self, s: &mut Session) {
         if let Some(c) = &self.customer_id {
             s.customer_id = c.clone();
@@ -420,5 +435,39 @@ mod tests {
         }
         .apply(&mut s);
         assert_eq!(s.customer_id, None);
+    }
+
+    #[test]
+    fn identity_patch_moves_login_and_keeps_target_values_the_source_lacks() {
+        let mut from = Session::new(
+            "a".into(),
+            Flavor::Tessitura,
+            None,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        );
+        from.customer_id = Some("c1".into());
+        from.logged_in = true;
+        from.visit_id = Some("v1".into());
+        from.source_id = Some(77);
+        let mut to = Session::new(
+            "b".into(),
+            Flavor::Tessitura,
+            None,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        );
+        to.agent_id = Some("agent".into());
+        to.source_id = Some(5);
+        SessionPatch::identity_of(&from).apply(&mut to);
+        assert_eq!(to.customer_id.as_deref(), Some("c1"));
+        assert!(to.logged_in);
+        assert_eq!(to.visit_id.as_deref(), Some("v1"));
+        assert_eq!(to.agent_id.as_deref(), Some("agent"));
+        assert_eq!(
+            to.source_id,
+            Some(5),
+            "mode of sale and source stay the target's own"
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use super::model::{EndReason, Flavor, Session, SessionPatch};
 use crate::config::SessionSettings;
-use crate::store::{CreateOutcome, LockOutcome, SessionStore, StoreError, StoreResult};
+use crate::store::{
+    CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreError, StoreResult,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,6 +214,27 @@ impl SessionService {
             .transfer(old_id, new, grace)
             .await?
             .map(|_| new_copy))
+    }
+
+    /// Moves `old_id`'s identity onto the existing session `target_id` and ends `old_id`
+    /// (see `SessionStore::transfer_identity`). Sessions hidden from `caller` are unknown.
+    pub async fn transfer_identity(
+        &self,
+        caller: &Caller<'_>,
+        old_id: &str,
+        target_id: &str,
+        grace: Duration,
+    ) -> StoreResult<IdentityTransfer> {
+        for (id, unknown) in [
+            (old_id, IdentityTransfer::OldUnknown),
+            (target_id, IdentityTransfer::TargetUnknown),
+        ] {
+            match self.store.get(id).await? {
+                Some(s) if s.moved_to.is_none() && self.visible(caller, &s) => {}
+                _ => return Ok(unknown),
+            }
+        }
+        self.store.transfer_identity(old_id, target_id, grace).await
     }
 
     /// Acquires (or overwrites) a lock session; see `SessionStore::acquire_lock`.

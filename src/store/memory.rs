@@ -5,7 +5,7 @@
 //! waiting on anything but moka. moka's eviction listener may run inside any cache call, so it
 //! only pushes onto `removals` (its own short-lived lock); `maintain()` drains that queue.
 
-use super::{CreateOutcome, LockOutcome, SessionStore, StoreResult};
+use super::{grace_alias, CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreResult};
 use crate::metrics;
 use crate::session::{now_millis, EndReason, LockedTotals, Millis, Session, SessionPatch};
 use async_trait::async_trait;
@@ -273,6 +273,33 @@ impl MemoryStore {
         }
     }
 
+    /// Applies `patch` to a live session and records a use, under the index lock.
+    fn update_locked(&self, idx: &mut Indexes, id: &str, patch: &SessionPatch) -> Option<Session> {
+        let now = now_millis();
+        let mut before = None;
+        let result = self
+            .cache
+            .entry_by_ref(id)
+            .and_compute_with(|entry| match entry {
+                Some(e) if e.value().is_live(now) => {
+                    before = Some(e.value().clone());
+                    let mut s = Session::clone(e.value());
+                    patch.apply(&mut s);
+                    s.touch(now);
+                    Op::Put(Arc::new(s))
+                }
+                _ => Op::Nop,
+            });
+        match (result, before) {
+            (CompResult::ReplacedWith(e), Some(old)) => {
+                idx.forget(&old);
+                idx.add(e.value());
+                Some(Session::clone(e.value()))
+            }
+            _ => None,
+        }
+    }
+
     fn count_live(&self, ids: Option<&HashSet<String>>, now: Millis) -> u64 {
         ids.map_or(0, |ids| {
             ids.iter().filter(|id| self.live(id, now).is_some()).count() as u64
@@ -345,30 +372,8 @@ impl SessionStore for MemoryStore {
 
     async fn update(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {
         Ok(self.timed("update", || {
-            let now = now_millis();
             let mut idx = self.indexes.lock();
-            let mut before = None;
-            let result = self
-                .cache
-                .entry_by_ref(id)
-                .and_compute_with(|entry| match entry {
-                    Some(e) if e.value().is_live(now) => {
-                        before = Some(e.value().clone());
-                        let mut s = Session::clone(e.value());
-                        patch.apply(&mut s);
-                        s.touch(now);
-                        Op::Put(Arc::new(s))
-                    }
-                    _ => Op::Nop,
-                });
-            match (result, before) {
-                (CompResult::ReplacedWith(e), Some(old)) => {
-                    idx.forget(&old);
-                    idx.add(e.value());
-                    Some(Session::clone(e.value()))
-                }
-                _ => None,
-            }
+            self.update_locked(&mut idx, id, patch)
         }))
     }
 
@@ -419,6 +424,42 @@ impl SessionStore for MemoryStore {
                 self.insert_new_locked(&mut idx, alias);
             }
             Some(old)
+        }))
+    }
+
+    async fn transfer_identity(
+        &self,
+        old_id: &str,
+        target_id: &str,
+        grace: Duration,
+    ) -> StoreResult<IdentityTransfer> {
+        Ok(self.timed("transfer_identity", || {
+            let now = now_millis();
+            // Every change of identity or membership takes the index lock: holding it, the two
+            // checks below stay true until both sessions are changed.
+            let mut idx = self.indexes.lock();
+            let Some(old) = self.live(old_id, now).filter(|s| s.moved_to.is_none()) else {
+                return IdentityTransfer::OldUnknown;
+            };
+            if self
+                .live(target_id, now)
+                .filter(|s| s.moved_to.is_none())
+                .is_none()
+            {
+                return IdentityTransfer::TargetUnknown;
+            }
+            if self
+                .update_locked(&mut idx, target_id, &SessionPatch::identity_of(&old))
+                .is_none()
+            {
+                return IdentityTransfer::TargetUnknown;
+            }
+            // `old` can only have expired in the last instant; it has ended either way.
+            self.remove_locked(&mut idx, old_id, EndReason::Transferred);
+            if !grace.is_zero() {
+                self.insert_new_locked(&mut idx, grace_alias(old_id, &old, target_id, grace));
+            }
+            IdentityTransfer::Moved
         }))
     }
 

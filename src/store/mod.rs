@@ -51,6 +51,25 @@ pub enum LockOutcome {
     Refused { code: String },
 }
 
+/// The outcome of `SessionStore::transfer_identity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityTransfer {
+    /// The target now carries the identity; the old session has ended.
+    Moved,
+    /// The old id is not a live session (or only a transferred key in its grace period).
+    OldUnknown,
+    /// The target id is not a live session (or only a transferred key in its grace period).
+    TargetUnknown,
+}
+
+/// The entry a transferred-away key leaves for `grace`: it resolves to `target_id`.
+pub fn grace_alias(old_id: &str, old: &Session, target_id: &str, grace: Duration) -> Session {
+    let mut alias =
+        Session::with_fixed_ttl(old_id.to_string(), old.flavor, old.owner.clone(), grace);
+    alias.moved_to = Some(target_id.to_string());
+    alias
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// `memory` or `redis`: the `backend` metric label.
@@ -92,6 +111,42 @@ pub trait SessionStore: Send + Sync + 'static {
         grace: Duration,
     ) -> StoreResult<Option<Session>>;
 
+    /// Gives the existing session `target_id` the identity of `old_id`
+    /// (`SessionPatch::identity_of`) and ends `old_id` (reason `transferred`); with a non-zero
+    /// `grace`, `old_id` resolves to `target_id` for that long. Nothing changes unless both
+    /// are live. Of concurrent transfers of one id exactly one wins.
+    ///
+    /// This default works step by step (exactly one remover of `old_id` wins, but a target
+    /// that ends in between loses the identity); backends override it with one atomic step.
+    async fn transfer_identity(
+        &self,
+        old_id: &str,
+        target_id: &str,
+        grace: Duration,
+    ) -> StoreResult<IdentityTransfer> {
+        if !matches!(self.get(target_id).await?, Some(t) if t.moved_to.is_none()) {
+            return Ok(IdentityTransfer::TargetUnknown);
+        }
+        if !matches!(self.get(old_id).await?, Some(o) if o.moved_to.is_none()) {
+            return Ok(IdentityTransfer::OldUnknown);
+        }
+        let Some(old) = self.remove(old_id, EndReason::Transferred).await? else {
+            return Ok(IdentityTransfer::OldUnknown);
+        };
+        if self
+            .update(target_id, &SessionPatch::identity_of(&old))
+            .await?
+            .is_none()
+        {
+            return Ok(IdentityTransfer::TargetUnknown);
+        }
+        if !grace.is_zero() {
+            self.create(grace_alias(old_id, &old, target_id, grace), None)
+                .await?;
+        }
+        Ok(IdentityTransfer::Moved)
+    }
+
     /// Stores a lock session (replacing a lock with the same key) if every code it holds has
     /// quantity left under `limits` (code -> quantity; codes not listed are unlimited).
     /// All-or-nothing and atomic against concurrent acquisitions.
@@ -113,4 +168,142 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Number of live sessions (approximate for caches that expire lazily).
     async fn session_count(&self) -> StoreResult<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
+    use crate::session::Flavor;
+
+    /// The memory store with the trait's default `transfer_identity`.
+    struct StepByStep(MemoryStore);
+
+    #[async_trait]
+    impl SessionStore for StepByStep {
+        fn backend(&self) -> &'static str {
+            "step-by-step"
+        }
+        async fn ping(&self) -> StoreResult<()> {
+            self.0.ping().await
+        }
+        async fn create(&self, s: Session, limit: Option<u64>) -> StoreResult<CreateOutcome> {
+            self.0.create(s, limit).await
+        }
+        async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
+            self.0.get(id).await
+        }
+        async fn touch(&self, id: &str) -> StoreResult<Option<Session>> {
+            self.0.touch(id).await
+        }
+        async fn update(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {
+            self.0.update(id, patch).await
+        }
+        async fn remove(&self, id: &str, reason: EndReason) -> StoreResult<Option<Session>> {
+            self.0.remove(id, reason).await
+        }
+        async fn customer_sessions(&self, customer_id: &str) -> StoreResult<Vec<Session>> {
+            self.0.customer_sessions(customer_id).await
+        }
+        async fn transfer(
+            &self,
+            old_id: &str,
+            new: Session,
+            grace: Duration,
+        ) -> StoreResult<Option<Session>> {
+            self.0.transfer(old_id, new, grace).await
+        }
+        async fn acquire_lock(
+            &self,
+            s: Session,
+            limits: &HashMap<String, u64>,
+        ) -> StoreResult<LockOutcome> {
+            self.0.acquire_lock(s, limits).await
+        }
+        async fn locked_by_others(
+            &self,
+            codes: &[String],
+            key: &str,
+        ) -> StoreResult<Vec<LockedTotals>> {
+            self.0.locked_by_others(codes, key).await
+        }
+        async fn all_sessions(&self) -> StoreResult<Vec<Session>> {
+            self.0.all_sessions().await
+        }
+        async fn restore(&self, sessions: Vec<Session>) -> StoreResult<usize> {
+            self.0.restore(sessions).await
+        }
+        async fn session_count(&self) -> StoreResult<u64> {
+            self.0.session_count().await
+        }
+    }
+
+    fn session(id: &str) -> Session {
+        Session::new(
+            id.into(),
+            Flavor::Tessitura,
+            Some("web".into()),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        )
+    }
+
+    async fn check_transfer_identity(store: &dyn SessionStore) {
+        let mut old = session("old");
+        old.customer_id = Some("c1".into());
+        old.logged_in = true;
+        store.create(old, None).await.unwrap();
+        store.create(session("target"), None).await.unwrap();
+
+        let r = store
+            .transfer_identity("old", "nobody", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(r, IdentityTransfer::TargetUnknown, "{}", store.backend());
+        assert!(
+            store.get("old").await.unwrap().is_some(),
+            "nothing changes for an unknown target"
+        );
+        let r = store
+            .transfer_identity("nobody", "target", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(r, IdentityTransfer::OldUnknown);
+
+        let r = store
+            .transfer_identity("old", "target", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(r, IdentityTransfer::Moved, "{}", store.backend());
+        let target = store.get("target").await.unwrap().unwrap();
+        assert_eq!(
+            (target.customer_id.as_deref(), target.logged_in),
+            (Some("c1"), true)
+        );
+        assert_eq!(
+            store.customer_sessions("c1").await.unwrap().len(),
+            1,
+            "only the target is c1's"
+        );
+        let alias = store.get("old").await.unwrap().expect("grace alias");
+        assert_eq!(alias.moved_to.as_deref(), Some("target"));
+        // A key in its grace period cannot be transferred again.
+        store.create(session("third"), None).await.unwrap();
+        let r = store
+            .transfer_identity("old", "third", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(r, IdentityTransfer::OldUnknown);
+        let r = store
+            .transfer_identity("third", "old", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(r, IdentityTransfer::TargetUnknown);
+    }
+
+    #[tokio::test]
+    async fn transfer_identity_atomic_and_default() {
+        check_transfer_identity(&MemoryStore::new(100)).await;
+        check_transfer_identity(&StepByStep(MemoryStore::new(100))).await;
+    }
 }

@@ -1,0 +1,662 @@
+//! Tessitura sessions (SPEC §4.3, §12): the SFMOMA wrapper's `POST api/TransferSession` and
+//! the native `Web/Session` endpoints, answered from the session store. Login stays in the
+//! app; the identity assertion of a forwarded login (SPEC §6) is what logs a session in.
+//!
+//! Endpoints (relative to `base_path`; literal segments match ignoring case, as the original
+//! ASP.NET routes do, and one trailing slash is allowed):
+//! * `POST /api/TransferSession`
+//! * `POST /Web/Session`
+//! * `GET /Web/Session/{sessionKey}`
+//! * `POST /Web/Session/{sessionKey}/Transfer`
+//!
+//! Everything else, including other sub-resources such as `/Web/Session/{key}/Expiration`, is
+//! forwarded to the app. Keys are percent-decoded from paths (they contain `+ / =`).
+
+use super::tessitura_wire::{
+    native_failure, native_json, negotiate, parse_create_request, parse_native_transfer,
+    parse_transfer_request, transfer_success, wrapper_failure, AnswerFormat, WireError,
+};
+use super::{ApiRequest, ApiResponse, SessionApi};
+use crate::auth::AuthResult;
+use crate::config::{AuthMode, TessituraSettings};
+use crate::session::id::{is_valid_client_id, new_tessitura_key, redact};
+use crate::session::{Caller, Flavor, Session, SessionService};
+use crate::store::{CreateOutcome, IdentityTransfer, StoreError};
+use async_trait::async_trait;
+use http::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
+use http::Method;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// `ErrorMessages[].Code` values.
+mod code {
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    pub const INVALID_SESSION_KEY: &str = "InvalidSessionKey";
+    pub const SESSION_NOT_FOUND: &str = "SessionNotFound";
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UnsupportedMediaType";
+    pub const REQUEST_TOO_LARGE: &str = "RequestTooLarge";
+    pub const SERVICE_UNAVAILABLE: &str = "ServiceUnavailable";
+}
+
+const UNKNOWN_SESSION: &str = "The session key is unknown or has expired.";
+const UNKNOWN_TARGET: &str = "The NewSessionKey is unknown or has expired.";
+const STORE_DOWN: &str = "The session store is unavailable; try again shortly.";
+
+/// A segment of `/Web/Session/...` that names a native endpoint rather than a session key;
+/// requests there are the app's.
+const NOT_KEYS: [&str; 1] = ["BusinessFacing"];
+
+/// One of this API's own endpoints; keys still percent-encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint<'p> {
+    TransferSession,
+    CreateSession,
+    Session(&'p str),
+    NativeTransfer(&'p str),
+}
+
+fn route(path: &str) -> Option<Endpoint<'_>> {
+    let path = path.strip_prefix('/')?;
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let is = |seg: &str, name: &str| seg.eq_ignore_ascii_case(name);
+    let mut segs = path.split('/');
+    let parts: [Option<&str>; 5] = std::array::from_fn(|_| segs.next());
+    match parts {
+        [Some(a), Some(t), None, ..] if is(a, "api") && is(t, "TransferSession") => {
+            Some(Endpoint::TransferSession)
+        }
+        [Some(w), Some(s), rest @ ..] if is(w, "Web") && is(s, "Session") => match rest {
+            [None, ..] => Some(Endpoint::CreateSession),
+            [Some(key), rest @ ..] if !key.is_empty() && !NOT_KEYS.iter().any(|n| is(key, n)) => {
+                match rest {
+                    [None, ..] => Some(Endpoint::Session(key)),
+                    [Some(t), None] if is(t, "Transfer") => Some(Endpoint::NativeTransfer(key)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The native `Session` model, as far as the sidecar knows it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SessionView<'a> {
+    session_key: &'a str,
+    is_logged_in: bool,
+    mode_of_sale_id: i64,
+    original_mode_of_sale_id: i64,
+    source_id: i64,
+    login_info: LoginInfo<'a>,
+}
+
+/// `LoginInfo`; the values the sidecar does not track are null (or 0 failed attempts).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LoginInfo<'a> {
+    constituent_id: Option<&'a str>,
+    original_constituent_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    status: Option<&'a str>,
+    failed_attempts: u32,
+    locked_date: Option<&'a str>,
+    electronic_address: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SessionKeyAnswer<'a> {
+    session_key: &'a str,
+}
+
+/// Which answer shape a failure takes: the wrapper's envelope or the native list.
+#[derive(Clone, Copy)]
+enum Shape {
+    Wrapper(AnswerFormat),
+    Native,
+}
+
+impl Shape {
+    fn failure(self, status: u16, code: &str, description: &str) -> ApiResponse {
+        match self {
+            Shape::Wrapper(format) => wrapper_failure(format, status, code, description),
+            Shape::Native => native_failure(status, code, description),
+        }
+    }
+
+    fn wire_error(self, e: WireError) -> ApiResponse {
+        match e {
+            WireError::Malformed(m) => self.failure(400, code::INVALID_REQUEST, &m),
+            WireError::UnsupportedMediaType(m) => {
+                self.failure(415, code::UNSUPPORTED_MEDIA_TYPE, &m)
+            }
+        }
+    }
+
+    fn method_not_allowed(self, allowed: &'static str) -> ApiResponse {
+        self.failure(
+            405,
+            code::METHOD_NOT_ALLOWED,
+            &format!("This endpoint accepts only {allowed}."),
+        )
+        .with_header(ALLOW, HeaderValue::from_static(allowed))
+    }
+
+    fn store_error(self, e: &StoreError, key: &str) -> ApiResponse {
+        log::warn!("tessitura: session store failed for {}: {e}", redact(key));
+        self.failure(503, code::SERVICE_UNAVAILABLE, STORE_DOWN)
+    }
+
+    fn not_found(self, description: &str) -> ApiResponse {
+        self.failure(404, code::SESSION_NOT_FOUND, description)
+    }
+}
+
+pub struct Tessitura {
+    settings: TessituraSettings,
+    sessions: Arc<SessionService>,
+}
+
+impl Tessitura {
+    pub fn new(settings: TessituraSettings, sessions: Arc<SessionService>) -> Tessitura {
+        Tessitura { settings, sessions }
+    }
+
+    /// Who is calling, or the 401 refusing them when `auth = "token"`.
+    fn caller<'r>(&self, req: &'r ApiRequest<'_>, shape: Shape) -> Result<Caller<'r>, ApiResponse> {
+        if let Some(cred) = req.auth.credential() {
+            return Ok(Caller::named(&cred.name, cred.admin));
+        }
+        if self.settings.auth == AuthMode::None {
+            return Ok(Caller::ANONYMOUS);
+        }
+        req.auth.record_failure();
+        let message = match req.auth {
+            AuthResult::Missing => "This API requires a bearer token.",
+            _ => "The presented credential is not valid.",
+        };
+        Err(shape
+            .failure(401, code::UNAUTHORIZED, message)
+            .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
+    }
+
+    /// A live session this API may act on: a Tessitura session, or one made by the admin API.
+    /// Sessions of other flavours do not exist here. Does not record a use.
+    async fn find(&self, caller: &Caller<'_>, key: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .sessions
+            .peek(caller, key)
+            .await?
+            .filter(|s| matches!(s.flavor, Flavor::Tessitura | Flavor::Admin)))
+    }
+
+    /// The session a wrapper transfer creates: a new key with the old session's identity and,
+    /// unless `reset`, its mode of sale and source.
+    fn successor(&self, old: &Session, reset: bool) -> Session {
+        let mut s =
+            self.sessions
+                .new_session(new_tessitura_key(), Flavor::Tessitura, old.owner.as_deref());
+        s.application_key = old.application_key.clone();
+        s.customer_id = old.customer_id.clone();
+        s.agent_id = old.agent_id.clone();
+        s.visit_id = old.visit_id.clone();
+        s.global_visit_id = old.global_visit_id.clone();
+        s.tenant_id = old.tenant_id.clone();
+        s.logged_in = old.logged_in;
+        let defaults = (
+            self.settings.default_mode_of_sale,
+            self.settings.default_source_id,
+        );
+        let (mos, original, source) = if reset {
+            (defaults.0, defaults.0, defaults.1)
+        } else {
+            (
+                old.mode_of_sale_id.unwrap_or(defaults.0),
+                old.original_mode_of_sale_id.unwrap_or(defaults.0),
+                old.source_id.unwrap_or(defaults.1),
+            )
+        };
+        s.mode_of_sale_id = Some(mos);
+        s.original_mode_of_sale_id = Some(original);
+        s.source_id = Some(source);
+        s
+    }
+
+    /// `POST api/TransferSession`.
+    async fn transfer_session(&self, req: &ApiRequest<'_>) -> ApiResponse {
+        let format = negotiate(req.header("accept"));
+        let shape = Shape::Wrapper(format);
+        if req.method != Method::POST {
+            return shape.method_not_allowed("POST");
+        }
+        let caller = match self.caller(req, shape) {
+            Ok(c) => c,
+            Err(refusal) => return refusal,
+        };
+        let request = match parse_transfer_request(req.media_type().as_deref(), req.body) {
+            Ok(r) => r,
+            Err(e) => return shape.wire_error(e),
+        };
+        let key = request.session_key.as_str();
+        if !is_valid_client_id(key) {
+            return shape.failure(
+                400,
+                code::INVALID_SESSION_KEY,
+                "SessionKey is not a valid session key.",
+            );
+        }
+        match self.find(&caller, key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return shape.not_found(UNKNOWN_SESSION),
+            Err(e) => return shape.store_error(&e, key),
+        }
+        let reset = request.reset_session_by_login;
+        let grace = self.settings.transfer_grace;
+        match self
+            .sessions
+            .transfer(&caller, key, grace, |old| self.successor(old, reset))
+            .await
+        {
+            Ok(Some(new)) => transfer_success(format, &new.id),
+            // Lost a race with another transfer (or expiry) of the same key.
+            Ok(None) => shape.not_found(UNKNOWN_SESSION),
+            Err(e) => shape.store_error(&e, key),
+        }
+    }
+
+    /// `POST Web/Session`.
+    async fn create_session(&self, req: &ApiRequest<'_>) -> ApiResponse {
+        let shape = Shape::Native;
+        if req.method != Method::POST {
+            return shape.method_not_allowed("POST");
+        }
+        let caller = match self.caller(req, shape) {
+            Ok(c) => c,
+            Err(refusal) => return refusal,
+        };
+        let request = match parse_create_request(req.media_type().as_deref(), req.body) {
+            Ok(r) => r,
+            Err(e) => return shape.wire_error(e),
+        };
+        let mut session =
+            self.sessions
+                .new_session(new_tessitura_key(), Flavor::Tessitura, caller.name);
+        session.mode_of_sale_id = Some(self.settings.default_mode_of_sale);
+        session.original_mode_of_sale_id = Some(self.settings.default_mode_of_sale);
+        session.source_id = Some(
+            request
+                .promotion_code
+                .unwrap_or(self.settings.default_source_id),
+        );
+        let key = session.id.clone();
+        match self.sessions.open(session, None).await {
+            Ok(CreateOutcome::Created) => native_json(&SessionKeyAnswer { session_key: &key }),
+            // 80 random bytes do not collide; an answer is still owed.
+            Ok(outcome) => {
+                log::error!(
+                    "tessitura: could not store new session {}: {outcome:?}",
+                    redact(&key)
+                );
+                shape.failure(503, code::SERVICE_UNAVAILABLE, STORE_DOWN)
+            }
+            Err(e) => shape.store_error(&e, &key),
+        }
+    }
+
+    /// `GET Web/Session/{sessionKey}`.
+    async fn read_session(&self, req: &ApiRequest<'_>, encoded_key: &str) -> ApiResponse {
+        let shape = Shape::Native;
+        if req.method != Method::GET {
+            return shape.method_not_allowed("GET");
+        }
+        let caller = match self.caller(req, shape) {
+            Ok(c) => c,
+            Err(refusal) => return refusal,
+        };
+        let key = match path_key(encoded_key) {
+            Ok(k) => k,
+            Err(refusal) => return refusal,
+        };
+        let found = match self.find(&caller, &key).await {
+            Ok(Some(s)) => self.sessions.get(&caller, &s.id).await,
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(Some(s)) => native_json(&self.view(&s)),
+            Ok(None) => shape.not_found(UNKNOWN_SESSION),
+            Err(e) => shape.store_error(&e, &key),
+        }
+    }
+
+    /// The native `Session` for `s`. A transferred key in its grace period answers with the
+    /// session it moved to, whose key it shows.
+    fn view<'s>(&self, s: &'s Session) -> SessionView<'s> {
+        let constituent = if s.logged_in {
+            s.customer_id.as_deref()
+        } else {
+            None
+        };
+        SessionView {
+            session_key: &s.id,
+            is_logged_in: s.logged_in,
+            mode_of_sale_id: s
+                .mode_of_sale_id
+                .unwrap_or(self.settings.default_mode_of_sale),
+            original_mode_of_sale_id: s
+                .original_mode_of_sale_id
+                .unwrap_or(self.settings.default_mode_of_sale),
+            source_id: s.source_id.unwrap_or(self.settings.default_source_id),
+            login_info: LoginInfo {
+                constituent_id: constituent,
+                original_constituent_id: constituent,
+                user_id: None,
+                status: None,
+                failed_attempts: 0,
+                locked_date: None,
+                electronic_address: None,
+            },
+        }
+    }
+
+    /// `POST Web/Session/{sessionKey}/Transfer`.
+    async fn native_transfer(&self, req: &ApiRequest<'_>, encoded_key: &str) -> ApiResponse {
+        let shape = Shape::Native;
+        if req.method != Method::POST {
+            return shape.method_not_allowed("POST");
+        }
+        let caller = match self.caller(req, shape) {
+            Ok(c) => c,
+            Err(refusal) => return refusal,
+        };
+        let old = match path_key(encoded_key) {
+            Ok(k) => k,
+            Err(refusal) => return refusal,
+        };
+        let target = match parse_native_transfer(req.media_type().as_deref(), req.body) {
+            Ok(t) => t,
+            Err(e) => return shape.wire_error(e),
+        };
+        if !is_valid_client_id(&target) {
+            return shape.failure(
+                400,
+                code::INVALID_SESSION_KEY,
+                "NewSessionKey is not a valid session key.",
+            );
+        }
+        if target == old {
+            return shape.failure(
+                400,
+                code::INVALID_REQUEST,
+                "NewSessionKey must differ from the session key.",
+            );
+        }
+        for (key, unknown) in [(&old, UNKNOWN_SESSION), (&target, UNKNOWN_TARGET)] {
+            match self.find(&caller, key).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return shape.not_found(unknown),
+                Err(e) => return shape.store_error(&e, key),
+            }
+        }
+        match self
+            .sessions
+            .transfer_identity(&caller, &old, &target, self.settings.transfer_grace)
+            .await
+        {
+            Ok(IdentityTransfer::Moved) => ApiResponse::empty(200),
+            Ok(IdentityTransfer::OldUnknown) => shape.not_found(UNKNOWN_SESSION),
+            Ok(IdentityTransfer::TargetUnknown) => shape.not_found(UNKNOWN_TARGET),
+            Err(e) => shape.store_error(&e, &old),
+        }
+    }
+}
+
+/// A session key from a path segment: percent-decoded (`+` stays `+`), and of a shape a
+/// session key can have, else 400.
+fn path_key(encoded: &str) -> Result<String, ApiResponse> {
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+        .filter(|k| is_valid_client_id(k))
+        .ok_or_else(|| {
+            native_failure(
+                400,
+                code::INVALID_SESSION_KEY,
+                "The session key in the path is malformed.",
+            )
+        })
+}
+
+#[async_trait]
+impl SessionApi for Tessitura {
+    fn flavor(&self) -> Flavor {
+        Flavor::Tessitura
+    }
+
+    fn answers(&self, path: &str) -> bool {
+        route(path).is_some()
+    }
+
+    fn body_too_large(&self) -> ApiResponse {
+        // The path is not known here: the wrapper's envelope also carries the native
+        // `ErrorMessages`, so it serves both APIs.
+        wrapper_failure(
+            AnswerFormat::DEFAULT,
+            413,
+            code::REQUEST_TOO_LARGE,
+            "The request body is too large.",
+        )
+    }
+
+    fn creates_session(&self, method: &Method, path: &str) -> bool {
+        *method == Method::POST
+            && matches!(
+                route(path),
+                Some(Endpoint::TransferSession | Endpoint::CreateSession)
+            )
+    }
+
+    async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {
+        match route(req.path) {
+            Some(Endpoint::TransferSession) => self.transfer_session(req).await,
+            Some(Endpoint::CreateSession) => self.create_session(req).await,
+            Some(Endpoint::Session(key)) => self.read_session(req, key).await,
+            Some(Endpoint::NativeTransfer(key)) => self.native_transfer(req, key).await,
+            // The proxy only sends paths `answers` claimed.
+            None => native_failure(404, "NotFound", "No such Tessitura endpoint."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SessionSettings;
+    use crate::store::memory::MemoryStore;
+    use std::time::Duration;
+
+    #[test]
+    fn routes() {
+        use Endpoint::*;
+        assert_eq!(route("/api/TransferSession"), Some(TransferSession));
+        assert_eq!(route("/API/transfersession/"), Some(TransferSession));
+        assert_eq!(route("/Web/Session"), Some(CreateSession));
+        assert_eq!(route("/web/session/"), Some(CreateSession));
+        assert_eq!(route("/Web/Session/a%2Bb%3D"), Some(Session("a%2Bb%3D")));
+        assert_eq!(route("/Web/Session/k/"), Some(Session("k")));
+        assert_eq!(route("/Web/Session/k/Transfer"), Some(NativeTransfer("k")));
+        assert_eq!(route("/Web/Session/k/transfer/"), Some(NativeTransfer("k")));
+        for forwarded in [
+            "",
+            "/",
+            "/api",
+            "/api/TransferSession/x",
+            "/api/Login",
+            "/Web",
+            "/Web/Session//Transfer",
+            "/Web/Session/k/Expiration",
+            "/Web/Session/k/Login",
+            "/Web/Session/k/Transfer/x",
+            "/Web/Session/BusinessFacing",
+            "/Web/Session/k/Login/SendCredentials",
+            "/Web/Sessions/k",
+            "/Web/Cart/k",
+        ] {
+            assert_eq!(route(forwarded), None, "{forwarded}");
+        }
+    }
+
+    #[test]
+    fn path_keys() {
+        assert_eq!(path_key("a%2Bb%2F%3D").ok().as_deref(), Some("a+b/="));
+        assert_eq!(
+            path_key("a+b").ok().as_deref(),
+            Some("a+b"),
+            "+ in a path is a plus"
+        );
+        for bad in ["%ff", "a%20b", "a%0D%0Ab", "%"] {
+            let r = path_key(bad).expect_err(bad);
+            assert_eq!(r.status, 400, "{bad}");
+        }
+    }
+
+    fn api(grace: Duration) -> Tessitura {
+        let settings = SessionSettings {
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(600),
+            max_sessions: 1000,
+            max_sessions_per_customer: 0,
+            isolate_by_credential: true,
+        };
+        let store = Arc::new(MemoryStore::new(1000));
+        Tessitura::new(
+            TessituraSettings {
+                base_path: String::new(),
+                auth: AuthMode::Token,
+                default_mode_of_sale: 3,
+                default_source_id: 9,
+                transfer_grace: grace,
+            },
+            Arc::new(SessionService::new(store, settings)),
+        )
+    }
+
+    fn old_session(t: &Tessitura) -> Session {
+        let mut s = t
+            .sessions
+            .new_session("old-key".into(), Flavor::Tessitura, Some("web"));
+        s.customer_id = Some("c1".into());
+        s.logged_in = true;
+        s.agent_id = Some("a1".into());
+        s.visit_id = Some("v1".into());
+        s.global_visit_id = Some("g1".into());
+        s.tenant_id = Some("t1".into());
+        s.mode_of_sale_id = Some(7);
+        s.original_mode_of_sale_id = Some(6);
+        s.source_id = Some(77);
+        s
+    }
+
+    #[test]
+    fn successor_copies_identity_and_attributes() {
+        let t = api(Duration::ZERO);
+        let old = old_session(&t);
+        let new = t.successor(&old, false);
+        assert_eq!(new.id.len(), 108);
+        assert_ne!(new.id, old.id);
+        assert_eq!(new.flavor, Flavor::Tessitura);
+        assert_eq!(new.owner.as_deref(), Some("web"));
+        assert_eq!(
+            (
+                new.customer_id,
+                new.agent_id,
+                new.visit_id,
+                new.global_visit_id,
+                new.tenant_id,
+                new.logged_in
+            ),
+            (
+                old.customer_id.clone(),
+                old.agent_id.clone(),
+                old.visit_id.clone(),
+                old.global_visit_id.clone(),
+                old.tenant_id.clone(),
+                true
+            )
+        );
+        assert_eq!(
+            (
+                new.mode_of_sale_id,
+                new.original_mode_of_sale_id,
+                new.source_id
+            ),
+            (Some(7), Some(6), Some(77))
+        );
+    }
+
+    #[test]
+    fn successor_resets_to_defaults() {
+        let t = api(Duration::ZERO);
+        let old = old_session(&t);
+        let new = t.successor(&old, true);
+        assert_eq!(new.customer_id.as_deref(), Some("c1"));
+        assert!(new.logged_in);
+        assert_eq!(
+            (
+                new.mode_of_sale_id,
+                new.original_mode_of_sale_id,
+                new.source_id
+            ),
+            (Some(3), Some(3), Some(9))
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_of_other_flavours_do_not_exist_here() {
+        let t = api(Duration::ZERO);
+        let caller = Caller::named("web", false);
+        for (id, flavor, visible) in [
+            ("tess", Flavor::Tessitura, true),
+            ("adm", Flavor::Admin, true),
+            ("kc", Flavor::KnowledgeCenter, false),
+            ("lock", Flavor::Voucherify, false),
+        ] {
+            let s = t.sessions.new_session(id.into(), flavor, Some("web"));
+            assert_eq!(t.sessions.open(s, None).await, Ok(CreateOutcome::Created));
+            assert_eq!(
+                t.find(&caller, id).await.unwrap().is_some(),
+                visible,
+                "{flavor:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn view_shows_the_constituent_only_when_logged_in() {
+        let t = api(Duration::ZERO);
+        let mut s = old_session(&t);
+        let v = serde_json::to_value(t.view(&s)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "SessionKey": "old-key", "IsLoggedIn": true, "ModeOfSaleId": 7, "OriginalModeOfSaleId": 6, "SourceId": 77,
+                "LoginInfo": {"ConstituentId": "c1", "OriginalConstituentId": "c1", "UserId": null, "Status": null,
+                              "FailedAttempts": 0, "LockedDate": null, "ElectronicAddress": null}
+            })
+        );
+        s.logged_in = false;
+        s.mode_of_sale_id = None;
+        let v = serde_json::to_value(t.view(&s)).unwrap();
+        assert_eq!(v["LoginInfo"]["ConstituentId"], serde_json::Value::Null);
+        assert_eq!(
+            v["ModeOfSaleId"], 3,
+            "a session without one shows the default"
+        );
+    }
+}
