@@ -87,6 +87,7 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
             ))
         }
     };
+    metrics::store_backend(store.backend());
     let conf = server_conf(&config);
     let opt = Opt {
         upgrade: launch.upgrade,
