@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+#[allow(unused_imports)]
 pub use client::{get, post_json, request, Conn, Response};
 pub use echo::EchoUpstream;
 
