@@ -87,8 +87,8 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
             ))
         }
     };
-    metrics::store_backend(store.backend());
     let conf = server_conf(&config);
+    metrics::store_backend(store.backend());
     let opt = Opt {
         upgrade: launch.upgrade,
         daemon: launch.daemon,
