@@ -2,8 +2,9 @@
 //! systemd unit, the Prometheus rules and the Grafana dashboard are checked against the real
 //! config parser and CLI, the metrics a running sidecar exports, and promtool.
 //!
-//! External tools (promtool, busybox, hadolint, systemd-analyze) are used when installed; a
-//! test that needs a missing one says so on stderr and passes. `make test` installs promtool.
+//! External tools (promtool, busybox, hadolint, systemd-analyze, kubectl, kubernetes-validate)
+//! are used when installed; a test that needs a missing one says so on stderr and passes.
+//! `make test` installs promtool.
 
 mod common;
 
