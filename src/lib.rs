@@ -91,6 +91,7 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
             }
         };
     let conf = server_conf(&config);
+    metrics::store_backend(store.backend());
     let opt = Opt {
         upgrade: launch.upgrade,
         daemon: launch.daemon,

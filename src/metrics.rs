@@ -92,6 +92,12 @@ pub fn init() {
     Lazy::force(&STORE_ERRORS);
 }
 
+/// Starts the store series of the running backend at zero, so `store_errors_total` is on the
+/// first scrape (alert rules and dashboards query it) rather than after the first failure.
+pub fn store_backend(backend: &str) {
+    STORE_ERRORS.with_label_values(&[backend]);
+}
+
 /// Values of the `kind` label of `upstream_errors_total`.
 pub const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
 
