@@ -118,5 +118,9 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         housekeeping::Housekeeping::new(state.clone(), memory.clone()),
     ));
     server.add_service(background_service("session-sidecar reload", reload::Reloader::new(state.clone())));
+    server.add_service(background_service(
+        "session-sidecar jwks refresh",
+        auth::jwks_refresh::JwksRefresher::new(state.clone()),
+    ));
     Ok(Sidecar { server, state, memory })
 }
