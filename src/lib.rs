@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod flavors;
 pub mod housekeeping;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

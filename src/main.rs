@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use pingora::server::RunArgs;
 use session_sidecar::{build_server, config, store::snapshot, LaunchOptions};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &PathBuf) -> ExitCode {
+fn check_config(file: &Path) -> ExitCode {
     match config::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());
@@ -76,8 +76,8 @@ fn hash_token() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(file: &PathBuf, launch: LaunchOptions) -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
+    session_sidecar::logging::init();
     let config = match config::load(file) {
         Ok(c) => c,
         Err(e) => {

@@ -27,7 +27,11 @@ pub struct Generation {
 impl Generation {
     /// Builds the generation for `config`. `previous` is the one it replaces (on reload): state
     /// worth keeping across reloads, such as a downloaded JWT key set, is taken from it.
-    pub fn build(config: Config, store: Arc<dyn SessionStore>, previous: Option<&Generation>) -> Generation {
+    pub fn build(
+        config: Config,
+        store: Arc<dyn SessionStore>,
+        previous: Option<&Generation>,
+    ) -> Generation {
         let sessions = Arc::new(SessionService::new(store, config.sessions.clone()));
         let apis = crate::flavors::mount_all(&config, &sessions);
         Generation {

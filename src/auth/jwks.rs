@@ -78,7 +78,9 @@ impl KeySet {
             }
         }
         if keys.is_empty() {
-            return Err(format!("none of its {total} keys is a usable signature key"));
+            return Err(format!(
+                "none of its {total} keys is a usable signature key"
+            ));
         }
         Ok(KeySet { keys })
     }
@@ -104,7 +106,8 @@ impl KeySet {
 
 /// One JWK as a verifying key, or why it cannot be one.
 fn usable_key(raw: serde_json::Value) -> Result<VerifyingKey, String> {
-    let jwk: Jwk = serde_json::from_value(raw).map_err(|e| format!("unsupported or malformed ({e})"))?;
+    let jwk: Jwk =
+        serde_json::from_value(raw).map_err(|e| format!("unsupported or malformed ({e})"))?;
     match &jwk.common.public_key_use {
         None | Some(PublicKeyUse::Signature) => {}
         Some(_) => return Err("not a signature key (\"use\")".into()),
@@ -203,7 +206,11 @@ impl Jwks {
         match times.last_attempt {
             None => true,
             Some(at) => {
-                let wait = if times.last_failed { every.min(RETRY_AFTER_FAILURE) } else { every };
+                let wait = if times.last_failed {
+                    every.min(RETRY_AFTER_FAILURE)
+                } else {
+                    every
+                };
                 at.elapsed() >= wait
             }
         }
@@ -256,9 +263,17 @@ impl Jwks {
         match result {
             Ok(set) => {
                 if times.last_failed || self.keys.load().is_empty() {
-                    log::info!("JWKS loaded from {}: {} usable keys", describe(&self.source), set.len());
+                    log::info!(
+                        "JWKS loaded from {}: {} usable keys",
+                        describe(&self.source),
+                        set.len()
+                    );
                 } else {
-                    log::debug!("JWKS refreshed from {}: {} usable keys", describe(&self.source), set.len());
+                    log::debug!(
+                        "JWKS refreshed from {}: {} usable keys",
+                        describe(&self.source),
+                        set.len()
+                    );
                 }
                 times.last_failed = false;
                 self.keys.store(Arc::new(set));
@@ -400,21 +415,42 @@ mod tests {
         ]});
         let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
         assert_eq!(set.len(), 1);
-        assert_eq!(set.candidates(None, Algorithm::RS256)[0].kid.as_deref(), Some("good"));
+        assert_eq!(
+            set.candidates(None, Algorithm::RS256)[0].kid.as_deref(),
+            Some("good")
+        );
     }
 
     #[test]
     fn documents_without_usable_keys_are_errors() {
-        for bad in [&b""[..], b"{}", b"[]", b"{\"keys\": {}}", b"{\"keys\": []}", b"<html>", b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AA\"}]}"] {
-            assert!(KeySet::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            b"{\"keys\": {}}",
+            b"{\"keys\": []}",
+            b"<html>",
+            b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AA\"}]}",
+        ] {
+            assert!(
+                KeySet::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn urls_are_logged_without_credentials() {
         let d = |u: &str| describe(&JwksSource::Url(u.into()));
-        assert_eq!(d("https://id.example.com/jwks.json"), "https://id.example.com/jwks.json");
-        assert_eq!(d("https://user:pw@id.example.com/k?apikey=s3cret#x"), "https://id.example.com/k");
+        assert_eq!(
+            d("https://id.example.com/jwks.json"),
+            "https://id.example.com/jwks.json"
+        );
+        assert_eq!(
+            d("https://user:pw@id.example.com/k?apikey=s3cret#x"),
+            "https://id.example.com/k"
+        );
         assert_eq!(d("http://127.0.0.1:9/"), "http://127.0.0.1:9/");
         assert_eq!(d("http://host"), "http://host");
     }
@@ -424,7 +460,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwks.json");
         let f = fixture_jwks();
-        std::fs::write(&path, json!({"keys": [with(&f["rsa-a"], json!({"kid": "a"}))]}).to_string()).unwrap();
+        std::fs::write(
+            &path,
+            json!({"keys": [with(&f["rsa-a"], json!({"kid": "a"}))]}).to_string(),
+        )
+        .unwrap();
         let jwks = Jwks::new(JwksSource::File(path.clone()));
         assert_eq!(jwks.keys().len(), 1);
         assert!(!jwks.is_due(Duration::from_secs(60)));
@@ -432,14 +472,25 @@ mod tests {
 
         std::fs::write(&path, "{ broken").unwrap();
         jwks.refresh().await;
-        assert_eq!(jwks.keys().candidates(Some("a"), Algorithm::RS256).len(), 1, "kept");
+        assert_eq!(
+            jwks.keys().candidates(Some("a"), Algorithm::RS256).len(),
+            1,
+            "kept"
+        );
         // After a failure the retry comes sooner than a long period.
         assert!(!jwks.is_due(RETRY_AFTER_FAILURE));
 
-        std::fs::write(&path, json!({"keys": [with(&f["rsa-b"], json!({"kid": "b"}))]}).to_string()).unwrap();
+        std::fs::write(
+            &path,
+            json!({"keys": [with(&f["rsa-b"], json!({"kid": "b"}))]}).to_string(),
+        )
+        .unwrap();
         jwks.refresh().await;
         let keys = jwks.keys();
-        assert!(keys.candidates(Some("a"), Algorithm::RS256).is_empty(), "rotated out");
+        assert!(
+            keys.candidates(Some("a"), Algorithm::RS256).is_empty(),
+            "rotated out"
+        );
         assert_eq!(keys.candidates(Some("b"), Algorithm::RS256).len(), 1);
     }
 
@@ -451,14 +502,31 @@ mod tests {
         assert!(jwks.keys().is_empty());
 
         let f = fixture_jwks();
-        std::fs::write(&path, json!({"keys": [with(&f["rsa-a"], json!({"kid": "a"}))]}).to_string()).unwrap();
+        std::fs::write(
+            &path,
+            json!({"keys": [with(&f["rsa-a"], json!({"kid": "a"}))]}).to_string(),
+        )
+        .unwrap();
         jwks.refresh_for_unknown_key().await;
         assert_eq!(jwks.keys().len(), 1, "first unknown key loads at once");
 
-        std::fs::write(&path, json!({"keys": [with(&f["rsa-b"], json!({"kid": "b"}))]}).to_string()).unwrap();
+        std::fs::write(
+            &path,
+            json!({"keys": [with(&f["rsa-b"], json!({"kid": "b"}))]}).to_string(),
+        )
+        .unwrap();
         jwks.refresh_for_unknown_key().await;
-        assert!(jwks.keys().candidates(Some("b"), Algorithm::RS256).is_empty(), "within the cooldown nothing is loaded");
+        assert!(
+            jwks.keys()
+                .candidates(Some("b"), Algorithm::RS256)
+                .is_empty(),
+            "within the cooldown nothing is loaded"
+        );
         jwks.refresh().await;
-        assert_eq!(jwks.keys().candidates(Some("b"), Algorithm::RS256).len(), 1, "a periodic refresh still loads");
+        assert_eq!(
+            jwks.keys().candidates(Some("b"), Algorithm::RS256).len(),
+            1,
+            "a periodic refresh still loads"
+        );
     }
 }

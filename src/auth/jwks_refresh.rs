@@ -33,7 +33,9 @@ impl BackgroundService for JwksRefresher {
             let due = {
                 let gen = self.state.current();
                 match (gen.auth.jwks(), &gen.config.jwt) {
-                    (Some(jwks), Some(settings)) if jwks.is_due(settings.jwks_refresh) => Some(jwks.clone()),
+                    (Some(jwks), Some(settings)) if jwks.is_due(settings.jwks_refresh) => {
+                        Some(jwks.clone())
+                    }
                     _ => None,
                 }
             };

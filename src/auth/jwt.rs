@@ -38,7 +38,11 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
-    pub fn new(settings: &JwtSettings, jwks: Arc<Jwks>, reserved_names: HashSet<String>) -> JwtVerifier {
+    pub fn new(
+        settings: &JwtSettings,
+        jwks: Arc<Jwks>,
+        reserved_names: HashSet<String>,
+    ) -> JwtVerifier {
         let validations = settings
             .algorithms
             .iter()
@@ -76,8 +80,12 @@ impl JwtVerifier {
         let token = std::str::from_utf8(token).map_err(|_| Refusal::invalid("not text"))?;
         // `alg: none` and unknown algorithms fail here: the crate has no such algorithm.
         let header = decode_header(token).map_err(|_| Refusal::invalid("malformed header"))?;
-        let Some((alg, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
-            return Err(Refusal::invalid(format!("algorithm {:?} is not allowed", header.alg)));
+        let Some((alg, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg)
+        else {
+            return Err(Refusal::invalid(format!(
+                "algorithm {:?} is not allowed",
+                header.alg
+            )));
         };
         let kid = header.kid.as_deref();
         let mut keys = self.jwks.keys();
@@ -105,8 +113,14 @@ impl JwtVerifier {
     }
 
     fn credential(&self, claims: &Claims) -> Result<Credential, Refusal> {
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
-        if sub.is_empty() || sub.chars().count() > MAX_SUBJECT_CHARS || sub.chars().any(char::is_control) {
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if sub.is_empty()
+            || sub.chars().count() > MAX_SUBJECT_CHARS
+            || sub.chars().any(char::is_control)
+        {
             return Err(Refusal::invalid("sub must be 1-256 printable characters"));
         }
         if self.reserved_names.contains(sub) {
@@ -136,7 +150,11 @@ impl JwtVerifier {
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<_>>()
                 .ok_or_else(|| Refusal::invalid(format!("claim {claim:?} must list strings")))?,
-            Some(_) => return Err(Refusal::invalid(format!("claim {claim:?} must be a list of strings"))),
+            Some(_) => {
+                return Err(Refusal::invalid(format!(
+                    "claim {claim:?} must be a list of strings"
+                )))
+            }
         };
         Ok(ApplicationAccess::from_list(&list))
     }
@@ -170,11 +188,18 @@ fn validation(settings: &JwtSettings, alg: Algorithm) -> Validation {
 /// non-empty (an empty signature is left for the verifier to refuse).
 pub fn looks_like_jwt(token: &[u8]) -> bool {
     let mut parts = token.split(|b| *b == b'.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
-    let base64url = |p: &[u8]| p.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
-    !header.is_empty() && !payload.is_empty() && [header, payload, signature].into_iter().all(base64url)
+    let base64url = |p: &[u8]| {
+        p.iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    };
+    !header.is_empty()
+        && !payload.is_empty()
+        && [header, payload, signature].into_iter().all(base64url)
 }
 
 /// Why a token was refused: the metric reason, and a log text that holds nothing from the token
@@ -186,19 +211,29 @@ struct Refusal {
 
 impl Refusal {
     fn invalid(reason: impl Into<String>) -> Refusal {
-        Refusal { failure: AuthFailure::Invalid, reason: reason.into() }
+        Refusal {
+            failure: AuthFailure::Invalid,
+            reason: reason.into(),
+        }
     }
 
     fn from_error(kind: &ErrorKind) -> Refusal {
         let reason = match kind {
             ErrorKind::ExpiredSignature => {
-                return Refusal { failure: AuthFailure::Expired, reason: "expired".into() };
+                return Refusal {
+                    failure: AuthFailure::Expired,
+                    reason: "expired".into(),
+                };
             }
             ErrorKind::ImmatureSignature => "not valid yet (nbf)",
             ErrorKind::InvalidIssuer => "wrong issuer",
             ErrorKind::InvalidAudience => "wrong audience",
-            ErrorKind::MissingRequiredClaim(c) => return Refusal::invalid(format!("claim {c:?} is missing")),
-            ErrorKind::InvalidClaimFormat(c) => return Refusal::invalid(format!("claim {c:?} is malformed")),
+            ErrorKind::MissingRequiredClaim(c) => {
+                return Refusal::invalid(format!("claim {c:?} is missing"))
+            }
+            ErrorKind::InvalidClaimFormat(c) => {
+                return Refusal::invalid(format!("claim {c:?} is malformed"))
+            }
             ErrorKind::InvalidAlgorithm => "algorithm does not fit the key",
             _ => "malformed",
         };
@@ -223,11 +258,16 @@ mod tests {
     const ED: &[u8] = include_bytes!("../../tests/fixtures/jwt/ed25519.key.pem");
 
     fn now() -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
     }
 
     fn jwk(name: &str, kid: &str) -> Value {
-        let all: Value = serde_json::from_str(include_str!("../../tests/fixtures/jwt/public-jwks.json")).unwrap();
+        let all: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/jwt/public-jwks.json"))
+                .unwrap();
         let mut k = all[name].clone();
         k["kid"] = json!(kid);
         k
@@ -253,12 +293,20 @@ mod tests {
     fn fixture_with(edit: impl FnOnce(&mut JwtSettings)) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwks.json");
-        let doc = json!({"keys": [jwk("rsa-a", "rsa-a"), jwk("ec-p256", "ec"), jwk("ed25519", "ed")]});
+        let doc =
+            json!({"keys": [jwk("rsa-a", "rsa-a"), jwk("ec-p256", "ec"), jwk("ed25519", "ed")]});
         std::fs::write(&path, doc.to_string()).unwrap();
         let mut s = settings(&path);
         edit(&mut s);
-        let verifier = JwtVerifier::new(&s, Jwks::new(s.jwks.clone()), HashSet::from(["static-web".to_string()]));
-        Fixture { _dir: dir, verifier }
+        let verifier = JwtVerifier::new(
+            &s,
+            Jwks::new(s.jwks.clone()),
+            HashSet::from(["static-web".to_string()]),
+        );
+        Fixture {
+            _dir: dir,
+            verifier,
+        }
     }
 
     fn fixture() -> Fixture {
@@ -311,8 +359,18 @@ mod tests {
         let c = good_claims();
         let ok = [
             rs256(&c),
-            sign(Algorithm::ES256, Some("ec"), &EncodingKey::from_ec_pem(EC).unwrap(), &c),
-            sign(Algorithm::EdDSA, Some("ed"), &EncodingKey::from_ed_pem(ED).unwrap(), &c),
+            sign(
+                Algorithm::ES256,
+                Some("ec"),
+                &EncodingKey::from_ec_pem(EC).unwrap(),
+                &c,
+            ),
+            sign(
+                Algorithm::EdDSA,
+                Some("ed"),
+                &EncodingKey::from_ed_pem(ED).unwrap(),
+                &c,
+            ),
             // No kid: every key of the token's type is tried.
             sign(Algorithm::RS256, None, &rsa_a(), &c),
         ];
@@ -321,7 +379,10 @@ mod tests {
             assert_eq!(name(&r).as_deref(), Some("alice"), "{r:?}");
             let cred = r.credential().unwrap();
             assert!(!cred.admin);
-            assert_eq!(cred.applications, ApplicationAccess::from_list(&["app-1".into()]));
+            assert_eq!(
+                cred.applications,
+                ApplicationAccess::from_list(&["app-1".into()])
+            );
         }
     }
 
@@ -376,14 +437,26 @@ mod tests {
             let r = verify(&f, &rs256(&claims_with(change.clone()))).await;
             assert_eq!(r, INVALID, "{change}");
         }
-        let r = verify(&f, &rs256(&claims_with(json!({"aud": ["other", "sidecar"]})))).await;
-        assert_eq!(name(&r).as_deref(), Some("alice"), "one of several audiences");
+        let r = verify(
+            &f,
+            &rs256(&claims_with(json!({"aud": ["other", "sidecar"]}))),
+        )
+        .await;
+        assert_eq!(
+            name(&r).as_deref(),
+            Some("alice"),
+            "one of several audiences"
+        );
         // Without configured issuer/audience, tokens need not carry them (and any value passes).
         let open = fixture_with(|s| {
             s.issuer = None;
             s.audience = None;
         });
-        let r = verify(&open, &rs256(&claims_with(json!({"iss": null, "aud": "whoever"})))).await;
+        let r = verify(
+            &open,
+            &rs256(&claims_with(json!({"iss": null, "aud": "whoever"}))),
+        )
+        .await;
         assert_eq!(name(&r).as_deref(), Some("alice"));
     }
 
@@ -391,7 +464,11 @@ mod tests {
     async fn alg_none_is_refused() {
         let f = fixture();
         let b64 = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
-        for header in [json!({"alg": "none", "kid": "rsa-a"}), json!({"alg": "None"}), json!({"alg": "NONE", "typ": "JWT"})] {
+        for header in [
+            json!({"alg": "none", "kid": "rsa-a"}),
+            json!({"alg": "None"}),
+            json!({"alg": "NONE", "typ": "JWT"}),
+        ] {
             let token = format!("{}.{}.", b64(header.clone()), b64(good_claims()));
             assert!(looks_like_jwt(token.as_bytes()));
             assert_eq!(verify(&f, &token).await, INVALID, "{header}");
@@ -408,14 +485,24 @@ mod tests {
         let public_der = {
             let pem = std::str::from_utf8(RSA_A_PUBLIC).unwrap();
             let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-            base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .unwrap()
         };
-        let all: Value = serde_json::from_str(include_str!("../../tests/fixtures/jwt/public-jwks.json")).unwrap();
-        let n = URL_SAFE_NO_PAD.decode(all["rsa-a"]["n"].as_str().unwrap()).unwrap();
+        let all: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/jwt/public-jwks.json"))
+                .unwrap();
+        let n = URL_SAFE_NO_PAD
+            .decode(all["rsa-a"]["n"].as_str().unwrap())
+            .unwrap();
         let jwk_text = all["rsa-a"].to_string();
         let secrets: [&[u8]; 4] = [RSA_A_PUBLIC, &public_der, &n, jwk_text.as_bytes()];
         for secret in secrets {
-            for (alg, kid) in [(Algorithm::HS256, Some("rsa-a")), (Algorithm::HS256, None), (Algorithm::HS512, Some("rsa-a"))] {
+            for (alg, kid) in [
+                (Algorithm::HS256, Some("rsa-a")),
+                (Algorithm::HS256, None),
+                (Algorithm::HS512, Some("rsa-a")),
+            ] {
                 let token = sign(alg, kid, &EncodingKey::from_secret(secret), &good_claims());
                 assert_eq!(verify(&f, &token).await, INVALID, "{alg:?} {kid:?}");
             }
@@ -423,7 +510,12 @@ mod tests {
         // Even when an operator lists an HMAC algorithm in a hand-built setting, no key of a
         // key set ever verifies HMAC.
         let careless = fixture_with(|s| s.algorithms.push("HS256".into()));
-        let token = sign(Algorithm::HS256, Some("rsa-a"), &EncodingKey::from_secret(RSA_A_PUBLIC), &good_claims());
+        let token = sign(
+            Algorithm::HS256,
+            Some("rsa-a"),
+            &EncodingKey::from_secret(RSA_A_PUBLIC),
+            &good_claims(),
+        );
         assert_eq!(verify(&careless, &token).await, INVALID);
     }
 
@@ -431,46 +523,123 @@ mod tests {
     async fn wrong_key_unknown_kid_and_tampering_are_refused() {
         let f = fixture();
         let other = EncodingKey::from_rsa_pem(RSA_B).unwrap();
-        assert_eq!(verify(&f, &sign(Algorithm::RS256, Some("rsa-a"), &other, &good_claims())).await, INVALID);
-        assert_eq!(verify(&f, &sign(Algorithm::RS256, None, &other, &good_claims())).await, INVALID);
-        assert_eq!(verify(&f, &sign(Algorithm::RS256, Some("nope"), &rsa_a(), &good_claims())).await, INVALID);
+        assert_eq!(
+            verify(
+                &f,
+                &sign(Algorithm::RS256, Some("rsa-a"), &other, &good_claims())
+            )
+            .await,
+            INVALID
+        );
+        assert_eq!(
+            verify(&f, &sign(Algorithm::RS256, None, &other, &good_claims())).await,
+            INVALID
+        );
+        assert_eq!(
+            verify(
+                &f,
+                &sign(Algorithm::RS256, Some("nope"), &rsa_a(), &good_claims())
+            )
+            .await,
+            INVALID
+        );
         // An ES256 token naming the RSA key's kid finds no key for its algorithm.
-        let ec = sign(Algorithm::ES256, Some("rsa-a"), &EncodingKey::from_ec_pem(EC).unwrap(), &good_claims());
+        let ec = sign(
+            Algorithm::ES256,
+            Some("rsa-a"),
+            &EncodingKey::from_ec_pem(EC).unwrap(),
+            &good_claims(),
+        );
         assert_eq!(verify(&f, &ec).await, INVALID);
         // Swap in other claims under a valid signature.
         let token = rs256(&good_claims());
         let parts: Vec<&str> = token.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(claims_with(json!({"sub": "mallory"})).to_string());
-        assert_eq!(verify(&f, &format!("{}.{forged}.{}", parts[0], parts[2])).await, INVALID);
-        for junk in ["", "a.b", "a.b.c", "...", "a.b.c.d", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+        assert_eq!(
+            verify(&f, &format!("{}.{forged}.{}", parts[0], parts[2])).await,
+            INVALID
+        );
+        for junk in [
+            "",
+            "a.b",
+            "a.b.c",
+            "...",
+            "a.b.c.d",
+            &"x".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
             assert_eq!(verify(&f, junk).await, INVALID, "{junk:.20}");
         }
-        assert_eq!(f.verifier.verify(&[0xff, b'.', b'a', b'.', b'b']).await, INVALID);
+        assert_eq!(
+            f.verifier.verify(&[0xff, b'.', b'a', b'.', b'b']).await,
+            INVALID
+        );
     }
 
     #[tokio::test]
     async fn applications_claim_decides_the_applications() {
         let f = fixture();
         let apps = |r: AuthResult| r.credential().map(|c| c.applications.clone());
-        let only = |keys: &[&str]| Some(ApplicationAccess::Only(keys.iter().map(|k| k.to_string()).collect()));
-        assert_eq!(apps(verify(&f, &rs256(&claims_with(json!({"apps": ["a", "b"]})))).await), only(&["a", "b"]));
-        assert_eq!(apps(verify(&f, &rs256(&claims_with(json!({"apps": "a"})))).await), only(&["a"]));
-        assert_eq!(apps(verify(&f, &rs256(&claims_with(json!({"apps": ["*"]})))).await), Some(ApplicationAccess::All));
-        assert_eq!(apps(verify(&f, &rs256(&claims_with(json!({"apps": []})))).await), only(&[]));
-        assert_eq!(apps(verify(&f, &rs256(&claims_with(json!({"apps": null})))).await), only(&[]), "absent claim: none");
-        for bad in [json!({"apps": [1, 2]}), json!({"apps": {"a": true}}), json!({"apps": 7}), json!({"apps": ["a", null]})] {
-            assert_eq!(verify(&f, &rs256(&claims_with(bad.clone()))).await, INVALID, "{bad}");
+        let only = |keys: &[&str]| {
+            Some(ApplicationAccess::Only(
+                keys.iter().map(|k| k.to_string()).collect(),
+            ))
+        };
+        assert_eq!(
+            apps(verify(&f, &rs256(&claims_with(json!({"apps": ["a", "b"]})))).await),
+            only(&["a", "b"])
+        );
+        assert_eq!(
+            apps(verify(&f, &rs256(&claims_with(json!({"apps": "a"})))).await),
+            only(&["a"])
+        );
+        assert_eq!(
+            apps(verify(&f, &rs256(&claims_with(json!({"apps": ["*"]})))).await),
+            Some(ApplicationAccess::All)
+        );
+        assert_eq!(
+            apps(verify(&f, &rs256(&claims_with(json!({"apps": []})))).await),
+            only(&[])
+        );
+        assert_eq!(
+            apps(verify(&f, &rs256(&claims_with(json!({"apps": null})))).await),
+            only(&[]),
+            "absent claim: none"
+        );
+        for bad in [
+            json!({"apps": [1, 2]}),
+            json!({"apps": {"a": true}}),
+            json!({"apps": 7}),
+            json!({"apps": ["a", null]}),
+        ] {
+            assert_eq!(
+                verify(&f, &rs256(&claims_with(bad.clone()))).await,
+                INVALID,
+                "{bad}"
+            );
         }
         // Not configured: every application, whatever the token carries.
         let open = fixture_with(|s| s.applications_claim = None);
-        assert_eq!(apps(verify(&open, &rs256(&claims_with(json!({"apps": ["a"]})))).await), Some(ApplicationAccess::All));
+        assert_eq!(
+            apps(verify(&open, &rs256(&claims_with(json!({"apps": ["a"]})))).await),
+            Some(ApplicationAccess::All)
+        );
     }
 
     #[test]
     fn jwt_shape() {
         assert!(looks_like_jwt(b"eyJh.eyJz.c2ln"));
         assert!(looks_like_jwt(b"a-_.b.")); // unsigned: shaped like one, refused later
-        for not in [&b""[..], b"abc", b"a.b", b"a.b.c.d", b".b.c", b"a..c", b"a.b.c=", b"a b.c.d", b"a.b.c/"] {
+        for not in [
+            &b""[..],
+            b"abc",
+            b"a.b",
+            b"a.b.c.d",
+            b".b.c",
+            b"a..c",
+            b"a.b.c=",
+            b"a b.c.d",
+            b"a.b.c/",
+        ] {
             assert!(!looks_like_jwt(not), "{}", String::from_utf8_lossy(not));
         }
     }

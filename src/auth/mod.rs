@@ -109,7 +109,10 @@ impl Authenticator {
                 _ => AuthResult::Refused(AuthFailure::Invalid),
             };
         }
-        for (id_header, token_header) in [("x-app-id", "x-app-token"), ("x-client-application-id", "x-client-token")] {
+        for (id_header, token_header) in [
+            ("x-app-id", "x-app-token"),
+            ("x-client-application-id", "x-client-token"),
+        ] {
             let id = headers.get(id_header);
             let token = headers.get(token_header);
             match (id, token) {

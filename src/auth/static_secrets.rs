@@ -28,9 +28,10 @@ impl StaticSecrets {
             });
             match &c.secret {
                 SecretSettings::Bearer { token_sha256 } => bearer.push((*token_sha256, credential)),
-                SecretSettings::AppPair { app_id, app_token_sha256 } => {
-                    app_pairs.push((app_id.clone(), *app_token_sha256, credential))
-                }
+                SecretSettings::AppPair {
+                    app_id,
+                    app_token_sha256,
+                } => app_pairs.push((app_id.clone(), *app_token_sha256, credential)),
             }
         }
         StaticSecrets { bearer, app_pairs }
@@ -73,13 +74,18 @@ mod tests {
         StaticSecrets::from_config(&[
             CredentialSettings {
                 name: "web".into(),
-                secret: SecretSettings::Bearer { token_sha256: sha256(b"s3cret-token") },
+                secret: SecretSettings::Bearer {
+                    token_sha256: sha256(b"s3cret-token"),
+                },
                 applications: ApplicationAccess::All,
                 admin: false,
             },
             CredentialSettings {
                 name: "pos".into(),
-                secret: SecretSettings::AppPair { app_id: "pos-1".into(), app_token_sha256: sha256(b"pos-token") },
+                secret: SecretSettings::AppPair {
+                    app_id: "pos-1".into(),
+                    app_token_sha256: sha256(b"pos-token"),
+                },
                 applications: ApplicationAccess::All,
                 admin: false,
             },
@@ -89,9 +95,22 @@ mod tests {
     #[test]
     fn bearer_exact_match_only() {
         let s = secrets();
-        assert_eq!(s.bearer(b"s3cret-token").map(|c| c.name.to_string()), Some("web".into()));
-        for bad in [&b"s3cret-toke"[..], b"s3cret-token1", b"S3CRET-TOKEN", b"", b"xs3cret-token"] {
-            assert!(s.bearer(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            s.bearer(b"s3cret-token").map(|c| c.name.to_string()),
+            Some("web".into())
+        );
+        for bad in [
+            &b"s3cret-toke"[..],
+            b"s3cret-token1",
+            b"S3CRET-TOKEN",
+            b"",
+            b"xs3cret-token",
+        ] {
+            assert!(
+                s.bearer(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -716,9 +716,16 @@ fn validate_jwt(j: &file::JwtSection, base_dir: &Path) -> Result<JwtSettings, Va
     if j.leeway.0 > Duration::from_secs(3600) {
         return err(None, "jwt.leeway must be at most 1h");
     }
-    for (key, value) in [("issuer", &j.issuer), ("audience", &j.audience), ("applications_claim", &j.applications_claim)] {
+    for (key, value) in [
+        ("issuer", &j.issuer),
+        ("audience", &j.audience),
+        ("applications_claim", &j.applications_claim),
+    ] {
         if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            return err(None, format!("jwt.{key} must not be empty (leave it out instead)"));
+            return err(
+                None,
+                format!("jwt.{key} must not be empty (leave it out instead)"),
+            );
         }
     }
     Ok(JwtSettings {
