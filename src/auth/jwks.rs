@@ -264,13 +264,13 @@ impl Jwks {
             Ok(set) => {
                 if times.last_failed || self.keys.load().is_empty() {
                     log::info!(
-                        "JWKS loaded from {}: {} usable keys",
+                        "JWKS loaded from {}: {} usable key(s)",
                         describe(&self.source),
                         set.len()
                     );
                 } else {
                     log::debug!(
-                        "JWKS refreshed from {}: {} usable keys",
+                        "JWKS refreshed from {}: {} usable key(s)",
                         describe(&self.source),
                         set.len()
                     );
@@ -282,7 +282,7 @@ impl Jwks {
                 times.last_failed = true;
                 let kept = self.keys.load().len();
                 log::warn!(
-                    "JWKS load from {} failed: {why}; keeping the last good set ({kept} keys)",
+                    "JWKS load from {} failed: {why}; keeping the last good set ({kept} key(s))",
                     describe(&self.source)
                 );
             }
