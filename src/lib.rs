@@ -10,6 +10,7 @@ pub mod config;
 pub mod flavors;
 pub mod housekeeping;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
@@ -127,6 +128,10 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
     server.add_service(background_service(
         "session-sidecar reload",
         reload::Reloader::new(state.clone()),
+    ));
+    server.add_service(background_service(
+        "session-sidecar jwks refresh",
+        auth::jwks_refresh::JwksRefresher::new(state.clone()),
     ));
     Ok(Sidecar {
         server,

@@ -90,7 +90,7 @@ fn hash_token() -> ExitCode {
 }
 
 fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    session_sidecar::logging::init();
     let config = match config::load(file) {
         Ok(c) => c,
         Err(e) => {

@@ -27,11 +27,17 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn build(config: Config, store: Arc<dyn SessionStore>) -> Generation {
+    /// Builds the generation for `config`. `previous` is the one it replaces (on reload): state
+    /// worth keeping across reloads, such as a downloaded JWT key set, is taken from it.
+    pub fn build(
+        config: Config,
+        store: Arc<dyn SessionStore>,
+        previous: Option<&Generation>,
+    ) -> Generation {
         let sessions = Arc::new(SessionService::new(store, config.sessions.clone()));
         let apis = crate::flavors::mount_all(&config, &sessions);
         Generation {
-            auth: Authenticator::from_config(&config),
+            auth: Authenticator::from_config_after(&config, previous.map(|g| &g.auth)),
             upstreams: Upstreams::from_config(&config),
             identity: IdentityHeaders::from_config(&config.identity_headers),
             limits: RateLimits::from_config(&config.rate_limits),
@@ -50,7 +56,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn SessionStore>) -> AppState {
         AppState {
-            current: ArcSwap::from_pointee(Generation::build(config, store.clone())),
+            current: ArcSwap::from_pointee(Generation::build(config, store.clone(), None)),
             store,
         }
     }
@@ -62,8 +68,9 @@ impl AppState {
 
     /// Makes `config` the one new requests use.
     pub fn install(&self, config: Config) {
-        self.current
-            .store(Arc::new(Generation::build(config, self.store.clone())));
+        let previous = self.current.load_full();
+        let next = Generation::build(config, self.store.clone(), Some(&previous));
+        self.current.store(Arc::new(next));
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {

@@ -2,11 +2,16 @@
 //! JWTs — yields the same `Credential`, so routes, flavours and the `credential` identity
 //! header treat them alike.
 
+pub mod jwks;
+pub mod jwks_refresh;
+pub mod jwt;
 pub mod static_secrets;
 
 use crate::config::{ApplicationAccess, Config};
 use crate::metrics::{self, AuthFailure};
 use http::HeaderMap;
+use jwks::Jwks;
+use jwt::JwtVerifier;
 use static_secrets::StaticSecrets;
 use std::sync::Arc;
 
@@ -56,25 +61,52 @@ impl AuthResult {
 /// Checks presented credentials against the configured ones.
 pub struct Authenticator {
     secrets: StaticSecrets,
+    /// Set when `[jwt]` is configured.
+    jwt: Option<JwtVerifier>,
 }
 
 impl Authenticator {
     pub fn from_config(config: &Config) -> Authenticator {
+        Authenticator::from_config_after(config, None)
+    }
+
+    /// Like `from_config`, but keeps the key set of `previous` (the generation being replaced)
+    /// when the JWKS source is unchanged, so a reload neither refetches nor forgets keys.
+    pub fn from_config_after(config: &Config, previous: Option<&Authenticator>) -> Authenticator {
+        let jwt = config.jwt.as_ref().map(|settings| {
+            let jwks = previous
+                .and_then(Authenticator::jwks)
+                .filter(|j| *j.source() == settings.jwks)
+                .cloned()
+                .unwrap_or_else(|| Jwks::new(settings.jwks.clone()));
+            let static_names = config.credentials.iter().map(|c| c.name.clone()).collect();
+            JwtVerifier::new(settings, jwks, static_names)
+        });
         Authenticator {
             secrets: StaticSecrets::from_config(&config.credentials),
+            jwt,
         }
     }
 
+    /// The JWT key set, when `[jwt]` is configured (the refresher keeps it current).
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwt.as_ref().map(JwtVerifier::jwks)
+    }
+
     /// Checks `Authorization: Bearer`, `X-App-Id`/`X-App-Token` and
-    /// `X-Client-Application-Id`/`X-Client-Token`, in that order of preference.
+    /// `X-Client-Application-Id`/`X-Client-Token`, in that order of preference. A bearer token
+    /// that is no static one is checked as a JWT when `[jwt]` is configured and it has the shape.
     pub async fn authenticate(&self, headers: &HeaderMap) -> AuthResult {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let Some(token) = bearer_token(value.as_bytes()) else {
                 return AuthResult::Refused(AuthFailure::Invalid);
             };
-            return match self.secrets.bearer(token) {
-                Some(c) => AuthResult::Valid(c),
-                None => AuthResult::Refused(AuthFailure::Invalid),
+            if let Some(c) = self.secrets.bearer(token) {
+                return AuthResult::Valid(c);
+            }
+            return match &self.jwt {
+                Some(verifier) if jwt::looks_like_jwt(token) => verifier.verify(token).await,
+                _ => AuthResult::Refused(AuthFailure::Invalid),
             };
         }
         for (id_header, token_header) in [

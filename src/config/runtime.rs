@@ -765,6 +765,25 @@ fn validate_jwt(j: &file::JwtSection, base_dir: &Path) -> Result<JwtSettings, Va
             "jwt.algorithms must name at least one algorithm",
         );
     }
+    // The refresher looks once a second; a leeway past an hour would make `exp` meaningless.
+    if j.jwks_refresh.0 < Duration::from_secs(1) {
+        return err(None, "jwt.jwks_refresh must be at least 1s");
+    }
+    if j.leeway.0 > Duration::from_secs(3600) {
+        return err(None, "jwt.leeway must be at most 1h");
+    }
+    for (key, value) in [
+        ("issuer", &j.issuer),
+        ("audience", &j.audience),
+        ("applications_claim", &j.applications_claim),
+    ] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return err(
+                None,
+                format!("jwt.{key} must not be empty (leave it out instead)"),
+            );
+        }
+    }
     Ok(JwtSettings {
         jwks,
         jwks_refresh: j.jwks_refresh.0,

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod echo;
+pub mod jwt;
 
 use async_trait::async_trait;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
