@@ -87,7 +87,15 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 
     let carried_id = located.is_some();
     if let Some(id) = located {
-        ctx.session = resolve(&gen.sessions, &id).await;
+        match resolve(&gen.sessions, &id).await {
+            Ok(found) => ctx.session = found,
+            // The store cannot say whether this session exists (Redis down, no near-cache
+            // copy): forwarding it as anonymous would hide the outage from the app.
+            Err(()) => {
+                let message = "The session store is unavailable; retry later.";
+                return reject(session, ctx, &respond::error(503, "store_unavailable", message)).await;
+            }
+        }
     }
     if policy.session == SessionMode::Required && ctx.session.is_none() {
         let (error, message) = if carried_id {
@@ -101,23 +109,24 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 }
 
 /// The live session for `id`, counting the lookup. Ids that no session could have are misses.
-async fn resolve(sessions: &crate::session::SessionService, id: &str) -> Option<crate::session::Session> {
+/// `Err` when the store could not answer.
+async fn resolve(sessions: &crate::session::SessionService, id: &str) -> Result<Option<crate::session::Session>, ()> {
     if !is_valid_client_id(id) {
         metrics::lookup(Lookup::Miss);
-        return None;
+        return Ok(None);
     }
     match sessions.resolve(id).await {
         Ok(Resolution::Live(s)) => {
             metrics::lookup(Lookup::Hit);
-            Some(s)
+            Ok(Some(s))
         }
         Ok(Resolution::Unknown) => {
             metrics::lookup(Lookup::Miss);
-            None
+            Ok(None)
         }
         Err(e) => {
             log::warn!("session lookup for {} failed: {e}", redact(id));
-            None
+            Err(())
         }
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod echo;
+pub mod redis_server;
+pub mod store_contract;
 
 use async_trait::async_trait;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
@@ -18,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+#[allow(unused_imports)]
 pub use client::{get, post_json, request, Conn, Response};
 pub use echo::EchoUpstream;
 
