@@ -334,8 +334,8 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(1),
         );
-        let parsed =
-            parse_expiry_member(&expiry_member(&bare)).map(|m| (m.application_key, m.customer_id));
+        let member = expiry_member(&bare);
+        let parsed = parse_expiry_member(&member).map(|m| (m.application_key, m.customer_id));
         assert_eq!(parsed, Some((None, None)));
         assert_eq!(parse_expiry_member("garbage"), None);
         assert_eq!(parse_expiry_member("x\ny\n\n"), None);
