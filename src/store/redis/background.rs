@@ -71,7 +71,7 @@ async fn listen(inner: &Inner, url: &str, channel: &str) -> Result<(), String> {
             }
             _ = ping.tick() => {
                 // A silent network partition never ends the stream: notice it here.
-                match tokio::time::timeout(timeout, sink.ping::<String>()).await {
+                match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
                     _ => return Err("subscriber connection stopped answering".into()),
                 }
