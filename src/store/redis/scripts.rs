@@ -76,8 +76,8 @@ return {before, redis.call('HGETALL', KEYS[1])}
     )
 });
 
-/// Ends a live session. With alias fields (ARGV 4…), the key is replaced by them (a
-/// transferred key in its grace period) and expires at ARGV[4]… see `alias_expires_at`.
+/// Ends a live session. When alias arguments follow, the key is replaced by that alias (a
+/// transferred key in its grace period) expiring at the alias's `expires_at`.
 /// KEYS: session. ARGV: now, channel, message, [alias expires_at, field, value, …].
 /// Returns the ended session's fields, or nil when it was not live (nothing changes).
 pub static REMOVE: Lazy<Script> = Lazy::new(|| {
