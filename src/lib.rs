@@ -27,6 +27,7 @@ use pingora::services::listening::Service;
 use state::AppState;
 use std::sync::Arc;
 use store::memory::MemoryStore;
+use store::redis::RedisStore;
 use store::SessionStore;
 
 /// Process-level options that come from the command line rather than the config file.
@@ -84,11 +85,14 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
                 }
                 (m.clone(), Some(m))
             }
+            // The redis store runs its connection on a runtime of its own (see `store::redis`),
+            // so it can be built here, before pingora's runtimes exist; Redis is first
+            // contacted when the store is first used (readiness checks it), and a Redis that
+            // is down at start only delays readiness.
             StoreBackend::Redis => {
-                return Err(BuildError(
-                    "store.backend = \"redis\" is not available in this build yet; use \"memory\""
-                        .into(),
-                ))
+                let r = RedisStore::start(&config.store.redis, config.sessions.max_sessions)
+                    .map_err(|e| BuildError(format!("redis store: {e}")))?;
+                (Arc::new(r), None)
             }
         };
     let conf = server_conf(&config);

@@ -125,6 +125,27 @@ pub fn session_ended(s: &Session, reason: EndReason) {
     }
 }
 
+/// A session was created in a shared store, whose own count sets `sessions_active`
+/// (`set_sessions_active`) rather than this process's increments.
+pub fn session_created(flavor: Flavor) {
+    SESSIONS_CREATED.with_label_values(&[flavor.as_str()]).inc();
+}
+
+/// A session of a shared store ended (the gauges are set from the store's count).
+pub fn session_end_counted(reason: EndReason) {
+    SESSIONS_ENDED.with_label_values(&[reason.as_str()]).inc();
+}
+
+/// Live sessions of a flavour as counted by a shared store.
+pub fn set_sessions_active(flavor: Flavor, n: i64) {
+    SESSIONS_ACTIVE.with_label_values(&[flavor.as_str()]).set(n);
+}
+
+/// Live locks as counted by a shared store.
+pub fn set_locks_active(n: i64) {
+    LOCKS_ACTIVE.set(n);
+}
+
 /// A session came back from a snapshot: it is live again, but was not created now.
 pub fn session_restored(s: &Session) {
     SESSIONS_ACTIVE

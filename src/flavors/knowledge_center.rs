@@ -408,7 +408,9 @@ impl KnowledgeCenter {
                 .map_err(KcError::store)?
                 .is_some()
             {
-                return Err(KcError::taken());
+                // Either someone else's session, or one a concurrent upsert by this caller
+                // created since our first look: the next round tells them apart.
+                continue;
             }
             if let Some(created) = self
                 .try_open(self.build(id.to_string(), caller, identity.clone()))

@@ -105,7 +105,20 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 
     let carried_id = located.is_some();
     if let Some(id) = located {
-        ctx.session = resolve(&gen.sessions, &id).await;
+        match resolve(&gen.sessions, &id).await {
+            Ok(found) => ctx.session = found,
+            // The store cannot say whether this session exists (Redis down, no near-cache
+            // copy): forwarding it as anonymous would hide the outage from the app.
+            Err(()) => {
+                let message = "The session store is unavailable; retry later.";
+                return reject(
+                    session,
+                    ctx,
+                    &respond::error(503, "store_unavailable", message),
+                )
+                .await;
+            }
+        }
     }
     if let Some(s) = &ctx.session {
         if let Err(wait) = gen.limits.check_forward(&s.id) {
@@ -127,26 +140,27 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 }
 
 /// The live session for `id`, counting the lookup. Ids that no session could have are misses.
+/// `Err` when the store could not answer.
 async fn resolve(
     sessions: &crate::session::SessionService,
     id: &str,
-) -> Option<crate::session::Session> {
+) -> Result<Option<crate::session::Session>, ()> {
     if !is_valid_client_id(id) {
         metrics::lookup(Lookup::Miss);
-        return None;
+        return Ok(None);
     }
     match sessions.resolve(id).await {
         Ok(Some(s)) => {
             metrics::lookup(Lookup::Hit);
-            Some(s)
+            Ok(Some(s))
         }
         Ok(None) => {
             metrics::lookup(Lookup::Miss);
-            None
+            Ok(None)
         }
         Err(e) => {
             log::warn!("session lookup for {} failed: {e}", redact(id));
-            None
+            Err(())
         }
     }
 }

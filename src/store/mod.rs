@@ -3,6 +3,7 @@
 //! lock acquisition) is one atomic call so replicas can never interleave halfway.
 
 pub mod memory;
+pub mod redis;
 pub mod snapshot;
 
 use crate::session::{EndReason, LockedTotals, Session, SessionPatch};

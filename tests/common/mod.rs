@@ -7,6 +7,8 @@
 pub mod client;
 pub mod echo;
 pub mod jwt;
+pub mod redis_server;
+pub mod store_contract;
 
 use async_trait::async_trait;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};

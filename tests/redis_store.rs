@@ -1,0 +1,285 @@
+//! What only the Redis store has: expiry inside Redis, the near cache and its pub/sub
+//! invalidation across replicas, spreading over a cluster, and degraded mode while Redis is
+//! down. Real `redis-server` processes on free ports.
+
+mod common;
+
+use common::redis_server::{raw_command, RedisCluster, RedisServer};
+use common::store_contract::session;
+use session_sidecar::config::RedisSettings;
+use session_sidecar::session::id::new_uuid;
+use session_sidecar::session::{EndReason, SessionPatch};
+use session_sidecar::store::redis::RedisStore;
+use session_sidecar::store::{CreateOutcome, SessionStore, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn settings(
+    urls: Vec<String>,
+    cluster: bool,
+    prefix: &str,
+    near_cache_ttl: Duration,
+    degraded_grace: Duration,
+) -> RedisSettings {
+    RedisSettings {
+        urls,
+        cluster,
+        key_prefix: prefix.to_string(),
+        near_cache_ttl,
+        degraded_grace,
+        timeout: Duration::from_millis(500),
+    }
+}
+
+fn store(s: &RedisSettings) -> Arc<RedisStore> {
+    Arc::new(RedisStore::start(s, 10_000).unwrap())
+}
+
+fn prefix() -> String {
+    format!("t:{}:", new_uuid())
+}
+
+/// Polls `check` until it holds or `within` passes; returns whether it held.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn integer_reply(reply: Option<String>) -> i64 {
+    let r = reply.expect("redis answered");
+    r.trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap_or_else(|_| panic!("not an integer reply: {r:?}"))
+}
+
+fn unavailable<T>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Unavailable(_)))
+}
+
+#[tokio::test]
+async fn sessions_expire_inside_redis_at_their_deadline() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&settings(
+        vec![redis.url()],
+        false,
+        &p,
+        Duration::from_secs(1),
+        MIN,
+    ));
+    let s = session(Duration::from_secs(30), MIN);
+    st.create(s.clone(), None).await.unwrap();
+    let key = format!("{p}s:{{{}}}", s.id);
+    assert_eq!(
+        integer_reply(raw_command(redis.port, &format!("PEXPIRETIME {key}"))),
+        s.expires_at as i64
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = st.touch(&s.id).await.unwrap().unwrap();
+    assert!(t.expires_at > s.expires_at);
+    assert_eq!(
+        integer_reply(raw_command(redis.port, &format!("PEXPIRETIME {key}"))),
+        t.expires_at as i64,
+        "touch re-arms the expiry"
+    );
+    // A session that expires is gone from Redis itself, not just hidden.
+    let short = session(Duration::from_millis(100), MIN);
+    st.create(short.clone(), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        integer_reply(raw_command(
+            redis.port,
+            &format!("EXISTS {p}s:{{{}}}", short.id)
+        )),
+        0
+    );
+    assert_eq!(
+        st.session_count().await.unwrap(),
+        1,
+        "len counts live sessions only"
+    );
+}
+
+#[tokio::test]
+async fn changes_on_one_replica_drop_the_copy_on_another() {
+    let redis = RedisServer::start();
+    // A near-cache TTL far longer than the test: only the invalidation can make A notice.
+    let s = settings(
+        vec![redis.url()],
+        false,
+        &prefix(),
+        Duration::from_secs(60),
+        MIN,
+    );
+    let (a, b) = (store(&s), store(&s));
+    let mut sess = session(MIN, MIN);
+    sess.agent_id = Some("agent-1".into());
+    a.create(sess.clone(), None).await.unwrap();
+    // Let both subscribers come up before the changes are announced.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.get(&sess.id).await.unwrap().is_some(), "A holds a copy");
+
+    b.update(
+        &sess.id,
+        &SessionPatch {
+            agent_id: Some("agent-2".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let saw_update = eventually(Duration::from_secs(2), || async {
+        a.get(&sess.id)
+            .await
+            .unwrap()
+            .and_then(|s| s.agent_id)
+            .as_deref()
+            == Some("agent-2")
+    })
+    .await;
+    assert!(
+        saw_update,
+        "A still serves the old copy after B changed the session"
+    );
+
+    b.remove(&sess.id, EndReason::Revoked)
+        .await
+        .unwrap()
+        .unwrap();
+    let saw_removal = eventually(Duration::from_secs(2), || async {
+        a.get(&sess.id).await.unwrap().is_none()
+    })
+    .await;
+    assert!(saw_removal, "A still serves a session B revoked");
+}
+
+#[tokio::test]
+async fn resubscribing_clears_the_near_cache() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let a = store(&settings(
+        vec![redis.url()],
+        false,
+        &p,
+        Duration::from_secs(60),
+        MIN,
+    ));
+    let mut sess = session(MIN, MIN);
+    sess.agent_id = Some("before".into());
+    a.create(sess.clone(), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.get(&sess.id).await.unwrap().unwrap().agent_id.as_deref(),
+        Some("before")
+    );
+    // A change that is never announced: the cached copy keeps answering.
+    raw_command(redis.port, &format!("HSET {p}s:{{{}}} ag after", sess.id)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        a.get(&sess.id).await.unwrap().unwrap().agent_id.as_deref(),
+        Some("before"),
+        "served from the near cache"
+    );
+    // Dropping the subscriber's connection means announcements may have been missed.
+    raw_command(redis.port, "CLIENT KILL TYPE pubsub").unwrap();
+    let refreshed = eventually(Duration::from_secs(3), || async {
+        a.get(&sess.id).await.unwrap().unwrap().agent_id.as_deref() == Some("after")
+    })
+    .await;
+    assert!(refreshed, "the near cache survived a resubscription");
+}
+
+#[tokio::test]
+async fn cluster_spreads_sessions_over_every_master() {
+    let cluster = RedisCluster::start(3);
+    let st = store(&settings(
+        cluster.urls(),
+        true,
+        &prefix(),
+        Duration::from_secs(1),
+        MIN,
+    ));
+    for _ in 0..30 {
+        assert_eq!(
+            st.create(session(MIN, MIN), None).await.unwrap(),
+            CreateOutcome::Created
+        );
+    }
+    for node in &cluster.nodes {
+        let keys = integer_reply(raw_command(node.port, "DBSIZE"));
+        assert!(keys > 0, "master {} holds no keys", node.port);
+    }
+    assert_eq!(st.session_count().await.unwrap(), 30);
+}
+
+#[tokio::test]
+async fn degraded_mode_serves_cached_sessions_for_the_grace_then_recovers() {
+    let mut redis = RedisServer::start();
+    let s = settings(
+        vec![redis.url()],
+        false,
+        &prefix(),
+        Duration::from_millis(200),
+        Duration::from_millis(1500),
+    );
+    let st = store(&s);
+    // Created through another replica: this one never saw it.
+    let other = store(&s);
+    let cached = session(MIN, MIN);
+    let uncached = session(MIN, MIN);
+    st.create(cached.clone(), None).await.unwrap();
+    other.create(uncached.clone(), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    st.touch(&cached.id).await.unwrap().unwrap();
+
+    redis.kill();
+    assert!(unavailable(st.ping().await));
+    assert_eq!(
+        st.touch(&cached.id).await.unwrap().map(|s| s.id),
+        Some(cached.id.clone()),
+        "served from the near cache"
+    );
+    assert_eq!(
+        st.get(&cached.id).await.unwrap().map(|s| s.id),
+        Some(cached.id.clone())
+    );
+    assert!(
+        unavailable(st.touch(&uncached.id).await),
+        "no copy: the store cannot answer"
+    );
+    assert!(unavailable(st.create(session(MIN, MIN), None).await));
+    assert!(unavailable(st.remove(&cached.id, EndReason::Closed).await));
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        unavailable(st.touch(&cached.id).await),
+        "degraded_grace is over"
+    );
+
+    redis.restart();
+    let back = eventually(Duration::from_secs(5), || async { st.ping().await.is_ok() }).await;
+    assert!(back, "the store did not reconnect by itself");
+    let fresh = session(MIN, MIN);
+    assert_eq!(
+        st.create(fresh.clone(), None).await.unwrap(),
+        CreateOutcome::Created
+    );
+    assert!(st.touch(&fresh.id).await.unwrap().is_some());
+    // The restarted Redis kept nothing, and the store does not pretend otherwise.
+    assert_eq!(st.touch(&cached.id).await.unwrap(), None);
+}
