@@ -6,7 +6,7 @@ CARGO ?= cargo
 # pingora builds zlib-ng with cmake and C code with cc.
 BUILD_PACKAGES := cmake gcc g++ make pkg-config
 # Tests start their own redis-server processes; promtool (package prometheus) checks alert rules.
-TEST_PACKAGES := redis-server redis-tools prometheus python3
+TEST_PACKAGES := redis-server redis-tools prometheus busybox python3
 
 .PHONY: run test build build-deps test-deps bench soak clean
 
