@@ -6,6 +6,7 @@
 mod common;
 
 use common::jwt::*;
+use common::process::SidecarProcess;
 use common::*;
 use serde_json::{json, Value};
 use session_sidecar::auth::AuthResult;
@@ -791,47 +792,14 @@ fn caller(c: &session_sidecar::auth::Credential) -> Caller<'_> {
 // ---------------------------------------------------------------------------------------------
 // A real process: exact failure counts, and logs without secrets
 
-/// The sidecar binary running with debug logging, its output captured in a file.
-struct SidecarProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-    ports: Ports,
-    _dir: tempfile::TempDir,
+/// What the tests below ask of a running sidecar process.
+trait Probe {
+    fn proxy(&self, path: &str, headers: &[(&str, &str)]) -> Response;
+    fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response;
+    fn failures(&self, reason: &str) -> f64;
 }
 
-impl SidecarProcess {
-    fn start(ports: Ports, extra: &str, files: &[(&str, String)]) -> SidecarProcess {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, base_config(&ports, extra)).unwrap();
-        let log = dir.path().join("sidecar.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "debug")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start the sidecar binary");
-        let p = SidecarProcess {
-            child,
-            log,
-            ports,
-            _dir: dir,
-        };
-        let ready = eventually(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", ports.admin)).is_ok()
-                && get(ports.admin, "/readyz", &[]).status == 200
-                && std::net::TcpStream::connect(("127.0.0.1", ports.proxy)).is_ok()
-        });
-        assert!(ready, "the sidecar did not start: {}", p.log_text());
-        p
-    }
-
+impl Probe for SidecarProcess {
     fn proxy(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         request(self.ports.proxy, "GET", path, headers, b"")
     }
@@ -844,32 +812,6 @@ impl SidecarProcess {
         let text = get(self.ports.admin, "/metrics", &[]).text();
         metric_value(&text, "auth_failures_total", &[("reason", reason)])
     }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    /// SIGTERM, then the whole log.
-    fn stop(mut self) -> String {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.log_text()
-    }
-}
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -877,7 +819,7 @@ fn each_refusal_is_counted_once_and_no_secret_is_logged() {
     let up = EchoUpstream::start();
     let ports = Ports::new(up.port);
     let (key, stranger) = (TestKey::rsa_a("live"), TestKey::rsa_b("live"));
-    let p = SidecarProcess::start(
+    let p = SidecarProcess::start_fresh(
         ports,
         &jwt_table("jwks_file = \"jwks.json\"", "5m"),
         &[("jwks.json", jwks(&[&key]))],

@@ -3,65 +3,10 @@
 
 mod common;
 
+use common::process::SidecarProcess;
 use common::*;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    fn start(config: &std::path::Path, admin_port: u16) -> Process {
-        let child = Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start session-sidecar");
-        let p = Process { child };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
-                && get(admin_port, "/readyz", &[]).status == 200
-            {
-                return p;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("sidecar process did not become ready");
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn admin_create(port: u16, customer: &str) -> String {
     let r = request(
@@ -91,7 +36,7 @@ fn sigterm_snapshots_and_restart_restores() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new(up.port);
     let config = config_with_snapshot(&ports, dir.path(), "");
-    let mut p = Process::start(&config, ports.admin);
+    let mut p = SidecarProcess::start(&config, ports);
     let kept = admin_create(ports.admin, "keep-me");
     let revoked = admin_create(ports.admin, "drop-me");
     let r = request(
@@ -104,7 +49,7 @@ fn sigterm_snapshots_and_restart_restores() {
     assert_eq!(r.status, 204);
     p.signal("TERM");
     assert_eq!(
-        p.wait(Duration::from_secs(15)),
+        p.wait_exit(Duration::from_secs(15)),
         Some(0),
         "SIGTERM exits 0 within the grace period"
     );
@@ -113,7 +58,7 @@ fn sigterm_snapshots_and_restart_restores() {
     let text = std::fs::read_to_string(&snapshot).unwrap();
     assert!(text.contains(&kept) && !text.contains(&revoked));
 
-    let _p2 = Process::start(&config, ports.admin);
+    let _p2 = SidecarProcess::start(&config, ports);
     let auth = bearer(ADMIN_TOKEN);
     let r = get(
         ports.admin,
@@ -154,7 +99,7 @@ fn corrupt_snapshot_is_skipped_not_fatal() {
         b"{\"format\": \"session-sidecar-snapshot\", \"vers",
     )
     .unwrap();
-    let _p = Process::start(&config, ports.admin);
+    let _p = SidecarProcess::start(&config, ports);
     assert_eq!(get(ports.proxy, "/still-serving", &[]).status, 200);
 }
 
@@ -183,7 +128,7 @@ fn sighup_reloads_credentials_and_refuses_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new(up.port);
     let config = config_with_snapshot(&ports, dir.path(), "");
-    let p = Process::start(&config, ports.admin);
+    let p = SidecarProcess::start(&config, ports);
     let new_token = "reloaded-token-0123456789";
     let works = |t: &str| {
         get(
@@ -243,12 +188,12 @@ fn kill_9_loses_at_most_one_snapshot_interval() {
         .unwrap()
         .replace("snapshot_interval = \"1h\"", "snapshot_interval = \"1s\"");
     std::fs::write(&config, text).unwrap();
-    let mut p = Process::start(&config, ports.admin);
+    let mut p = SidecarProcess::start(&config, ports);
     let early = admin_create(ports.admin, "before-interval");
     std::thread::sleep(Duration::from_millis(1800));
     p.child.kill().unwrap();
     p.child.wait().unwrap();
-    let _p2 = Process::start(&config, ports.admin);
+    let _p2 = SidecarProcess::start(&config, ports);
     let r = get(
         ports.admin,
         &format!("/admin/sessions/{early}"),
@@ -277,21 +222,21 @@ fn upgrade_hands_over_sockets_and_sessions_under_load() {
         1,
     );
     std::fs::write(&config, text).unwrap();
-    let mut old = Process::start(&config, ports.admin);
+    let mut old = SidecarProcess::start(&config, ports);
     let before: Vec<String> = (0..5)
         .map(|i| admin_create(ports.admin, &format!("pre-{i}")))
         .collect();
 
     // The new process waits in bootstrap for the old one's sockets.
-    let new = Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
-        .args(["--upgrade", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut new = Process { child: new };
+    let mut new = SidecarProcess::spawn(
+        &[
+            "--upgrade".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        ports,
+        dir.path().join("new.log"),
+    );
     std::thread::sleep(Duration::from_millis(500));
 
     // A client loop runs through the whole hand-off: every request must succeed.
@@ -331,7 +276,7 @@ fn upgrade_hands_over_sockets_and_sessions_under_load() {
     std::thread::sleep(Duration::from_millis(500));
     old.signal("QUIT");
     assert_eq!(
-        old.wait(Duration::from_secs(20)),
+        old.wait_exit(Duration::from_secs(20)),
         Some(0),
         "the old process exits cleanly after the hand-off"
     );

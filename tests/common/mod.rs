@@ -7,6 +7,7 @@
 pub mod client;
 pub mod echo;
 pub mod jwt;
+pub mod process;
 pub mod redis_server;
 pub mod store_contract;
 
