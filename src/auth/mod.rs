@@ -144,6 +144,26 @@ pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any Authorization value parses without panicking; a token, when found, is the
+        /// trimmed, non-empty rest after the scheme.
+        #[test]
+        fn bearer_parser_is_total(value in proptest::collection::vec(any::<u8>(), 0..120)) {
+            if let Some(token) = bearer_token(&value) {
+                prop_assert!(!token.is_empty());
+                prop_assert!(value.len() >= 7 + token.len());
+                prop_assert_eq!(token, token.trim_ascii());
+            }
+        }
+
+        #[test]
+        fn bearer_round_trip(token in "[!-~]{1,80}") {
+            let value = format!("Bearer {token}");
+            prop_assert_eq!(bearer_token(value.as_bytes()), Some(token.as_bytes()));
+        }
+    }
 
     #[test]
     fn bearer_parsing() {
