@@ -1,11 +1,15 @@
 //! The `session-sidecar` command line (SPEC §2): run, check-config, hash-token, --version.
 
 use clap::{Parser, Subcommand};
+use mimalloc::MiMalloc;
 use pingora::server::RunArgs;
 use session_sidecar::{build_server, config, store::snapshot, LaunchOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 #[derive(Parser)]
 #[command(

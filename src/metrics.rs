@@ -4,11 +4,13 @@
 //! Labels are small fixed sets (flavor, reason, kind, status…); never an id, token or path.
 
 use crate::session::{EndReason, Flavor, Session};
-use once_cell::sync::Lazy;
+use once_cell::sync::{Lazy, OnceCell};
 use pingora_prometheus::prometheus::{
     self, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
 };
+use std::collections::HashMap;
 
 // Registration only fails on a duplicate name, which is a programming error caught by every test.
 macro_rules! lazy_metric {
@@ -163,13 +165,18 @@ pub enum Lookup {
     Expired,
 }
 
+// Per-request series are resolved once: `with_label_values` hashes the labels and takes a
+// lock on every call, which showed in the forwarding profile.
+static LOOKUP_SERIES: Lazy<[IntCounter; 3]> =
+    Lazy::new(|| ["hit", "miss", "expired"].map(|l| SESSION_LOOKUPS.with_label_values(&[l])));
+
 pub fn lookup(result: Lookup) {
-    let label = match result {
-        Lookup::Hit => "hit",
-        Lookup::Miss => "miss",
-        Lookup::Expired => "expired",
+    let i = match result {
+        Lookup::Hit => 0,
+        Lookup::Miss => 1,
+        Lookup::Expired => 2,
     };
-    SESSION_LOOKUPS.with_label_values(&[label]).inc();
+    LOOKUP_SERIES[i].inc();
 }
 
 /// Reasons of `auth_failures_total`.
@@ -214,14 +221,29 @@ impl RequestKind {
     }
 }
 
+const KINDS: [RequestKind; 3] = [
+    RequestKind::SessionApi,
+    RequestKind::Forward,
+    RequestKind::Rejected,
+];
+
+/// `requests_total` series by kind and status code (0–599), created on first use.
+static REQUEST_SERIES: Lazy<[Vec<OnceCell<IntCounter>>; 3]> =
+    Lazy::new(|| std::array::from_fn(|_| (0..600).map(|_| OnceCell::new()).collect()));
+static DURATION_SERIES: Lazy<[Histogram; 3]> =
+    Lazy::new(|| KINDS.map(|k| REQUEST_DURATION.with_label_values(&[k.as_str()])));
+
 pub fn request_done(kind: RequestKind, status: u16, seconds: f64) {
-    let status = status.to_string();
-    REQUESTS
-        .with_label_values(&[kind.as_str(), status.as_str()])
-        .inc();
-    REQUEST_DURATION
-        .with_label_values(&[kind.as_str()])
-        .observe(seconds);
+    let k = KINDS.iter().position(|x| *x == kind).unwrap_or(0);
+    match REQUEST_SERIES[k].get(usize::from(status)) {
+        Some(cell) => cell
+            .get_or_init(|| REQUESTS.with_label_values(&[kind.as_str(), &status.to_string()]))
+            .inc(),
+        None => REQUESTS
+            .with_label_values(&[kind.as_str(), &status.to_string()])
+            .inc(),
+    }
+    DURATION_SERIES[k].observe(seconds);
 }
 
 pub fn upstream_error(kind: &str) {
@@ -232,10 +254,18 @@ pub fn lock_rejected(reason: &str) {
     LOCK_REJECTIONS.with_label_values(&[reason]).inc();
 }
 
-pub fn store_operation(backend: &str, op: &str, seconds: f64) {
-    STORE_DURATION
-        .with_label_values(&[backend, op])
-        .observe(seconds);
+/// `store_operation_duration_seconds` series by (backend, op), created on first use.
+static STORE_SERIES: Lazy<parking_lot::RwLock<HashMap<(&'static str, &'static str), Histogram>>> =
+    Lazy::new(Default::default);
+
+pub fn store_operation(backend: &'static str, op: &'static str, seconds: f64) {
+    if let Some(h) = STORE_SERIES.read().get(&(backend, op)) {
+        h.observe(seconds);
+        return;
+    }
+    let h = STORE_DURATION.with_label_values(&[backend, op]);
+    h.observe(seconds);
+    STORE_SERIES.write().insert((backend, op), h);
 }
 
 pub fn store_error(backend: &str) {
