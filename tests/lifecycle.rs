@@ -89,6 +89,110 @@ fn sigterm_snapshots_and_restart_restores() {
 }
 
 #[test]
+fn restart_keeps_every_flavour_and_closed_sessions_stay_closed() {
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new(up.port);
+    let flavours = "[flavors.spreadsheetweb]\n[flavors.knowledge_center]\n[flavors.tessitura]\n[flavors.voucherify]\n";
+    let config = config_with_snapshot(&ports, dir.path(), flavours);
+    let mut p = SidecarProcess::start(&config, ports);
+    let web = bearer(WEB_TOKEN);
+    let h: &[(&str, &str)] = &[
+        ("Authorization", &web),
+        ("Content-Type", "application/json"),
+    ];
+    let open = || {
+        let r = request(
+            ports.proxy,
+            "POST",
+            "/Api/Applications/OpenDedicatedSession",
+            h,
+            json!({"ApplicationKey": APP_KEY}).to_string().as_bytes(),
+        );
+        r.json()["SessionId"].as_str().unwrap().to_string()
+    };
+    let close = |sid: &str| {
+        let r = request(
+            ports.proxy,
+            "POST",
+            "/Api/Applications/CloseDedicatedSession",
+            h,
+            json!({"ApplicationKey": APP_KEY, "SessionId": sid})
+                .to_string()
+                .as_bytes(),
+        );
+        r.json()["Success"].as_bool().unwrap()
+    };
+    let (swb, swb_closed) = (open(), open());
+    assert!(close(&swb_closed));
+    let kc = request(
+        ports.proxy,
+        "PUT",
+        "/gks-server/v1/sessions/new",
+        &[("Authorization", &web), ("gkc_customerId", "kc-cust")],
+        b"",
+    )
+    .json()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tess = request(ports.proxy, "POST", "/Web/Session", h, b"{}").json()["SessionKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lock_body = json!({"redeemables": [{"object": "voucher", "id": "RESTART"}], "session": {"type": "LOCK", "key": "ssn_restart0000000000000000000000000"}});
+    assert_eq!(
+        request(
+            ports.proxy,
+            "POST",
+            "/v1/validations",
+            h,
+            lock_body.to_string().as_bytes()
+        )
+        .status,
+        200
+    );
+
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+    let _p2 = SidecarProcess::start(&config, ports);
+
+    assert!(close(&swb), "the open SpreadsheetWEB session survived");
+    assert!(!close(&swb_closed), "the closed one stayed closed");
+    let r = request(
+        ports.proxy,
+        "GET",
+        &format!("/gks-server/v1/sessions/{kc}"),
+        &[("Authorization", &web)],
+        b"",
+    );
+    assert_eq!(r.json()["customerId"], "kc-cust");
+    let enc = tess
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    assert_eq!(
+        request(
+            ports.proxy,
+            "GET",
+            &format!("/Web/Session/{enc}"),
+            &[("Authorization", &web)],
+            b""
+        )
+        .status,
+        200
+    );
+    let r = request(
+        ports.proxy,
+        "DELETE",
+        "/v1/vouchers/RESTART/sessions/ssn_restart0000000000000000000000000",
+        &[("Authorization", &web)],
+        b"",
+    );
+    assert_eq!(r.status, 204, "the Voucherify lock survived: {}", r.text());
+}
+
+#[test]
 fn corrupt_snapshot_is_skipped_not_fatal() {
     let up = EchoUpstream::start();
     let dir = tempfile::tempdir().unwrap();
