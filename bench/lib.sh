@@ -1,0 +1,354 @@
+# Shared helpers of bench/run and bench/profile: process bookkeeping and cleanup, core pinning,
+# config files for nginx and the sidecar, and one measured wrk run. Sourced, not executed.
+# shellcheck shell=bash
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+OUT="$BENCH_DIR/out"
+WORK="$OUT/work"            # configs, logs and nginx/redis runtime files of the last run
+export BENCH_WRK_DIR="$BENCH_DIR/wrk"
+
+CONNECTIONS="${BENCH_CONNECTIONS:-50}"
+CLK_TCK="$(getconf CLK_TCK)"
+ADMIN_TOKEN="bench-admin-token"
+CLIENT_TOKEN="bench-client-token"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---- processes: everything started here is recorded and stopped on exit, Ctrl-C or failure ----
+STARTED_PIDS=()
+SIDECAR_PIDS=()
+
+# stop_pid PID [SIGNAL]: asks a process to stop (SIGTERM unless told), escalating to SIGKILL.
+# The sidecar is stopped with SIGINT (its fast stop): SIGTERM waits for its grace period.
+stop_pid() {
+  local pid=$1 signal=${2:-TERM}
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill "-$signal" "$pid" 2>/dev/null || true
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local pid
+  for pid in "${SIDECAR_PIDS[@]}"; do stop_pid "$pid" INT; done
+  for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+  STARTED_PIDS=()
+  SIDECAR_PIDS=()
+}
+
+on_exit() {
+  local status=$?
+  trap - EXIT INT TERM
+  cleanup
+  wait 2>/dev/null || true
+  exit "$status"
+}
+
+install_cleanup_trap() {
+  trap on_exit EXIT
+  trap 'log "interrupted"; exit 130' INT TERM
+}
+
+# start_bg NAME CMD...: runs CMD in the background with its output in $WORK/NAME.log and
+# records its pid; sets LAST_PID.
+start_bg() {
+  local name=$1; shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  LAST_PID=$!
+  STARTED_PIDS+=("$LAST_PID")
+}
+
+# ---- cores: the load generator on one core, the contender on the other ----
+# With BENCH_PIN=0 or a single core, nothing is pinned.
+if [ "${BENCH_PIN:-1}" != "0" ] && [ "$(nproc)" -ge 2 ]; then
+  PIN_LOAD=(taskset -c 0)
+  PIN_SUT=(taskset -c 1)
+  PINNING="load generator and upstream on core 0, contender on core 1 (taskset)"
+else
+  PIN_LOAD=()
+  PIN_SUT=()
+  PINNING="not pinned"
+fi
+
+# A free loopback TCP port (asked from the kernel; released at once, so a tiny race remains).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# cpu_us PID...: utime+stime of these processes (all their threads), in microseconds.
+cpu_us() {
+  local total=0 pid fields
+  for pid in "$@"; do
+    # Fields after the command name, which may contain spaces: utime and stime are 14 and 15.
+    fields=$(sed 's/^.*) //' "/proc/$pid/stat") || die "process $pid is gone"
+    set -- $fields
+    total=$((total + ${12} + ${13}))
+  done
+  echo $((total * 1000000 / CLK_TCK))
+}
+
+now_us() { date +%s%6N; }
+
+# wait_http URL SECONDS PID: waits until URL answers (any HTTP status) while PID lives.
+wait_http() {
+  local url=$1 seconds=$2 pid=$3
+  for _ in $(seq $((seconds * 10))); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    curl -s -o /dev/null --max-time 1 "$url" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+# ---- nginx ----
+
+# nginx_conf FILE SERVERS: one worker, no access log, long keep-alive, runtime files in $WORK.
+nginx_conf() {
+  local file=$1 servers=$2 dir
+  dir="$(dirname "$file")"
+  mkdir -p "$dir/tmp"
+  cat >"$file" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type text/plain;
+    # Client connections stay open for the whole run, as they do with the sidecar.
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+$servers
+}
+EOF
+}
+
+# start_nginx NAME CONF PIN...: starts nginx in the foreground mode; sets NGINX_PIDS (master
+# and worker) once it listens on NGINX_CHECK_URL.
+start_nginx() {
+  local name=$1 conf=$2; shift 2
+  start_bg "$name" "$@" nginx -e "$(dirname "$conf")/error.log" -c "$conf" -g 'daemon off;'
+  local master=$LAST_PID
+  wait_http "$NGINX_CHECK_URL" 10 "$master" || die "nginx $name did not start (see $WORK/$name.log)"
+  NGINX_PIDS=("$master" $(pgrep -P "$master"))
+}
+
+# ---- the sidecar ----
+
+# sidecar_conf FILE PROXY_PORT ADMIN_PORT UPSTREAM_PORT STORE_TOML: one worker thread, the
+# header locator, every identity header, an admin credential and a client credential (the
+# Knowledge Center flavour with auth = "token").
+sidecar_conf() {
+  local file=$1 port=$2 admin=$3 upstream=$4 store=$5 dir
+  dir="$(dirname "$file")"
+  cat >"$file" <<EOF
+[server]
+listen = ["127.0.0.1:$port"]
+admin_listen = "127.0.0.1:$admin"
+threads = 1
+grace_period = "1s"
+upgrade_sock = "$dir/upgrade.sock"
+pid_file = "$dir/sidecar.pid"
+
+[upstreams.app]
+address = "127.0.0.1:$upstream"
+
+[proxy]
+default_upstream = "app"
+default_auth = "none"
+default_session = "optional"
+
+[sessions]
+idle_timeout = "30m"
+absolute_timeout = "12h"
+max_sessions = ${BENCH_MAX_SESSIONS:-2000000}
+
+[sessions.locate]
+header = "X-Session-Id"
+
+[identity_headers]
+session_id = "X-Session-Id"
+customer_id = "X-Customer-Id"
+agent_id = "X-Agent-Id"
+visit_id = "X-Visit-Id"
+global_visit_id = "X-Global-Visit-Id"
+application_key = "X-Application-Key"
+logged_in = "X-Session-Logged-In"
+credential = "X-Auth-Subject"
+
+$store
+
+[[credentials]]
+name = "bench-admin"
+token_sha256 = "$(sha256 "$ADMIN_TOKEN")"
+admin = true
+
+[[credentials]]
+name = "bench-client"
+token_sha256 = "$(sha256 "$CLIENT_TOKEN")"
+applications = ["*"]
+
+[flavors.knowledge_center]
+enabled = true
+base_path = "/gks-server/v1"
+auth = "token"
+allow_client_ids = true
+EOF
+}
+
+# start_sidecar NAME CONF: starts the release binary pinned to the contender core; sets
+# SIDECAR_PID once the admin listener answers, or returns 1 when the process ended (its log
+# says why).
+start_sidecar() {
+  local name=$1 conf=$2 admin_port
+  admin_port=$(sed -n 's/^admin_listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$conf")
+  start_bg "$name" "${PIN_SUT[@]}" "$SIDECAR_BIN" --config "$conf"
+  SIDECAR_PID=$LAST_PID
+  SIDECAR_PIDS+=("$SIDECAR_PID")
+  wait_http "http://127.0.0.1:$admin_port/healthz" 20 "$SIDECAR_PID"
+}
+
+# create_admin_session ADMIN_PORT: a session with a full identity through the admin API; prints
+# its id.
+create_admin_session() {
+  curl -sf -X POST "http://127.0.0.1:$1/admin/sessions" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"customer_id":"c-000042","agent_id":"agent-7","visit_id":"visit-1","global_visit_id":"gvisit-1","logged_in":true}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+
+# metric ADMIN_PORT NAME_WITH_LABELS: a value from the sidecar's /metrics (0 when absent).
+metric() {
+  curl -sf "http://127.0.0.1:$1/metrics" |
+    awk -v m="$2" '$1 == m { v = $2 } END { print (v == "" ? 0 : v) }'
+}
+
+# ---- load ----
+
+# run_wrk SECONDS URL ARGS...: one wrk run with the shared connection count, one thread on the
+# load core; prints wrk's BENCH_JSON object (the reporter script unless ARGS name another).
+run_wrk() {
+  local seconds=$1 url=$2; shift 2
+  local script=(-s "$BENCH_WRK_DIR/report.lua")
+  case " $* " in *" -s "*) script=() ;; esac
+  "${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency \
+    "${script[@]}" "$@" "$url" >"$WORK/wrk.last" 2>&1 || {
+    cat "$WORK/wrk.last" >&2
+    die "wrk failed"
+  }
+  sed -n 's/^BENCH_JSON //p' "$WORK/wrk.last" | tail -1
+}
+
+# measure ROW ROUND "PIDS" SECONDS URL ARGS...: one wrk run; the CPU the PIDS used during it
+# is recorded with wrk's numbers as one JSON line in $RAW.
+measure() {
+  local row=$1 round=$2 pids=$3 seconds=$4; shift 4
+  local cpu0 cpu1 t0 t1 load
+  # shellcheck disable=SC2086
+  cpu0=$(cpu_us $pids); t0=$(now_us)
+  load=$(run_wrk "$seconds" "$@")
+  # shellcheck disable=SC2086
+  cpu1=$(cpu_us $pids); t1=$(now_us)
+  [ -n "$load" ] || die "row $row: wrk printed no result"
+  printf '{"row":"%s","round":%d,"cpu_us":%d,"wall_us":%d,"load":%s}\n' \
+    "$row" "$round" $((cpu1 - cpu0)) $((t1 - t0)) "$load" >>"$RAW"
+  python3 - "$load" "$row" <<'PY' >&2
+import json, sys
+l = json.loads(sys.argv[1])
+print(f"    row {sys.argv[2]}: {l['requests'] * 1e6 / l['duration_us']:,.0f} req/s, "
+      f"p99 {l['p99_us']} us, errors {l['status_errors'] + l['connect_errors'] + l['read_errors'] + l['timeouts']}")
+PY
+}
+
+# ---- the parts bench/run and bench/profile share ----
+
+# build_sidecar: sets SIDECAR_BIN to BENCH_SIDECAR_BIN, or builds the release binary.
+build_sidecar() {
+  if [ -n "${BENCH_SIDECAR_BIN:-}" ]; then
+    SIDECAR_BIN="$BENCH_SIDECAR_BIN"
+  else
+    log "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet --bin session-sidecar)
+    SIDECAR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/session-sidecar"
+  fi
+  [ -x "$SIDECAR_BIN" ] || die "no sidecar binary at $SIDECAR_BIN"
+}
+
+# start_upstream: nginx answering a static 200 ("ok\n"), one worker, on the load core; sets
+# UPSTREAM_PORT and UPSTREAM_PIDS. nginx's `return` is about the cheapest HTTP answer there
+# is and every proxy row uses this same upstream, so the rows differ only in the proxy.
+# /bench/identity echoes the identity headers it receives, to check the sidecar injects them.
+start_upstream() {
+  UPSTREAM_PORT=$(free_port)
+  mkdir -p "$WORK/upstream"
+  nginx_conf "$WORK/upstream/nginx.conf" "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        location / { return 200 \"ok\n\"; }
+        location = /bench/identity {
+            return 200 \"customer=\$http_x_customer_id agent=\$http_x_agent_id logged_in=\$http_x_session_logged_in\n\";
+        }
+    }"
+  NGINX_CHECK_URL="http://127.0.0.1:$UPSTREAM_PORT/"
+  start_nginx upstream "$WORK/upstream/nginx.conf" "${PIN_LOAD[@]}"
+  UPSTREAM_PIDS="${NGINX_PIDS[*]}"
+}
+
+# start_nginx_contender: nginx on the contender core, one worker, with a proxy to the upstream
+# (keep-alive pool, HTTP/1.1, Connection cleared) and a static 200; sets NGINX_PROXY_PORT,
+# NGINX_STATIC_PORT and NGINX_CONTENDER_PIDS (master and worker).
+start_nginx_contender() {
+  NGINX_PROXY_PORT=$(free_port)
+  NGINX_STATIC_PORT=$(free_port)
+  mkdir -p "$WORK/nginx"
+  nginx_conf "$WORK/nginx/nginx.conf" "
+    upstream app {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PROXY_PORT;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }
+    server {
+        listen 127.0.0.1:$NGINX_STATIC_PORT;
+        location / { return 200 \"ok\n\"; }
+    }"
+  NGINX_CHECK_URL="http://127.0.0.1:$NGINX_STATIC_PORT/"
+  start_nginx contender "$WORK/nginx/nginx.conf" "${PIN_SUT[@]}"
+  NGINX_CONTENDER_PIDS="${NGINX_PIDS[*]}"
+  [ "$(curl -s "http://127.0.0.1:$NGINX_PROXY_PORT/")" = "ok" ] || die "the nginx proxy does not reach the upstream"
+}
+
+# start_forwarding_sidecar: the memory-store sidecar in front of the upstream with one live
+# session carrying a full identity; sets SIDECAR_PORT, SIDECAR_ADMIN, SIDECAR_PID, SESSION_ID
+# and fails unless the upstream sees the session's identity.
+start_forwarding_sidecar() {
+  SIDECAR_PORT=$(free_port)
+  SIDECAR_ADMIN=$(free_port)
+  mkdir -p "$WORK/sidecar"
+  sidecar_conf "$WORK/sidecar/sidecar.toml" "$SIDECAR_PORT" "$SIDECAR_ADMIN" "$UPSTREAM_PORT" \
+    $'[store]\nbackend = "memory"\nsnapshot_file = ""'
+  start_sidecar sidecar "$WORK/sidecar/sidecar.toml" || die "the sidecar did not start (see $WORK/sidecar.log)"
+  SESSION_ID=$(create_admin_session "$SIDECAR_ADMIN") || die "could not create a session through the admin API"
+  local identity
+  identity=$(curl -s "http://127.0.0.1:$SIDECAR_PORT/bench/identity" -H "X-Session-Id: $SESSION_ID")
+  case "$identity" in
+    "customer=c-000042 agent=agent-7 logged_in=true") ;;
+    *) die "the sidecar did not inject the session's identity: upstream saw '$identity'" ;;
+  esac
+}

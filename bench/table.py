@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Turns bench/run's raw measurements (JSON lines) into the Markdown results table.
+
+Each measured run is one line {"row", "round", "cpu_us", "wall_us", "load": {wrk numbers}}.
+Per row the table shows medians over rounds. A ratio to the reference row is the median of the
+per-round ratios: both runs of a round were taken back to back, so slow drift in the machine's
+background load cancels out of each ratio instead of adding to it.
+"""
+
+import json
+import statistics
+import sys
+
+ROWS = {
+    "1": "upstream direct (nginx static, reference for 2-3)",
+    "2": "nginx proxy -> upstream (keepalive)",
+    "3": "sidecar forward: session by X-Session-Id + identity headers",
+    "4": "nginx static `return 200`",
+    "5": "sidecar KC `GET /gks-server/v1/sessions/{id}`",
+    "6": "sidecar memory store: resident bytes per idle session",
+    "7": "sidecar session creation, Redis store (`POST /admin/sessions`)",
+    "7r": "`redis-benchmark -t set` (reference for 7)",
+}
+
+# (row, reference row, what is compared, SPEC §11 target, True if higher is better)
+TARGETS = [
+    ("3", "2", "req/s", 1.0, True),
+    ("3", "2", "cpu", 1.0, False),
+    ("5", "4", "req/s", 0.8, True),
+    ("7", "7r", "req/s", 0.5, True),
+]
+
+# A contender busy less than this share of one core was probably held back by the load
+# generator or the upstream rather than by itself.
+SATURATED = 0.85
+
+
+def load(path):
+    runs, meta, other = {}, {}, []
+    with open(path) as f:
+        for line in f:
+            rec = json.loads(line)
+            kind = rec.get("kind")
+            if kind == "meta":
+                meta[rec["key"]] = rec["value"]
+            elif kind is None:
+                runs.setdefault(rec["row"], []).append(rec)
+            else:
+                other.append(rec)
+    return runs, meta, other
+
+
+def rps(run):
+    return run["load"]["requests"] * 1e6 / run["load"]["duration_us"]
+
+
+def cpu_per_request(run):
+    return run["cpu_us"] / max(run["load"]["requests"], 1)
+
+
+def busy(run):
+    return run["cpu_us"] / max(run["wall_us"], 1)
+
+
+def errors(run):
+    l = run["load"]
+    return sum(l.get(k, 0) for k in
+               ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"))
+
+
+def per_round_ratio(runs, row, ref, metric):
+    by_round = {r["round"]: r for r in runs.get(ref, [])}
+    ratios = []
+    for r in runs.get(row, []):
+        b = by_round.get(r["round"])
+        if b is None:
+            continue
+        if metric == "req/s":
+            ratios.append(rps(r) / rps(b))
+        else:
+            ratios.append(cpu_per_request(r) / cpu_per_request(b))
+    return ratios
+
+
+def fmt_ratio(ratios):
+    if not ratios:
+        return None
+    med = statistics.median(ratios)
+    if len(ratios) > 1:
+        return f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+    return f"{med:.2f}x"
+
+
+def verdict(value, target, higher_better):
+    ok = value >= target if higher_better else value <= target
+    return "met" if ok else "**not met**"
+
+
+def main():
+    runs, meta, other = load(sys.argv[1])
+    unavailable = {o["row"]: o["why"] for o in other if o.get("kind") == "unavailable"}
+    memory = next((o for o in other if o.get("kind") == "memory"), None)
+    lookups = next((o for o in other if o.get("kind") == "lookups"), None)
+    out = []
+    w = out.append
+
+    w(f"# session-sidecar benchmark ({meta.get('mode', '?')} run, {meta.get('date', '?')})")
+    w("")
+    w(f"{meta.get('rounds')} rounds x {meta.get('seconds')} s per contender, alternating; "
+      f"wrk 1 thread, {meta.get('connections')} connections; one worker per contender; "
+      f"{meta.get('pinning')}.")
+    w(f"Load average before {meta.get('load_before')}, after {meta.get('load_after')} "
+      f"(1/5/15 min, {meta.get('nproc')} cores).")
+    w("")
+    w("| # | contender | req/s | p50 | p99 | CPU us/req | busy | vs reference |")
+    w("|---|---|---:|---:|---:|---:|---:|---|")
+    for row, label in ROWS.items():
+        if row == "6":
+            if memory:
+                n = memory["sessions_after"] - memory["sessions_before"]
+                per = (memory["rss_after"] - memory["rss_before"]) / n
+                w(f"| 6 | {label} | | | | | | **{per:.0f} B** = {per / 512:.2f}x of 512 B, "
+                  f"over {n:,.0f} sessions |")
+            continue
+        if row in unavailable:
+            w(f"| {row} | {label} | not available in this build | | | | | |")
+            continue
+        rs = runs.get(row, [])
+        if not rs:
+            continue
+        cells = [
+            f"{statistics.median(rps(r) for r in rs):,.0f}",
+            f"{statistics.median(r['load']['p50_us'] for r in rs) / 1000:.2f} ms",
+            f"{statistics.median(r['load']['p99_us'] for r in rs) / 1000:.2f} ms",
+            f"{statistics.median(cpu_per_request(r) for r in rs):.1f}",
+            f"{statistics.median(busy(r) for r in rs) * 100:.0f}%",
+        ]
+        versus = []
+        for t_row, ref, metric, _, _ in TARGETS:
+            if t_row == row and ref in runs:
+                ratio = fmt_ratio(per_round_ratio(runs, row, ref, metric))
+                if ratio:
+                    name = "throughput" if metric == "req/s" else "CPU/req"
+                    versus.append(f"{name} {ratio}")
+        w(f"| {row} | {label} | " + " | ".join(cells) + f" | {'; '.join(versus)} |")
+    w("")
+
+    w("## Targets (SPEC §11)")
+    w("")
+    w("| target | measured | |")
+    w("|---|---|---|")
+    names = {
+        ("3", "req/s"): "forwarding throughput >= 1.0x nginx proxy",
+        ("3", "cpu"): "forwarding CPU per request <= 1.0x nginx proxy",
+        ("5", "req/s"): "KC GET throughput >= 0.8x nginx static",
+        ("7", "req/s"): "Redis session creation >= 0.5x redis-benchmark SET",
+    }
+    for t_row, ref, metric, target, higher in TARGETS:
+        if t_row == "7":
+            # SPEC order: forwarding, direct answers, memory, Redis.
+            if memory:
+                n = memory["sessions_after"] - memory["sessions_before"]
+                per = (memory["rss_after"] - memory["rss_before"]) / n
+                w(f"| memory store <= 512 B per idle session | {per:.0f} B | "
+                  f"{verdict(per, 512, False)} |")
+            else:
+                w("| memory store <= 512 B per idle session | not measured | |")
+        name = names[(t_row, metric)]
+        if t_row in unavailable:
+            w(f"| {name} | not available in this build | |")
+            continue
+        ratios = per_round_ratio(runs, t_row, ref, metric)
+        if not ratios:
+            w(f"| {name} | not measured | |")
+            continue
+        med = statistics.median(ratios)
+        w(f"| {name} | {med:.2f}x | {verdict(med, target, higher)} |")
+    w("")
+
+    notes = []
+    for row, rs in sorted(runs.items()):
+        bad = sum(errors(r) for r in rs)
+        if bad:
+            notes.append(f"row {row}: {bad} failed requests (non-2xx or socket errors) in the measured runs")
+        if row not in ("1", "7r") and statistics.median(busy(r) for r in rs) < SATURATED:
+            notes.append(f"row {row}: the contender was busy only "
+                         f"{statistics.median(busy(r) for r in rs) * 100:.0f}% of a core: the load "
+                         "generator and upstream on the other core, or other processes on this "
+                         "machine, held it back, so its req/s is not its capacity; CPU/req is the "
+                         "fairer comparison")
+    if lookups and "3" in runs:
+        total = sum(r["load"]["requests"] for r in runs["3"])
+        notes.append(f"row 3: {lookups['hits']:,.0f} session lookups hit for {total:,} requests "
+                     "wrk counted (it does not count the answers in flight when a run ends)")
+    for row, why in sorted(unavailable.items()):
+        notes.append(f"row {row}: {why}")
+    if memory:
+        n = memory["sessions_after"] - memory["sessions_before"]
+        notes.append(f"row 6: VmRSS {memory['rss_before'] / 2**20:,.1f} MiB -> "
+                     f"{memory['rss_after'] / 2**20:,.1f} MiB for {n:,.0f} sessions created through "
+                     f"the admin API at {n / (memory['fill_us'] / 1e6):,.0f} sessions/s")
+    if notes:
+        w("Notes:")
+        w("")
+        for n in notes:
+            w(f"* {n}")
+        w("")
+
+    w("<details><summary>Every measured run</summary>")
+    w("")
+    w("| row | round | req/s | p50 | p99 | CPU us/req | busy | errors |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in ROWS:
+        for r in sorted(runs.get(row, []), key=lambda r: r["round"]):
+            w(f"| {row} | {r['round']} | {rps(r):,.0f} | {r['load']['p50_us'] / 1000:.2f} ms | "
+              f"{r['load']['p99_us'] / 1000:.2f} ms | {cpu_per_request(r):.1f} | "
+              f"{busy(r) * 100:.0f}% | {errors(r)} |")
+    w("")
+    w("</details>")
+    w("")
+    w(f"Machine: {meta.get('nproc')} x {meta.get('cpu')}, {meta.get('kernel')}; {meta.get('rustc')}; "
+      f"nginx {meta.get('nginx')}; {meta.get('wrk')}; redis {meta.get('redis')}; "
+      f"{meta.get('sidecar')}.")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

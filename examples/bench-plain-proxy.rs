@@ -1,0 +1,55 @@
+//! The floor under the sidecar's forwarding cost: a pingora proxy with no session logic at all
+//! (no routes, credentials, locators or identity headers; one worker thread), built with the
+//! same pingora, profile and allocator as the sidecar. `bench/profile` measures it beside the
+//! sidecar and nginx to split the sidecar's CPU per request into "pingora" and "ours".
+//!
+//! Usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR   (e.g. 127.0.0.1:8081 127.0.0.1:3000)
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::RunArgs;
+use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+
+struct PlainProxy {
+    peer: HttpPeer,
+}
+
+#[async_trait]
+impl ProxyHttp for PlainProxy {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR");
+        std::process::exit(2);
+    };
+    let Ok(upstream) = upstream.parse::<SocketAddr>() else {
+        eprintln!("bench-plain-proxy: {upstream} is not an address like 127.0.0.1:3000");
+        std::process::exit(2);
+    };
+    let conf = ServerConf {
+        threads: 1,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        PlainProxy {
+            peer: HttpPeer::new(upstream, false, String::new()),
+        },
+    );
+    proxy.add_tcp(listen);
+    server.add_service(proxy);
+    server.run(RunArgs::default());
+}
