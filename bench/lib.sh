@@ -1,6 +1,8 @@
 # Shared helpers of bench/run and bench/profile: process bookkeeping and cleanup, core pinning,
 # config files for nginx and the sidecar, and one measured wrk run. Sourced, not executed.
 # shellcheck shell=bash
+# Variables set here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
@@ -91,6 +93,10 @@ cpu_us() {
 
 now_us() { date +%s%6N; }
 
+# steal_ticks: "STEAL TOTAL" clock ticks of all CPUs since boot (/proc/stat): time the
+# hypervisor gave this VM's CPUs to someone else, and all time.
+steal_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+
 # wait_http URL SECONDS PID: waits until URL answers (any HTTP status) while PID lives.
 wait_http() {
   local url=$1 seconds=$2 pid=$3
@@ -139,7 +145,7 @@ start_nginx() {
   start_bg "$name" "$@" nginx -e "$(dirname "$conf")/error.log" -c "$conf" -g 'daemon off;'
   local master=$LAST_PID
   wait_http "$NGINX_CHECK_URL" 10 "$master" || die "nginx $name did not start (see $WORK/$name.log)"
-  NGINX_PIDS=("$master" $(pgrep -P "$master"))
+  mapfile -t NGINX_PIDS < <(echo "$master"; pgrep -P "$master")
 }
 
 # ---- the sidecar ----

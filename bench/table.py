@@ -109,8 +109,10 @@ def main():
     w(f"{meta.get('rounds')} rounds x {meta.get('seconds')} s per contender, alternating; "
       f"wrk 1 thread, {meta.get('connections')} connections; one worker per contender; "
       f"{meta.get('pinning')}.")
+    steal = int(meta.get("steal", 0)) / 10
     w(f"Load average before {meta.get('load_before')}, after {meta.get('load_after')} "
-      f"(1/5/15 min, {meta.get('nproc')} cores).")
+      f"(1/5/15 min, {meta.get('nproc')} cores); CPU time stolen by the hypervisor during the "
+      f"run: {steal:.1f}%.")
     w("")
     w("| # | contender | req/s | p50 | p99 | CPU us/req | busy | vs reference |")
     w("|---|---|---:|---:|---:|---:|---:|---|")
