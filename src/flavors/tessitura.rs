@@ -308,18 +308,27 @@ impl Tessitura {
         }
     }
 
+    /// What both native `Web/Session/{sessionKey}…` endpoints check first, in this order:
+    /// the method, the credential, and the key in the path (percent-decoded).
+    fn native_key_request<'r>(
+        &self,
+        req: &'r ApiRequest<'_>,
+        encoded_key: &str,
+        allowed: &'static str,
+    ) -> Result<(Caller<'r>, String), ApiResponse> {
+        let shape = Shape::Native;
+        if req.method.as_str() != allowed {
+            return Err(shape.method_not_allowed(allowed));
+        }
+        let caller = self.caller(req, shape)?;
+        Ok((caller, path_key(encoded_key)?))
+    }
+
     /// `GET Web/Session/{sessionKey}`.
     async fn read_session(&self, req: &ApiRequest<'_>, encoded_key: &str) -> ApiResponse {
         let shape = Shape::Native;
-        if req.method != Method::GET {
-            return shape.method_not_allowed("GET");
-        }
-        let caller = match self.caller(req, shape) {
-            Ok(c) => c,
-            Err(refusal) => return refusal,
-        };
-        let key = match path_key(encoded_key) {
-            Ok(k) => k,
+        let (caller, key) = match self.native_key_request(req, encoded_key, "GET") {
+            Ok(v) => v,
             Err(refusal) => return refusal,
         };
         let found = match self.find(&caller, &key).await {
@@ -367,15 +376,8 @@ impl Tessitura {
     /// `POST Web/Session/{sessionKey}/Transfer`.
     async fn native_transfer(&self, req: &ApiRequest<'_>, encoded_key: &str) -> ApiResponse {
         let shape = Shape::Native;
-        if req.method != Method::POST {
-            return shape.method_not_allowed("POST");
-        }
-        let caller = match self.caller(req, shape) {
-            Ok(c) => c,
-            Err(refusal) => return refusal,
-        };
-        let old = match path_key(encoded_key) {
-            Ok(k) => k,
+        let (caller, old) = match self.native_key_request(req, encoded_key, "POST") {
+            Ok(v) => v,
             Err(refusal) => return refusal,
         };
         let target = match parse_native_transfer(req.media_type().as_deref(), req.body) {

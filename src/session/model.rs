@@ -222,9 +222,24 @@ impl Session {
         let idle_ms = duration_millis(idle).max(1);
         let absolute_deadline = now.saturating_add(duration_millis(absolute));
         Session {
-            id,
             flavor,
             owner,
+            created_at: now,
+            last_access: now,
+            expires_at: now.saturating_add(idle_ms).min(absolute_deadline),
+            idle_ms,
+            absolute_deadline,
+            ..Session::blank(id)
+        }
+    }
+
+    /// A session with no identity, no owner and all times zero: the base the constructors
+    /// and decoders fill in.
+    pub fn blank(id: String) -> Session {
+        Session {
+            id,
+            flavor: Flavor::Admin,
+            owner: None,
             application_key: None,
             customer_id: None,
             agent_id: None,
@@ -237,11 +252,11 @@ impl Session {
             source_id: None,
             lock: None,
             moved_to: None,
-            created_at: now,
-            last_access: now,
-            expires_at: now.saturating_add(idle_ms).min(absolute_deadline),
-            idle_ms,
-            absolute_deadline,
+            created_at: 0,
+            last_access: 0,
+            expires_at: 0,
+            idle_ms: 0,
+            absolute_deadline: 0,
         }
     }
 

@@ -190,28 +190,7 @@ pub fn from_reply(id: &str, v: &Value) -> Option<Session> {
 }
 
 pub fn from_fields(id: &str, flat: &[String]) -> Option<Session> {
-    let mut s = Session {
-        id: id.to_string(),
-        flavor: Flavor::Admin,
-        owner: None,
-        application_key: None,
-        customer_id: None,
-        agent_id: None,
-        visit_id: None,
-        global_visit_id: None,
-        tenant_id: None,
-        logged_in: false,
-        mode_of_sale_id: None,
-        original_mode_of_sale_id: None,
-        source_id: None,
-        lock: None,
-        moved_to: None,
-        created_at: 0,
-        last_access: 0,
-        expires_at: 0,
-        idle_ms: 0,
-        absolute_deadline: 0,
-    };
+    let mut s = Session::blank(id.to_string());
     let mut seen_flavor = false;
     let mut seen_expiry = false;
     for pair in flat.chunks_exact(2) {

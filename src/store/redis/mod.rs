@@ -263,6 +263,19 @@ impl Inner {
         }
     }
 
+    /// Gives back the application slot `create` reserved for a session that was not stored.
+    /// Best effort: a failure leaves an entry the index sweep drops at its deadline.
+    async fn release_reservation(&self, session: &Session) {
+        let app = session.application_key.as_deref().unwrap_or_default();
+        let _ = self
+            .zrem_if_score(
+                self.keys.application(app),
+                &session.id,
+                session.absolute_deadline,
+            )
+            .await;
+    }
+
     async fn zrem_if_score(&self, key: String, member: &str, score: u64) -> StoreResult<Value> {
         self.link
             .script(ZREM_IF_SCORE.key(key).arg(member).arg(score))
@@ -344,28 +357,14 @@ impl Inner {
             Ok(c) => c,
             Err(e) => {
                 if reserved {
-                    let app = session.application_key.as_deref().unwrap_or_default();
-                    let _ = self
-                        .zrem_if_score(
-                            self.keys.application(app),
-                            &session.id,
-                            session.absolute_deadline,
-                        )
-                        .await;
+                    self.release_reservation(&session).await;
                 }
                 return Err(e);
             }
         };
         if !created {
             if reserved {
-                let app = session.application_key.as_deref().unwrap_or_default();
-                let _ = self
-                    .zrem_if_score(
-                        self.keys.application(app),
-                        &session.id,
-                        session.absolute_deadline,
-                    )
-                    .await;
+                self.release_reservation(&session).await;
             }
             return Ok(CreateOutcome::IdTaken);
         }
