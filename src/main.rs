@@ -50,6 +50,7 @@ fn main() -> ExitCode {
                 LaunchOptions {
                     upgrade: cli.upgrade,
                     daemon: cli.daemon,
+                    work_stealing: false,
                 },
             ),
             None => {

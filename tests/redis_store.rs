@@ -251,7 +251,7 @@ async fn degraded_mode_serves_cached_sessions_for_the_grace_then_recovers() {
     redis.kill();
     assert!(unavailable(st.ping().await));
     assert_eq!(
-        st.touch(&cached.id).await.unwrap().map(|s| s.id),
+        st.touch(&cached.id).await.unwrap().map(|s| s.id.clone()),
         Some(cached.id.clone()),
         "served from the near cache"
     );

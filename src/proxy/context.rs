@@ -22,7 +22,7 @@ pub struct RequestCtx {
     /// Upstream name chosen by the route.
     pub upstream: Option<String>,
     /// The live session the request resolved to.
-    pub session: Option<Session>,
+    pub session: Option<Arc<Session>>,
     /// The caller's credential, when one was presented and valid.
     pub credential: Option<Arc<Credential>>,
     pub hook: Option<Box<dyn ForwardHook>>,

@@ -27,15 +27,14 @@ async fn reject(
 pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     let gen = ctx.gen.clone();
     let config = &gen.config;
-    let (method, path, query) = {
+    // Cloning the method and URI shares their bytes (no copy) and frees `session` for the
+    // mutable calls below.
+    let (method, uri) = {
         let h = session.req_header();
-        (
-            h.method.clone(),
-            h.uri.path().to_string(),
-            h.uri.query().map(str::to_string),
-        )
+        (h.method.clone(), h.uri.clone())
     };
-    let policy = config.routes.select(method.as_str(), &path);
+    let (path, query) = (uri.path(), uri.query());
+    let policy = config.routes.select(method.as_str(), path);
     ctx.upstream = Some(policy.upstream.clone());
 
     // Credentials: a valid one always names the caller; `auth = "token"` demands one.
@@ -53,23 +52,18 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     // Where the session id is: request head first, then (for JSON bodies) the body.
     let wants_session = policy.session != SessionMode::None;
     let mut located = if wants_session {
-        locate::from_head(
-            &config.locate,
-            &session.req_header().headers,
-            &path,
-            query.as_deref(),
-        )
+        locate::from_head(&config.locate, &session.req_header().headers, path, query)
     } else {
         None
     };
-    let inspector = gen.apis.inspector(&method, &path);
-    let content_type = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let is_json = locate::is_json(content_type.as_deref());
+    let inspector = gen.apis.inspector(&method, path);
+    let is_json = locate::is_json(
+        session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     let body_locates =
         wants_session && located.is_none() && !config.locate.json_body.is_empty() && is_json;
     let body = if inspector.is_some() || body_locates {
@@ -144,7 +138,7 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 async fn resolve(
     sessions: &crate::session::SessionService,
     id: &str,
-) -> Result<Option<crate::session::Session>, ()> {
+) -> Result<Option<std::sync::Arc<crate::session::Session>>, ()> {
     if !is_valid_client_id(id) {
         metrics::lookup(Lookup::Miss);
         return Ok(None);

@@ -3,6 +3,7 @@
 
 use crate::config::IdentityHeaderSettings;
 use crate::session::Session;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
@@ -14,12 +15,49 @@ pub struct IdentityHeaders {
     settings: IdentityHeaderSettings,
     /// Every configured name, stripped from all client requests.
     strip: Vec<HeaderName>,
+    /// The names as pingora writes them, built once: inserting a `HeaderName` would build
+    /// this spelling again for every header of every request.
+    wire: WireNames,
+}
+
+/// `IdentityHeaderSettings`' names in the bytes that go on the wire (lower case, as before).
+struct WireNames {
+    session_id: Option<Bytes>,
+    customer_id: Option<Bytes>,
+    agent_id: Option<Bytes>,
+    visit_id: Option<Bytes>,
+    global_visit_id: Option<Bytes>,
+    application_key: Option<Bytes>,
+    logged_in: Option<Bytes>,
+    credential: Option<Bytes>,
+    signature: Option<Bytes>,
+}
+
+impl WireNames {
+    fn new(s: &IdentityHeaderSettings) -> WireNames {
+        let wire = |name: &Option<HeaderName>| {
+            name.as_ref()
+                .map(|n| Bytes::copy_from_slice(n.as_str().as_bytes()))
+        };
+        WireNames {
+            session_id: wire(&s.session_id),
+            customer_id: wire(&s.customer_id),
+            agent_id: wire(&s.agent_id),
+            visit_id: wire(&s.visit_id),
+            global_visit_id: wire(&s.global_visit_id),
+            application_key: wire(&s.application_key),
+            logged_in: wire(&s.logged_in),
+            credential: wire(&s.credential),
+            signature: wire(&s.signature),
+        }
+    }
 }
 
 impl IdentityHeaders {
     pub fn from_config(settings: &IdentityHeaderSettings) -> IdentityHeaders {
         IdentityHeaders {
             strip: settings.all_names(),
+            wire: WireNames::new(settings),
             settings: settings.clone(),
         }
     }
@@ -43,20 +81,20 @@ impl IdentityHeaders {
         session: Option<&Session>,
         credential: Option<&str>,
     ) -> Result<()> {
-        let s = &self.settings;
+        let w = &self.wire;
         if let Some(session) = session {
-            set(req, &s.session_id, Some(&session.id))?;
-            set(req, &s.customer_id, session.customer_id.as_deref())?;
-            set(req, &s.agent_id, session.agent_id.as_deref())?;
-            set(req, &s.visit_id, session.visit_id.as_deref())?;
-            set(req, &s.global_visit_id, session.global_visit_id.as_deref())?;
-            set(req, &s.application_key, session.application_key.as_deref())?;
+            set(req, &w.session_id, Some(&session.id))?;
+            set(req, &w.customer_id, session.customer_id.as_deref())?;
+            set(req, &w.agent_id, session.agent_id.as_deref())?;
+            set(req, &w.visit_id, session.visit_id.as_deref())?;
+            set(req, &w.global_visit_id, session.global_visit_id.as_deref())?;
+            set(req, &w.application_key, session.application_key.as_deref())?;
             set(
                 req,
-                &s.logged_in,
+                &w.logged_in,
                 Some(if session.logged_in { "true" } else { "false" }),
             )?;
-            if let (Some(name), Some(key)) = (&s.signature, &s.signing_key) {
+            if let (Some(name), Some(key)) = (&w.signature, &self.settings.signing_key) {
                 let value = signature(
                     key,
                     unix_now(),
@@ -66,13 +104,13 @@ impl IdentityHeaders {
                 req.insert_header(name.clone(), value)?;
             }
         }
-        set(req, &s.credential, credential)?;
+        set(req, &w.credential, credential)?;
         Ok(())
     }
 }
 
 /// Sets `name: value` when both exist and the value is a legal header value.
-fn set(req: &mut RequestHeader, name: &Option<HeaderName>, value: Option<&str>) -> Result<()> {
+fn set(req: &mut RequestHeader, name: &Option<Bytes>, value: Option<&str>) -> Result<()> {
     if let (Some(name), Some(value)) = (name, value) {
         // Values were validated when stored; one that still is not a header value is left out
         // rather than failing the request.

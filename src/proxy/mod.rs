@@ -91,8 +91,8 @@ impl ProxyHttp for SidecarProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let gen = ctx.gen.clone();
-        let path = session.req_header().uri.path().to_string();
-        if let Some((api, rel)) = gen.apis.endpoint(&path) {
+        let uri = session.req_header().uri.clone(); // shares the bytes; frees `session`
+        if let Some((api, rel)) = gen.apis.endpoint(uri.path()) {
             return api::answer(session, ctx, api, rel).await;
         }
         forward::prepare(session, ctx).await
@@ -132,7 +132,7 @@ impl ProxyHttp for SidecarProxy {
         identity.strip(upstream_request);
         identity.apply(
             upstream_request,
-            ctx.session.as_ref(),
+            ctx.session.as_deref(),
             ctx.credential.as_ref().map(|c| &*c.name),
         )?;
         if let Some(hook) = &ctx.hook {

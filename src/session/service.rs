@@ -100,20 +100,19 @@ impl SessionService {
     }
 
     /// Follows a transferred key in its grace period to the session it moved to.
-    async fn follow(&self, s: Session, touch: bool) -> StoreResult<Option<Session>> {
+    async fn follow(&self, s: Session) -> StoreResult<Option<Session>> {
         match &s.moved_to {
             None => Ok(Some(s)),
-            Some(target) if touch => self.store.touch(target).await,
             Some(target) => self.store.get(target).await,
         }
     }
 
     /// The session as `caller` may see it, recording a use. Hidden sessions are `None`.
-    pub async fn get(&self, caller: &Caller<'_>, id: &str) -> StoreResult<Option<Session>> {
+    pub async fn get(&self, caller: &Caller<'_>, id: &str) -> StoreResult<Option<Arc<Session>>> {
         let Some(found) = self.store.get(id).await? else {
             return Ok(None);
         };
-        let Some(s) = self.follow(found, false).await? else {
+        let Some(s) = self.follow(found).await? else {
             return Ok(None);
         };
         if !self.visible(caller, &s) {
@@ -128,16 +127,20 @@ impl SessionService {
             return Ok(None);
         };
         Ok(self
-            .follow(found, false)
+            .follow(found)
             .await?
             .filter(|s| self.visible(caller, s)))
     }
 
     /// Resolves a forwarded request's session id, recording a use: the id alone is the
     /// capability (SPEC §12). `None` when no live session has that id.
-    pub async fn resolve(&self, id: &str) -> StoreResult<Option<Session>> {
+    pub async fn resolve(&self, id: &str) -> StoreResult<Option<Arc<Session>>> {
         match self.store.touch(id).await? {
-            Some(found) => self.follow(found, true).await,
+            // A transferred key in its grace period resolves to the session it moved to.
+            Some(found) => match &found.moved_to {
+                Some(target) => self.store.touch(target).await,
+                None => Ok(Some(found)),
+            },
             None => Ok(None),
         }
     }

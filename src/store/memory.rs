@@ -347,7 +347,7 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn touch(&self, id: &str) -> StoreResult<Option<Session>> {
+    async fn touch(&self, id: &str) -> StoreResult<Option<Arc<Session>>> {
         Ok(self.timed("touch", || {
             let now = now_millis();
             // Hot path: a session used again within the touch granularity keeps its deadline
@@ -357,7 +357,7 @@ impl SessionStore for MemoryStore {
                 if s.is_live(now)
                     && (s.idle_ms == 0 || now.saturating_sub(s.last_access) < granularity)
                 {
-                    return Some(Session::clone(&s));
+                    return Some(s);
                 }
             }
             let result = self
@@ -375,10 +375,8 @@ impl SessionStore for MemoryStore {
                     _ => Op::Nop,
                 });
             match result {
-                CompResult::ReplacedWith(e) => Some(Session::clone(e.value())),
-                CompResult::Unchanged(e) if e.value().is_live(now) => {
-                    Some(Session::clone(e.value()))
-                }
+                CompResult::ReplacedWith(e) => Some(e.into_value()),
+                CompResult::Unchanged(e) if e.value().is_live(now) => Some(e.into_value()),
                 _ => None,
             }
         }))

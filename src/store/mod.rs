@@ -9,6 +9,7 @@ pub mod snapshot;
 use crate::session::{EndReason, LockedTotals, Session, SessionPatch};
 use async_trait::async_trait;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +92,8 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, id: &str) -> StoreResult<Option<Session>>;
 
     /// The live session with this id after recording a use now (extends its idle deadline).
-    async fn touch(&self, id: &str) -> StoreResult<Option<Session>>;
+    /// Shared rather than copied: every forwarded request calls this.
+    async fn touch(&self, id: &str) -> StoreResult<Option<Arc<Session>>>;
 
     /// Applies `patch` to the live session and records a use; `None` if there is none.
     async fn update(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>>;
@@ -194,7 +196,7 @@ mod tests {
         async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
             self.0.get(id).await
         }
-        async fn touch(&self, id: &str) -> StoreResult<Option<Session>> {
+        async fn touch(&self, id: &str) -> StoreResult<Option<Arc<Session>>> {
             self.0.touch(id).await
         }
         async fn update(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {

@@ -211,7 +211,15 @@ impl TestSidecar {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, toml).unwrap();
         let config = config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let sidecar = build_server(config, &LaunchOptions::default()).expect("build server");
+        let sidecar = build_server(
+            config,
+            // Several servers start and stop in this one process: see `work_stealing`.
+            &LaunchOptions {
+                work_stealing: true,
+                ..LaunchOptions::default()
+            },
+        )
+        .expect("build server");
         let state = sidecar.state.clone();
         let stop = Arc::new(Notify::new());
         let watch = NotifyShutdown(stop.clone());

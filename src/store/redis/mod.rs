@@ -802,9 +802,12 @@ impl SessionStore for RedisStore {
         on_runtime!(self, "get", |inner| inner.get(&id).await)
     }
 
-    async fn touch(&self, id: &str) -> StoreResult<Option<Session>> {
+    async fn touch(&self, id: &str) -> StoreResult<Option<Arc<Session>>> {
         let id = id.to_string();
-        on_runtime!(self, "touch", |inner| inner.touch(&id).await)
+        on_runtime!(self, "touch", |inner| inner
+            .touch(&id)
+            .await
+            .map(|s| s.map(Arc::new)))
     }
 
     async fn update(&self, id: &str, patch: &SessionPatch) -> StoreResult<Option<Session>> {
