@@ -97,6 +97,11 @@ macro_rules! contract_tests {
             }
 
             #[tokio::test]
+            async fn a_refused_duplicate_leaves_the_live_sessions_indexes() {
+                contract::a_refused_duplicate_leaves_the_live_sessions_indexes($one).await
+            }
+
+            #[tokio::test]
             async fn application_limit() {
                 contract::application_limit($one).await
             }

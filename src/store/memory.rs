@@ -51,33 +51,73 @@ impl Expiry<String, Arc<Session>> for SessionExpiry {
 
 #[derive(Default)]
 struct Indexes {
-    by_customer: HashMap<String, HashSet<String>>,
-    by_application: HashMap<String, HashSet<String>>,
+    by_customer: HashMap<Box<str>, IdSet>,
+    by_application: HashMap<Box<str>, IdSet>,
+}
+
+/// The session ids under one index key. Most customers have one session, and a one-element
+/// hash set costs about 180 bytes more than the id itself: so one id is kept bare.
+enum IdSet {
+    One(Box<str>),
+    Many(HashSet<Box<str>>),
+}
+
+impl IdSet {
+    fn insert(&mut self, id: &str) {
+        match self {
+            IdSet::One(only) if &**only == id => {}
+            IdSet::One(only) => {
+                let first = std::mem::take(only);
+                *self = IdSet::Many(HashSet::from([first, id.into()]));
+            }
+            IdSet::Many(ids) => {
+                ids.insert(id.into());
+            }
+        }
+    }
+
+    /// Removes `id`; true when the set is now empty.
+    fn remove(&mut self, id: &str) -> bool {
+        match self {
+            IdSet::One(only) => &**only == id,
+            IdSet::Many(ids) => {
+                ids.remove(id);
+                ids.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            IdSet::One(only) => (Some(&**only), None),
+            IdSet::Many(ids) => (None, Some(ids.iter().map(|id| &**id))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 impl Indexes {
     fn add(&mut self, s: &Session) {
-        if let Some(c) = &s.customer_id {
-            self.by_customer
-                .entry(c.clone())
-                .or_default()
-                .insert(s.id.clone());
+        fn add_id(map: &mut HashMap<Box<str>, IdSet>, key: &Option<String>, id: &str) {
+            if let Some(k) = key {
+                match map.get_mut(k.as_str()) {
+                    Some(ids) => ids.insert(id),
+                    None => {
+                        map.insert(k.as_str().into(), IdSet::One(id.into()));
+                    }
+                }
+            }
         }
-        if let Some(a) = &s.application_key {
-            self.by_application
-                .entry(a.clone())
-                .or_default()
-                .insert(s.id.clone());
-        }
+        add_id(&mut self.by_customer, &s.customer_id, &s.id);
+        add_id(&mut self.by_application, &s.application_key, &s.id);
     }
 
     fn forget(&mut self, s: &Session) {
-        fn drop_id(map: &mut HashMap<String, HashSet<String>>, key: &Option<String>, id: &str) {
+        fn drop_id(map: &mut HashMap<Box<str>, IdSet>, key: &Option<String>, id: &str) {
             if let Some(k) = key {
-                if let Some(set) = map.get_mut(k) {
-                    set.remove(id);
-                    if set.is_empty() {
-                        map.remove(k);
+                if let Some(ids) = map.get_mut(k.as_str()) {
+                    if ids.remove(id) {
+                        map.remove(k.as_str());
                     }
                 }
             }
@@ -304,7 +344,7 @@ impl MemoryStore {
         }
     }
 
-    fn count_live(&self, ids: Option<&HashSet<String>>, now: Millis) -> u64 {
+    fn count_live(&self, ids: Option<&IdSet>, now: Millis) -> u64 {
         ids.map_or(0, |ids| {
             ids.iter().filter(|id| self.live(id, now).is_some()).count() as u64
         })
@@ -329,7 +369,7 @@ impl SessionStore for MemoryStore {
         Ok(self.timed("create", || {
             let mut idx = self.indexes.lock();
             if let (Some(limit), Some(app)) = (application_limit, &session.application_key) {
-                if self.count_live(idx.by_application.get(app), now_millis()) >= limit {
+                if self.count_live(idx.by_application.get(app.as_str()), now_millis()) >= limit {
                     return CreateOutcome::ApplicationFull;
                 }
             }
@@ -404,7 +444,7 @@ impl SessionStore for MemoryStore {
                 .by_customer
                 .get(customer_id)
                 .into_iter()
-                .flatten()
+                .flat_map(IdSet::iter)
                 .filter_map(|id| self.live(id, now))
                 .filter(|s| s.moved_to.is_none() && s.customer_id.as_deref() == Some(customer_id))
                 .map(|s| Session::clone(&s))
@@ -723,6 +763,23 @@ mod tests {
             assert_eq!(bob, vec!["s2"]);
             assert!(store.update("missing", &patch).await.unwrap().is_none());
         });
+    }
+
+    #[test]
+    fn id_sets_grow_from_one_and_empty_out() {
+        let mut ids = IdSet::One("a".into());
+        ids.insert("a");
+        assert!(matches!(ids, IdSet::One(_)), "a repeat is not a second id");
+        assert!(!ids.remove("b"), "removing a stranger leaves it");
+        ids.insert("b");
+        ids.insert("c");
+        let mut all: Vec<&str> = ids.iter().collect();
+        all.sort_unstable();
+        assert_eq!(all, ["a", "b", "c"]);
+        assert!(!ids.remove("a"));
+        assert!(!ids.remove("b"));
+        assert!(ids.remove("c"), "empty once the last id is gone");
+        assert!(IdSet::One("x".into()).remove("x"));
     }
 
     #[test]

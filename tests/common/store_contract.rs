@@ -130,6 +130,34 @@ pub async fn idle_sessions_expire_unless_used(store: Store) {
     );
 }
 
+/// A create refused for its id must not take away the index entries of the live session
+/// that holds the id, even when both name the same customer.
+pub async fn a_refused_duplicate_leaves_the_live_sessions_indexes(store: Store) {
+    let customer = format!("dup-{}", new_uuid());
+    let mut s = session(MIN, MIN);
+    s.customer_id = Some(customer.clone());
+    store.create(s.clone(), None).await.unwrap();
+    let mut twin = session(MIN, MIN);
+    twin.id = s.id.clone();
+    twin.customer_id = Some(customer.clone());
+    assert_eq!(
+        store.create(twin, None).await.unwrap(),
+        CreateOutcome::IdTaken
+    );
+    let listed: Vec<String> = store
+        .customer_sessions(&customer)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![s.id.clone()],
+        "the live session is still listed"
+    );
+}
+
 pub async fn ids_are_taken_while_live(store: Store) {
     let s = session(MIN, MIN);
     store.create(s.clone(), None).await.unwrap();

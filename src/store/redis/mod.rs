@@ -123,6 +123,29 @@ impl Drop for RedisStore {
     }
 }
 
+/// Index entries `create` added alongside a new session: `None` where it added none, else
+/// whether the entry was added (`Ok(false)`: `NX` found one there).
+#[derive(Default)]
+struct NewEntries {
+    expiry: Option<bool>,
+    customer: Option<StoreResult<bool>>,
+    application: Option<StoreResult<bool>>,
+}
+
+impl NewEntries {
+    fn failed(&self) -> bool {
+        self.expiry == Some(false)
+            || matches!(self.customer, Some(Err(_)))
+            || matches!(self.application, Some(Err(_)))
+    }
+}
+
+fn zadd_nx(key: &str, score: u64, member: &str) -> redis::Cmd {
+    let mut c = cmd("ZADD");
+    c.arg(key).arg("NX").arg(score).arg(member);
+    c
+}
+
 fn zadd(key: &str, score: u64, member: &str) -> redis::Cmd {
     let mut c = cmd("ZADD");
     c.arg(key).arg(score).arg(member);
@@ -263,6 +286,91 @@ impl Inner {
         }
     }
 
+    /// The index entries of a session being created, sent together with its write (see
+    /// `create`). Customer and application entries are added only where the id has none
+    /// (`NX`): an entry that is there already may belong to a live session under the same id,
+    /// which a refused create must not change. Says which were added.
+    async fn index_new(&self, s: &Session, skip_application: bool) -> NewEntries {
+        if !is_indexed(s) || s.lock.is_some() {
+            return NewEntries::default();
+        }
+        let expiry = zadd(&self.keys.expiry(s.flavor), s.expires_at, &expiry_member(s));
+        let by_customer = s
+            .customer_id
+            .as_ref()
+            .map(|c| zadd_nx(&self.keys.customer(c), s.absolute_deadline, &s.id));
+        let by_application = match (&s.application_key, skip_application) {
+            (Some(a), false) => Some(zadd_nx(
+                &self.keys.application(a),
+                s.absolute_deadline,
+                &s.id,
+            )),
+            _ => None,
+        };
+        let added = |cmd: Option<redis::Cmd>| async move {
+            match cmd {
+                Some(c) => Some(self.link.query(&c).await.map(|v| int(&v) == Some(1))),
+                None => None,
+            }
+        };
+        let (expiry, customer, application) = tokio::join!(
+            self.link.query(&expiry),
+            added(by_customer),
+            added(by_application)
+        );
+        NewEntries {
+            expiry: Some(expiry.is_ok()),
+            customer,
+            application,
+        }
+    }
+
+    /// After `index_new`: for a session that was stored, replaces entries `NX` found (left by
+    /// an ended session under the same id); for one that was not, takes back what was added.
+    async fn settle_new_entries(&self, s: &Session, entries: NewEntries, stored: bool) {
+        let mut failed = entries.failed();
+        let fix = |key: Option<String>, added: Option<StoreResult<bool>>| async move {
+            match (key, added) {
+                (Some(key), Some(Ok(false))) if stored => self
+                    .link
+                    .query(&zadd(&key, s.absolute_deadline, &s.id))
+                    .await
+                    .is_ok(),
+                (Some(key), Some(Ok(true))) if !stored => self
+                    .zrem_if_score(key, &s.id, s.absolute_deadline)
+                    .await
+                    .is_ok(),
+                _ => true,
+            }
+        };
+        let expiry = async {
+            if stored || entries.expiry.is_none() {
+                return true;
+            }
+            let mut zrem = cmd("ZREM");
+            zrem.arg(self.keys.expiry(s.flavor)).arg(expiry_member(s));
+            self.link.query(&zrem).await.is_ok()
+        };
+        let (e, c, a) = tokio::join!(
+            expiry,
+            fix(
+                s.customer_id.as_ref().map(|c| self.keys.customer(c)),
+                entries.customer
+            ),
+            fix(
+                s.application_key.as_ref().map(|a| self.keys.application(a)),
+                entries.application
+            )
+        );
+        failed |= !(e && c && a);
+        if failed {
+            log::warn!(
+                "redis store: index not updated for {}",
+                crate::session::id::redact(&s.id)
+            );
+        }
+    }
+
     /// Gives back the application slot `create` reserved for a session that was not stored.
     /// Best effort: a failure leaves an entry the index sweep drops at its deadline.
     async fn release_reservation(&self, session: &Session) {
@@ -353,22 +461,18 @@ impl Inner {
                 _ => {}
             }
         }
-        let created = match self.write_new(&session).await {
-            Ok(c) => c,
-            Err(e) => {
-                if reserved {
-                    self.release_reservation(&session).await;
-                }
-                return Err(e);
-            }
-        };
+        // The session and its index entries go out together: one round trip, not two. The
+        // entries are settled once the write's answer is known.
+        let (written, entries) =
+            tokio::join!(self.write_new(&session), self.index_new(&session, reserved));
+        let created = matches!(written, Ok(true));
+        self.settle_new_entries(&session, entries, created).await;
         if !created {
             if reserved {
                 self.release_reservation(&session).await;
             }
-            return Ok(CreateOutcome::IdTaken);
+            return written.map(|_| CreateOutcome::IdTaken);
         }
-        self.index(&session, reserved).await;
         self.near.put(&session);
         if is_indexed(&session) {
             metrics::session_created(session.flavor);
