@@ -340,6 +340,17 @@ start_nginx_contender() {
   [ "$(curl -s "http://127.0.0.1:$NGINX_PROXY_PORT/")" = "ok" ] || die "the nginx proxy does not reach the upstream"
 }
 
+# create_kc_session PORT: prints the id of a new Knowledge Center session made through the
+# sidecar on PORT with the client credential, or nothing when the build has no such flavour
+# (it forwards the PUT to the upstream, which answers "ok", not SessionInfo).
+create_kc_session() {
+  curl -s -X PUT "http://127.0.0.1:$1/gks-server/v1/sessions/new" \
+    -H "Authorization: Bearer $CLIENT_TOKEN" -H 'gkc_customerId: c-000043' |
+    python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["sessionId"])
+except Exception: pass' || true
+}
+
 # start_forwarding_sidecar: the memory-store sidecar in front of the upstream with one live
 # session carrying a full identity; sets SIDECAR_PORT, SIDECAR_ADMIN, SIDECAR_PID, SESSION_ID
 # and fails unless the upstream sees the session's identity.

@@ -2,10 +2,13 @@
 //! (no routes, credentials, locators or identity headers; one worker thread), built with the
 //! same pingora, profile and allocator as the sidecar. `bench/profile` measures it beside the
 //! sidecar and nginx to split the sidecar's CPU per request into "pingora" and "ours".
+//! Requests under `/answer` are answered by the proxy itself (`200 ok`, as nginx's static
+//! `return 200` answers): the floor under the sidecar's own session answers (bench/run row 5).
 //!
 //! Usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR   (e.g. 127.0.0.1:8081 127.0.0.1:3000)
 
 use async_trait::async_trait;
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::server::RunArgs;
@@ -21,6 +24,22 @@ impl ProxyHttp for PlainProxy {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        if !session.req_header().uri.path().starts_with("/answer") {
+            return Ok(false);
+        }
+        let mut header = ResponseHeader::build(200, Some(2))?;
+        header.insert_header("Content-Type", "text/plain")?;
+        header.insert_header("Content-Length", "3")?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(bytes::Bytes::from_static(b"ok\n")), true)
+            .await?;
+        Ok(true)
+    }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         Ok(Box::new(self.peer.clone()))
