@@ -12,16 +12,39 @@ pub fn now_millis() -> Millis {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`.
+/// Latest instant `rfc3339` writes: 9999-12-31T23:59:59.999Z (four-digit years only).
+const RFC3339_MAX: Millis = 253_402_300_799_999;
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`. Written by hand rather
+/// than through `time`'s formatter: every session answer formats two or three of these.
+/// Instants past year 9999 are written as its last millisecond.
 pub fn rfc3339(ms: Millis) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    let ms = ms.min(RFC3339_MAX);
+    let days = ms / 86_400_000;
+    let in_day = ms % 86_400_000;
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, sec, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
     );
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{milli:03}Z")
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`
+/// for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1st
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 pub fn duration_millis(d: Duration) -> u64 {
@@ -409,6 +432,33 @@ mod tests {
     fn rfc3339_format() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(RFC3339_MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    /// The `time` crate's formatting of the same instant.
+    fn reference_rfc3339(ms: Millis) -> String {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap()
+            .format(&format)
+            .unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_matches_the_time_crate(ms in 0..=RFC3339_MAX) {
+            proptest::prop_assert_eq!(rfc3339(ms), reference_rfc3339(ms));
+        }
+
+        #[test]
+        fn rfc3339_matches_around_day_boundaries(day in 0u64..2_932_897, offset in 0u64..2) {
+            let ms = (day * 86_400_000 + offset * 86_399_999).min(RFC3339_MAX);
+            proptest::prop_assert_eq!(rfc3339(ms), reference_rfc3339(ms));
+        }
     }
 
     #[test]
