@@ -1,6 +1,6 @@
 //! The floor under the sidecar's forwarding cost: a pingora proxy with no session logic at all
 //! (no routes, credentials, locators or identity headers; one worker thread), built with the
-//! same pingora, profile and allocator as the sidecar. `bench/profile` measures it beside the
+//! same pingora, profile, allocator and runtime settings as the sidecar. `bench/profile` measures it beside the
 //! sidecar and nginx to split the sidecar's CPU per request into "pingora" and "ours".
 //! Requests under `/answer` are answered by the proxy itself (`200 ok`, as nginx's static
 //! `return 200` answers): the floor under the sidecar's own session answers (bench/run row 5).
@@ -8,12 +8,17 @@
 //! Usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR   (e.g. 127.0.0.1:8081 127.0.0.1:3000)
 
 use async_trait::async_trait;
+use mimalloc::MiMalloc;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::server::RunArgs;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
+
+// The sidecar's allocator, so the floor differs from the sidecar only in the session logic.
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
 
 struct PlainProxy {
     peer: HttpPeer,
@@ -56,8 +61,10 @@ fn main() {
         eprintln!("bench-plain-proxy: {upstream} is not an address like 127.0.0.1:3000");
         std::process::exit(2);
     };
+    // The sidecar's runtime settings: one thread, running its own single-threaded runtime.
     let conf = ServerConf {
         threads: 1,
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
