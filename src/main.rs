@@ -94,6 +94,27 @@ fn hash_token() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// pingora binds the listeners inside each service's task, retrying for 30 s while a port is
+/// in use, and then panics in that task. The process would live on without listening, looking
+/// healthy to a supervisor. A sidecar that cannot listen exits with status 1 instead.
+fn exit_when_listeners_fail() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // pingora 0.9's `expect` in `ListeningService::start_service`.
+        if message.starts_with("Failed to build listeners") {
+            log::error!("cannot listen, exiting: {message}");
+            std::process::exit(1);
+        }
+    }));
+}
+
 fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
     session_sidecar::logging::init();
     let config = match config::load(file) {
@@ -111,6 +132,7 @@ fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    exit_when_listeners_fail();
     sidecar.server.bootstrap();
     log::info!("session-sidecar {} starting", env!("CARGO_PKG_VERSION"));
     let memory = sidecar.memory.clone();

@@ -207,6 +207,34 @@ fn corrupt_snapshot_is_skipped_not_fatal() {
     assert_eq!(get(ports.proxy, "/still-serving", &[]).status, 200);
 }
 
+#[test]
+fn a_port_that_stays_taken_ends_the_process() {
+    let up = EchoUpstream::start();
+    let mut ports = Ports::new(up.port);
+    // Someone else holds the proxy port for longer than pingora's 30 s of bind retries.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    ports.proxy = squatter.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_snapshot(&ports, dir.path(), "");
+    let mut p = SidecarProcess::spawn(
+        &["--config".as_ref(), config.as_os_str()],
+        ports,
+        dir.path().join("sidecar.log"),
+    );
+    let status = p.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        status,
+        Some(1),
+        "exits with status 1 instead of running without a listener"
+    );
+    assert!(
+        p.log_text().contains("cannot listen"),
+        "says why: {}",
+        p.log_text()
+    );
+    drop(squatter);
+}
+
 fn reload_gauge(admin: u16) -> f64 {
     metric_value(
         &get(admin, "/metrics", &[]).text(),
