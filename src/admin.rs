@@ -90,7 +90,8 @@ struct HoldView<'a> {
     quantity: u64,
 }
 
-pub fn session_json(s: &Session) -> SessionView<'_> {
+/// The admin view of `s` (see `SessionView`).
+pub fn session_view(s: &Session) -> SessionView<'_> {
     SessionView {
         agent_id: s.agent_id.as_deref(),
         application_key: s.application_key.as_deref(),
@@ -240,13 +241,13 @@ impl AdminApp {
                 s.logged_in = new.logged_in.unwrap_or(false);
                 let created = s.clone();
                 match sessions.open(s, None).await {
-                    Ok(CreateOutcome::Created) => json_response(201, &session_json(&created)),
+                    Ok(CreateOutcome::Created) => json_response(201, &session_view(&created)),
                     Ok(_) => error(409, "conflict", "The session could not be created."),
                     Err(e) => store_failed(e),
                 }
             }
             (Method::GET, ["admin", "sessions", id]) => match sessions.peek(&caller, id).await {
-                Ok(Some(s)) => json_response(200, &session_json(&s)),
+                Ok(Some(s)) => json_response(200, &session_view(&s)),
                 Ok(None) => error(404, "not_found", "Session not found."),
                 Err(e) => store_failed(e),
             },
@@ -341,14 +342,14 @@ mod tests {
             ttl: 7,
             ttl_unit: TtlUnit::Days,
         });
-        let direct = serde_json::to_vec(&session_json(&s)).unwrap();
+        let direct = serde_json::to_vec(&session_view(&s)).unwrap();
         // Through a Value, whose maps sort their keys: the bytes must not change.
-        let sorted = serde_json::to_vec(&serde_json::to_value(session_json(&s)).unwrap()).unwrap();
+        let sorted = serde_json::to_vec(&serde_json::to_value(session_view(&s)).unwrap()).unwrap();
         assert_eq!(
             String::from_utf8(direct).unwrap(),
             String::from_utf8(sorted).unwrap()
         );
-        let v = serde_json::to_value(session_json(&s)).unwrap();
+        let v = serde_json::to_value(session_view(&s)).unwrap();
         assert_eq!(v["lock"]["codes"][0]["points"], -1);
         assert_eq!(v["lock"]["ttl_unit"], TtlUnit::Days.as_str());
         assert_eq!(v["owner"], "owner");

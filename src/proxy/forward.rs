@@ -13,6 +13,7 @@ use crate::metrics::{self, Lookup, RequestKind};
 use crate::session::id::{is_valid_client_id, redact};
 use pingora::proxy::Session;
 use pingora::Result;
+use std::sync::Arc;
 
 async fn reject(
     session: &mut Session,
@@ -138,7 +139,7 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 async fn resolve(
     sessions: &crate::session::SessionService,
     id: &str,
-) -> Result<Option<std::sync::Arc<crate::session::Session>>, ()> {
+) -> Result<Option<Arc<crate::session::Session>>, ()> {
     if !is_valid_client_id(id) {
         metrics::lookup(Lookup::Miss);
         return Ok(None);
