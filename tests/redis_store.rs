@@ -67,6 +67,15 @@ fn integer_reply(reply: Option<String>) -> i64 {
         .unwrap_or_else(|_| panic!("not an integer reply: {r:?}"))
 }
 
+/// The number in a bulk-string reply such as `$13\r\n1700000000000\r\n` (ZSCORE).
+fn score_reply(reply: Option<String>) -> u64 {
+    let r = reply.expect("redis answered");
+    r.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("not a score: {r:?}"))
+}
+
 fn unavailable<T>(r: Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::Unavailable(_)))
 }
@@ -112,6 +121,44 @@ async fn sessions_expire_inside_redis_at_their_deadline() {
         st.session_count().await.unwrap(),
         1,
         "len counts live sessions only"
+    );
+}
+
+/// A customer index entry belongs to the session that holds the id: its score is that
+/// session's absolute deadline (what index cleanup matches on). A create replaces an entry an
+/// ended session left under the same id, and a refused duplicate leaves the live one's alone.
+#[tokio::test]
+async fn customer_index_entries_carry_the_live_sessions_deadline() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&settings(
+        vec![redis.url()],
+        false,
+        &p,
+        Duration::from_secs(1),
+        MIN,
+    ));
+    let customer = format!("cust-{}", new_uuid());
+    let index = format!("{p}c:{{{customer}}}");
+    let score = |id: &str| score_reply(raw_command(redis.port, &format!("ZSCORE {index} {id}")));
+
+    let mut s = session(MIN, MIN);
+    s.customer_id = Some(customer.clone());
+    // Left by an ended session under the same id, not yet swept.
+    raw_command(redis.port, &format!("ZADD {index} 1 {}", s.id));
+    assert_eq!(
+        st.create(s.clone(), None).await.unwrap(),
+        CreateOutcome::Created
+    );
+    assert_eq!(score(&s.id), s.absolute_deadline, "the new session's entry");
+
+    let mut twin = s.clone();
+    twin.absolute_deadline += 5_000;
+    assert_eq!(st.create(twin, None).await.unwrap(), CreateOutcome::IdTaken);
+    assert_eq!(
+        score(&s.id),
+        s.absolute_deadline,
+        "the live session's entry, unchanged"
     );
 }
 
