@@ -277,6 +277,32 @@ PY
 
 # ---- the parts bench/run and bench/profile share ----
 
+# ratio_table RAW REF SECOND [NAME...]: req/s and CPU/request (medians over rounds) of every
+# named row of RAW (measure's JSON lines), with the median per-round ratios of CPU/request to
+# REF's and SECOND's, and of req/s to REF's.
+ratio_table() {
+  python3 - "$@" <<'PY'
+import json, statistics, sys
+path, names = sys.argv[1], sys.argv[2:]
+names += [n for n in dict.fromkeys(json.loads(l)["row"] for l in open(path)) if n not in names]
+runs = {}
+for line in open(path):
+    r = json.loads(line)
+    runs.setdefault(r["row"], {})[r["round"]] = r
+def cpu(r): return r["cpu_us"] / max(r["load"]["requests"], 1)
+def rps(r): return r["load"]["requests"] * 1e6 / r["load"]["duration_us"]
+def ratio(a, b, f):  # median of per-round ratios: each round's runs were taken back to back
+    return statistics.median(f(runs[a][k]) / f(runs[b][k]) for k in runs[a] if k in runs[b])
+print(f"{'':22} {'req/s':>9} {'us CPU/req':>11} {'x ' + names[0] + ' CPU':>22} {'x ' + names[1] + ' CPU':>28} {'req/s x ' + names[0]:>22}")
+for name in names:
+    rs = runs[name].values()
+    print(f"{name:22} {statistics.median(rps(r) for r in rs):9,.0f} "
+          f"{statistics.median(cpu(r) for r in rs):11.1f} {ratio(name, names[0], cpu):22.2f} "
+          f"{ratio(name, names[1], cpu):28.2f} {ratio(name, names[0], rps):22.2f}")
+print("(CPU/req: median over rounds; ratios: median of the per-round ratios)")
+PY
+}
+
 # build_sidecar: sets SIDECAR_BIN to BENCH_SIDECAR_BIN, or builds the release binary.
 build_sidecar() {
   if [ -n "${BENCH_SIDECAR_BIN:-}" ]; then
