@@ -75,7 +75,8 @@ pub struct UpstreamSettings {
 /// What a route (or the `[proxy]` defaults) asks of a forwarded request.
 #[derive(Debug, Clone)]
 pub struct RoutePolicy {
-    pub upstream: String,
+    /// Shared, so a forwarded request takes its upstream's name without copying it.
+    pub upstream: Arc<str>,
     pub auth: AuthMode,
     pub session: SessionMode,
 }
@@ -464,7 +465,7 @@ fn validate_routes(
 ) -> Result<RouteSettings, ValidationError> {
     check_upstream(&proxy.default_upstream, upstreams, "proxy.default_upstream")?;
     let default = RoutePolicy {
-        upstream: proxy.default_upstream.get_ref().clone(),
+        upstream: proxy.default_upstream.get_ref().as_str().into(),
         auth: proxy.default_auth,
         session: proxy.default_session,
     };
@@ -480,7 +481,7 @@ fn validate_routes(
         let upstream = match &r.upstream {
             Some(u) => {
                 check_upstream(u, upstreams, "routes.upstream")?;
-                u.get_ref().clone()
+                u.get_ref().as_str().into()
             }
             None => default.upstream.clone(),
         };

@@ -20,7 +20,7 @@ pub struct RequestCtx {
     pub started: Instant,
     pub kind: RequestKind,
     /// Upstream name chosen by the route.
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// The live session the request resolved to.
     pub session: Option<Arc<Session>>,
     /// The caller's credential, when one was presented and valid.
