@@ -377,7 +377,7 @@ fn signature_header_when_signing_key_is_set() {
 #[test]
 fn forward_rate_limit_per_session() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "[rate_limits]\nforward_per_session = 5\n");
+    let sc = TestSidecar::with_upstream(&up, "[rate_limits]\nforward_per_session = 1\n");
     let busy = admin_session(&sc, "rl-busy");
     let calm = admin_session(&sc, "rl-calm");
     let mut conn = Conn::open(sc.ports.proxy);
