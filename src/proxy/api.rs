@@ -47,10 +47,7 @@ pub async fn answer(
         headers: &req_header.headers,
         body: &body,
         auth: &auth,
-        client_ip: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
+        client_ip,
     };
     let response = api.answer(&request).await;
     respond::write(session, &response).await?;
