@@ -1,12 +1,16 @@
 //! The admin listener (SPEC §8): metrics, health, readiness, and the session admin API.
 //! It is a separate pingora service on `server.admin_listen`, normally bound to loopback.
+//! Like the flavours, it answers through `api::ApiResponse`: `AdminRoute` names the resource,
+//! one handler per route calls `SessionService`.
 
-use crate::auth::AuthResult;
+use crate::api::{error, ApiResponse};
+use crate::auth::{AuthResult, Credential};
 use crate::metrics;
 use crate::session::id::{is_valid_client_id, new_uuid};
-use crate::session::{rfc3339, Caller, EndReason, Flavor, Session};
+use crate::session::{
+    rfc3339, Caller, EndReason, Flavor, FreshOpen, Session, SessionService, StoreError,
+};
 use crate::state::AppState;
-use crate::store::CreateOutcome;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use http::{Method, Response, StatusCode};
@@ -30,25 +34,34 @@ impl AdminApp {
     }
 }
 
-fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(body)
+/// An `ApiResponse` as pingora's HTTP apps answer.
+fn to_http(r: ApiResponse) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in r.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .header(http::header::CONTENT_LENGTH, r.body.len())
+        .body(r.body.to_vec())
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
-fn json_response(status: u16, v: &impl Serialize) -> Response<Vec<u8>> {
-    respond(
-        status,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
+fn not_found() -> ApiResponse {
+    error(404, "not_found", "No such admin resource.")
 }
 
-fn error(status: u16, error: &str, message: &str) -> Response<Vec<u8>> {
-    json_response(status, &json!({ "error": error, "message": message }))
+fn session_not_found() -> ApiResponse {
+    error(404, "not_found", "Session not found.")
+}
+
+fn store_failed(e: StoreError) -> ApiResponse {
+    log::error!("admin API: {e}");
+    error(
+        503,
+        "store_unavailable",
+        "The session store is unavailable.",
+    )
 }
 
 /// The admin JSON form of a session: SPEC §3 field names in snake_case. Written straight
@@ -142,153 +155,196 @@ fn valid_identity(v: &Option<String>) -> bool {
     v.as_deref().is_none_or(is_valid_client_id)
 }
 
-async fn read_body(http: &mut ServerSession) -> Result<Vec<u8>, ()> {
+async fn read_body(http: &mut ServerSession) -> Option<Vec<u8>> {
     let mut buf = BytesMut::new();
     loop {
         match http.read_request_body().await {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > MAX_ADMIN_BODY {
-                    return Err(());
+                    return None;
                 }
                 buf.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(buf.to_vec()),
-            Err(_) => return Err(()),
+            Ok(None) => return Some(buf.to_vec()),
+            Err(_) => return None,
         }
     }
 }
 
-impl AdminApp {
-    async fn admin_api(
-        &self,
-        http: &mut ServerSession,
-        method: Method,
-        path: &str,
-    ) -> Response<Vec<u8>> {
-        let gen = self.state.current();
-        let auth = gen.auth.authenticate(&http.req_header().headers).await;
-        let credential = match &auth {
-            AuthResult::Valid(c) if c.admin => c.clone(),
-            AuthResult::Valid(_) => {
-                metrics::auth_failure(metrics::AuthFailure::Forbidden);
-                return error(
-                    403,
-                    "forbidden",
-                    "This credential may not use the admin API.",
-                );
-            }
-            other => {
-                other.record_failure();
-                return error(
-                    401,
-                    "unauthorized",
-                    "The admin API requires an admin bearer token.",
-                );
-            }
-        };
-        let caller = Caller::named(&credential.name, true);
-        let sessions = &gen.sessions;
+/// The resources of the session admin API (SPEC §8), path segments percent-decoded.
+#[derive(Debug, PartialEq, Eq)]
+enum AdminRoute {
+    CreateSession,
+    GetSession(String),
+    DeleteSession(String),
+    CustomerSessions(String),
+    RevokeCustomer(String),
+    /// A known resource, an unsupported method.
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl AdminRoute {
+    fn of(method: &Method, path: &str) -> AdminRoute {
         let segments: Vec<String> = path
             .trim_start_matches('/')
             .split('/')
             .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
             .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let store_failed = |e: crate::store::StoreError| {
-            log::error!("admin API: {e}");
-            error(
-                503,
-                "store_unavailable",
-                "The session store is unavailable.",
-            )
-        };
         match (method, segs.as_slice()) {
-            (Method::POST, ["admin", "sessions"]) => {
-                let Ok(body) = read_body(http).await else {
-                    return error(413, "payload_too_large", "The request body is too large.");
-                };
-                let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-                    b"{}"
-                } else {
-                    &body
-                };
-                let new: NewSession = match serde_json::from_slice(body) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        return error(400, "bad_request", &format!("Invalid session JSON: {e}"))
-                    }
-                };
-                if ![
-                    &new.customer_id,
-                    &new.agent_id,
-                    &new.visit_id,
-                    &new.global_visit_id,
-                ]
-                .into_iter()
-                .all(valid_identity)
-                {
-                    return error(
-                        400,
-                        "bad_request",
-                        "Identity values must be 1-256 characters of A-Z a-z 0-9 . _ ~ + / = -",
-                    );
-                }
-                let mut s = sessions.new_session(new_uuid(), Flavor::Admin, Some(&credential.name));
-                s.customer_id = new.customer_id;
-                s.agent_id = new.agent_id;
-                s.visit_id = new.visit_id;
-                s.global_visit_id = new.global_visit_id;
-                s.logged_in = new.logged_in.unwrap_or(false);
-                let created = s.clone();
-                match sessions.open(s, None).await {
-                    Ok(CreateOutcome::Created) => json_response(201, &session_view(&created)),
-                    Ok(_) => error(409, "conflict", "The session could not be created."),
-                    Err(e) => store_failed(e),
-                }
+            (&Method::POST, ["admin", "sessions"]) => AdminRoute::CreateSession,
+            (&Method::GET, ["admin", "sessions", id]) => AdminRoute::GetSession(id.to_string()),
+            (&Method::DELETE, ["admin", "sessions", id]) => {
+                AdminRoute::DeleteSession(id.to_string())
             }
-            (Method::GET, ["admin", "sessions", id]) => match sessions.peek(&caller, id).await {
-                Ok(Some(s)) => json_response(200, &session_view(&s)),
-                Ok(None) => error(404, "not_found", "Session not found."),
-                Err(e) => store_failed(e),
-            },
-            (Method::DELETE, ["admin", "sessions", id]) => {
-                match sessions.close(&caller, id, EndReason::Revoked).await {
-                    Ok(Some(_)) => respond(204, "application/json", Vec::new()),
-                    Ok(None) => error(404, "not_found", "Session not found."),
-                    Err(e) => store_failed(e),
-                }
+            (&Method::GET, ["admin", "customers", c, "sessions"]) => {
+                AdminRoute::CustomerSessions(c.to_string())
             }
-            (Method::GET, ["admin", "customers", customer, "sessions"]) => {
-                match sessions.customer_sessions(customer).await {
-                    Ok(list) => json_response(
-                        200,
-                        &json!({
-                            "customer_id": customer,
-                            "sessions": list.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-                        }),
-                    ),
-                    Err(e) => store_failed(e),
-                }
-            }
-            (Method::DELETE, ["admin", "customers", customer, "sessions"]) => {
-                match sessions.revoke_customer(customer).await {
-                    Ok(n) => json_response(200, &json!({ "revoked": n })),
-                    Err(e) => store_failed(e),
-                }
+            (&Method::DELETE, ["admin", "customers", c, "sessions"]) => {
+                AdminRoute::RevokeCustomer(c.to_string())
             }
             (
                 _,
                 ["admin", "sessions"]
                 | ["admin", "sessions", _]
                 | ["admin", "customers", _, "sessions"],
-            ) => error(
+            ) => AdminRoute::MethodNotAllowed,
+            _ => AdminRoute::NotFound,
+        }
+    }
+}
+
+impl AdminApp {
+    /// The caller's admin credential, or the 401/403 refusal.
+    async fn admin_credential(&self, http: &ServerSession) -> Result<Arc<Credential>, ApiResponse> {
+        let auth = self
+            .state
+            .current()
+            .auth
+            .authenticate(&http.req_header().headers)
+            .await;
+        match auth {
+            AuthResult::Valid(c) if c.admin => Ok(c),
+            AuthResult::Valid(_) => {
+                metrics::auth_failure(metrics::AuthFailure::Forbidden);
+                Err(error(
+                    403,
+                    "forbidden",
+                    "This credential may not use the admin API.",
+                ))
+            }
+            other => {
+                other.record_failure();
+                Err(error(
+                    401,
+                    "unauthorized",
+                    "The admin API requires an admin bearer token.",
+                ))
+            }
+        }
+    }
+
+    async fn admin_api(&self, http: &mut ServerSession, route: AdminRoute) -> ApiResponse {
+        let credential = match self.admin_credential(http).await {
+            Ok(c) => c,
+            Err(refusal) => return refusal,
+        };
+        let caller = Caller::named(&credential.name, true);
+        let gen = self.state.current();
+        let sessions = &gen.sessions;
+        let answer = match route {
+            AdminRoute::CreateSession => {
+                let Some(body) = read_body(http).await else {
+                    return error(413, "payload_too_large", "The request body is too large.");
+                };
+                create_session(sessions, &credential.name, &body).await
+            }
+            AdminRoute::GetSession(id) => {
+                sessions.peek(&caller, &id).await.map(|found| match found {
+                    Some(s) => ApiResponse::json(200, &session_view(&s)),
+                    None => session_not_found(),
+                })
+            }
+            AdminRoute::DeleteSession(id) => sessions
+                .close(&caller, &id, EndReason::Revoked)
+                .await
+                .map(|ended| match ended {
+                    Some(_) => ApiResponse::bytes(204, "application/json", Vec::new()),
+                    None => session_not_found(),
+                }),
+            AdminRoute::CustomerSessions(customer) => {
+                sessions.customer_sessions(&customer).await.map(|list| {
+                    let ids: Vec<&str> = list.iter().map(|s| s.id.as_str()).collect();
+                    ApiResponse::json(200, &json!({ "customer_id": customer, "sessions": ids }))
+                })
+            }
+            AdminRoute::RevokeCustomer(customer) => sessions
+                .revoke_customer(&customer)
+                .await
+                .map(|n| ApiResponse::json(200, &json!({ "revoked": n }))),
+            AdminRoute::MethodNotAllowed => Ok(error(
                 405,
                 "method_not_allowed",
                 "Method not allowed on this admin resource.",
-            ),
-            _ => error(404, "not_found", "No such admin resource."),
-        }
+            )),
+            AdminRoute::NotFound => Ok(not_found()),
+        };
+        answer.unwrap_or_else(store_failed)
     }
+}
+
+/// `POST /admin/sessions`: a session owned by the admin credential, with the identity given.
+async fn create_session(
+    sessions: &SessionService,
+    owner: &str,
+    body: &[u8],
+) -> Result<ApiResponse, StoreError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let new: NewSession = match serde_json::from_slice(body) {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(error(
+                400,
+                "bad_request",
+                &format!("Invalid session JSON: {e}"),
+            ))
+        }
+    };
+    if ![
+        &new.customer_id,
+        &new.agent_id,
+        &new.visit_id,
+        &new.global_visit_id,
+    ]
+    .into_iter()
+    .all(valid_identity)
+    {
+        return Ok(error(
+            400,
+            "bad_request",
+            "Identity values must be 1-256 characters of A-Z a-z 0-9 . _ ~ + / = -",
+        ));
+    }
+    let build = |id| {
+        let mut s = sessions.new_session(id, Flavor::Admin, Some(owner));
+        s.customer_id = new.customer_id.clone();
+        s.agent_id = new.agent_id.clone();
+        s.visit_id = new.visit_id.clone();
+        s.global_visit_id = new.global_visit_id.clone();
+        s.logged_in = new.logged_in.unwrap_or(false);
+        s
+    };
+    Ok(match sessions.open_fresh(new_uuid, build, None).await? {
+        FreshOpen::Opened(created) => ApiResponse::json(201, &session_view(&created)),
+        FreshOpen::ApplicationFull | FreshOpen::NoFreeId => {
+            error(409, "conflict", "The session could not be created.")
+        }
+    })
 }
 
 #[async_trait]
@@ -296,21 +352,24 @@ impl ServeHttp for AdminApp {
     async fn response(&self, http: &mut ServerSession) -> Response<Vec<u8>> {
         let method = http.req_header().method.clone();
         let path = http.req_header().uri.path().to_string();
-        match (&method, path.as_str()) {
-            (&Method::GET, "/metrics") => respond(200, metrics::CONTENT_TYPE, metrics::render()),
-            (&Method::GET, "/healthz") => json_response(200, &json!({ "status": "ok" })),
+        let answer = match (&method, path.as_str()) {
+            (&Method::GET, "/metrics") => {
+                ApiResponse::bytes(200, metrics::CONTENT_TYPE, metrics::render())
+            }
+            (&Method::GET, "/healthz") => ApiResponse::json(200, &json!({ "status": "ok" })),
             (&Method::GET, "/readyz") => match self.state.current().sessions.ready().await {
-                Ok(()) => json_response(200, &json!({ "status": "ready" })),
-                Err(e) => json_response(
+                Ok(()) => ApiResponse::json(200, &json!({ "status": "ready" })),
+                Err(e) => ApiResponse::json(
                     503,
                     &json!({ "status": "unavailable", "reason": e.to_string() }),
                 ),
             },
             (_, p) if p == "/admin" || p.starts_with("/admin/") => {
-                self.admin_api(http, method, &path).await
+                self.admin_api(http, AdminRoute::of(&method, p)).await
             }
-            _ => error(404, "not_found", "No such admin resource."),
-        }
+            _ => not_found(),
+        };
+        to_http(answer)
     }
 }
 
@@ -319,6 +378,33 @@ mod tests {
     use super::*;
     use crate::session::{CodeHold, Lock, TtlUnit};
     use std::time::Duration;
+
+    #[test]
+    fn admin_routes() {
+        use AdminRoute::*;
+        let route = |m: Method, p: &str| AdminRoute::of(&m, p);
+        assert_eq!(route(Method::POST, "/admin/sessions"), CreateSession);
+        assert_eq!(
+            route(Method::GET, "/admin/sessions/a%2Bb"),
+            GetSession("a+b".into())
+        );
+        assert_eq!(
+            route(Method::DELETE, "/admin/sessions/x"),
+            DeleteSession("x".into())
+        );
+        assert_eq!(
+            route(Method::GET, "/admin/customers/c1/sessions"),
+            CustomerSessions("c1".into())
+        );
+        assert_eq!(
+            route(Method::DELETE, "/admin/customers/c1/sessions"),
+            RevokeCustomer("c1".into())
+        );
+        assert_eq!(route(Method::PUT, "/admin/sessions/x"), MethodNotAllowed);
+        assert_eq!(route(Method::GET, "/admin/sessions"), MethodNotAllowed);
+        assert_eq!(route(Method::GET, "/admin/sessions/x/y"), NotFound);
+        assert_eq!(route(Method::GET, "/admin"), NotFound);
+    }
 
     #[test]
     fn session_view_keeps_the_sorted_field_order_of_the_map_form() {

@@ -5,6 +5,7 @@
 //! too and run the result in-process.
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod flavors;

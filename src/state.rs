@@ -4,9 +4,9 @@
 //! immutable `Generation`, swapped atomically; a request keeps the generation it started with.
 //! The session store outlives generations: reloading never drops sessions.
 
+use crate::api::SessionApis;
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::flavors::SessionApis;
 use crate::limits::RateLimits;
 use crate::proxy::identity::IdentityHeaders;
 use crate::proxy::upstreams::Upstreams;

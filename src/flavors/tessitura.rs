@@ -238,7 +238,7 @@ impl Tessitura {
             Ok(c) => c,
             Err(refusal) => return refusal,
         };
-        let request = match parse_transfer_request(req.media_type().as_deref(), req.body) {
+        let request = match parse_transfer_request(req.media_type().as_deref(), req.body.bytes()) {
             Ok(r) => r,
             Err(e) => return shape.wire_error(e),
         };
@@ -279,7 +279,7 @@ impl Tessitura {
             Ok(c) => c,
             Err(refusal) => return refusal,
         };
-        let request = match parse_create_request(req.media_type().as_deref(), req.body) {
+        let request = match parse_create_request(req.media_type().as_deref(), req.body.bytes()) {
             Ok(r) => r,
             Err(e) => return shape.wire_error(e),
         };
@@ -380,7 +380,7 @@ impl Tessitura {
             Ok(v) => v,
             Err(refusal) => return refusal,
         };
-        let target = match parse_native_transfer(req.media_type().as_deref(), req.body) {
+        let target = match parse_native_transfer(req.media_type().as_deref(), req.body.bytes()) {
             Ok(t) => t,
             Err(e) => return shape.wire_error(e),
         };

@@ -10,10 +10,10 @@
 //!   releases the lock once the app answers 2xx.
 
 use super::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
+use crate::api::MAX_INSPECTED_BODY;
 use crate::auth::AuthResult;
 use crate::config::VoucherifySettings;
 use crate::metrics;
-use crate::proxy::body::RETRY_BUFFER_LIMIT;
 use crate::session::id::{is_valid_client_id, new_lock_key, redact};
 use crate::session::{
     now_millis, Caller, CodeHold, EndReason, Flavor, Lock, LockedTotals, Session, SessionService,
@@ -451,7 +451,7 @@ fn session_answer(key: &str, ttl: u64, unit: TtlUnit) -> String {
 /// answers (and answers that already carry a `session` object) are left alone (`None`).
 /// The app's bytes are kept as they are; the member is inserted before the closing brace.
 fn inject_session(content_type: Option<&str>, body: &[u8], session: &str) -> Option<Vec<u8>> {
-    if content_type.is_some() && !crate::proxy::locate::is_json(content_type) {
+    if content_type.is_some() && !crate::api::is_json(content_type) {
         return None;
     }
     let Value::Object(mut obj) = serde_json::from_slice::<Value>(body).ok()? else {
@@ -692,7 +692,7 @@ impl Voucherify {
             max_ttl: settings.max_ttl,
             limits: Arc::new(settings.limits.clone()),
             max_body,
-            inspect_limit: max_body.min(RETRY_BUFFER_LIMIT),
+            inspect_limit: max_body.min(MAX_INSPECTED_BODY),
         }
     }
 
@@ -707,7 +707,7 @@ impl Voucherify {
 
     /// The answer for an inspected request whose body the proxy could not read, if so.
     fn unreadable_body(&self, req: &ApiRequest<'_>) -> Option<ApiResponse> {
-        if !req.body.is_empty() {
+        if !req.body.bytes().is_empty() {
             return None;
         }
         let announced = req
@@ -913,7 +913,7 @@ impl SessionApi for Voucherify {
         match endpoint(req.path) {
             Some(Endpoint::Validation { code }) => {
                 let code = code.map(decode_segment);
-                match parse_validation(req.body, code.as_deref(), self.max_ttl) {
+                match parse_validation(req.body.bytes(), code.as_deref(), self.max_ttl) {
                     Ok(Some(lock)) => self.validate(req, &cred.name, lock).await,
                     Ok(None) => plain(),
                     Err(e) => ForwardDecision::Answer(invalid_payload(e)),
@@ -921,7 +921,7 @@ impl SessionApi for Voucherify {
             }
             Some(Endpoint::Redemption { code }) => {
                 let code = code.map(decode_segment);
-                match parse_redemption(req.body, code.as_deref()) {
+                match parse_redemption(req.body.bytes(), code.as_deref()) {
                     Ok(Some(redeem)) => self.redeem(redeem).await,
                     Ok(None) => plain(),
                     Err(e) => ForwardDecision::Answer(invalid_payload(e)),

@@ -4,7 +4,7 @@
 use super::body::{self, Body};
 use super::context::RequestCtx;
 use super::respond;
-use crate::flavors::{ApiRequest, SessionApi};
+use crate::api::{ApiRequest, RequestBody, SessionApi};
 use crate::metrics::RequestKind;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -20,7 +20,7 @@ pub async fn answer(
     let gen = ctx.gen.clone();
     let body = match body::read_all(session, gen.config.server.max_body).await? {
         Body::Complete(b) => b,
-        Body::TooLarge => {
+        Body::TooLarge { .. } | Body::NotRead => {
             // The rest of the body is not worth draining: answer and close.
             session.set_keepalive(None);
             respond::write(session, &api.body_too_large()).await?;
@@ -45,7 +45,7 @@ pub async fn answer(
         path: rel_path,
         query: req_header.uri.query(),
         headers: &req_header.headers,
-        body: &body,
+        body: RequestBody::Complete(&body),
         auth: &auth,
         client_ip,
     };

@@ -2,20 +2,35 @@
 //!
 //! Reading consumes the body. For endpoints the sidecar answers itself that is fine; for
 //! forwarded requests we first enable pingora's retry buffer, which replays what was read to
-//! the upstream. That buffer holds 64 KiB, so only bodies whose length is known and within it
-//! are read for inspection; anything else is forwarded untouched as a stream.
+//! the upstream. That buffer holds `api::MAX_INSPECTED_BODY` (pingora's `BODY_BUF_LIMIT`), so
+//! only bodies whose length is known and within it are read for inspection; anything else is
+//! forwarded untouched as a stream.
 
+use crate::api::{RequestBody, MAX_INSPECTED_BODY};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use pingora::Result;
 
-/// pingora's retry buffer capacity (`BODY_BUF_LIMIT`).
-pub const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
-
+/// A request body as the proxy left it: the owned form of `api::RequestBody`.
 pub enum Body {
     Complete(Bytes),
-    /// More than the limit was sent (or announced); the rest was not read.
-    TooLarge,
+    /// More than `limit` was sent (or announced); the rest was not read.
+    TooLarge {
+        limit: usize,
+    },
+    /// Sent without a length: not read.
+    NotRead,
+}
+
+impl Body {
+    /// The body as a flavour sees it.
+    pub fn as_request(&self) -> RequestBody<'_> {
+        match self {
+            Body::Complete(b) => RequestBody::Complete(b),
+            Body::TooLarge { limit } => RequestBody::TooLarge { limit: *limit },
+            Body::NotRead => RequestBody::NotRead,
+        }
+    }
 }
 
 /// The declared `Content-Length`, if any and valid.
@@ -34,12 +49,12 @@ pub fn content_length(session: &Session) -> Option<usize> {
 /// Reads the whole body of a request the sidecar answers itself, up to `limit` bytes.
 pub async fn read_all(session: &mut Session, limit: usize) -> Result<Body> {
     if content_length(session).is_some_and(|n| n > limit) {
-        return Ok(Body::TooLarge);
+        return Ok(Body::TooLarge { limit });
     }
     let mut buf = BytesMut::new();
     while let Some(chunk) = session.read_request_body().await? {
         if buf.len() + chunk.len() > limit {
-            return Ok(Body::TooLarge);
+            return Ok(Body::TooLarge { limit });
         }
         buf.extend_from_slice(&chunk);
     }
@@ -47,13 +62,15 @@ pub async fn read_all(session: &mut Session, limit: usize) -> Result<Body> {
 }
 
 /// Reads a forwarded request's body so it can be inspected *and* still forwarded unchanged.
-/// `None` when the body is absent, of unknown length, or larger than `limit` (or the retry
-/// buffer): such bodies are forwarded without inspection.
-pub async fn read_for_forwarding(session: &mut Session, limit: usize) -> Result<Option<Bytes>> {
-    let limit = limit.min(RETRY_BUFFER_LIMIT);
+/// Bodies of unknown length are not read; bodies larger than `limit` (or the retry buffer)
+/// are not either: such bodies are forwarded without inspection.
+pub async fn read_for_forwarding(session: &mut Session, limit: usize) -> Result<Body> {
+    let limit = limit.min(MAX_INSPECTED_BODY);
     match content_length(session) {
-        Some(n) if n > 0 && n <= limit => {}
-        _ => return Ok(None),
+        None => return Ok(Body::NotRead),
+        Some(0) => return Ok(Body::Complete(Bytes::new())),
+        Some(n) if n > limit => return Ok(Body::TooLarge { limit }),
+        Some(_) => {}
     }
     session.enable_retry_buffering();
     let mut buf = BytesMut::new();
@@ -62,11 +79,11 @@ pub async fn read_for_forwarding(session: &mut Session, limit: usize) -> Result<
         if buf.len() > limit {
             // Cannot happen with a truthful Content-Length; the retry buffer still replays
             // what it holds, so the request is forwarded but not inspected.
-            return Ok(None);
+            return Ok(Body::TooLarge { limit });
         }
     }
     if session.retry_buffer_truncated() {
-        return Ok(None);
+        return Ok(Body::TooLarge { limit });
     }
-    Ok(Some(buf.freeze()))
+    Ok(Body::Complete(buf.freeze()))
 }

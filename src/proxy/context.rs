@@ -1,7 +1,7 @@
 //! Per-request state carried through pingora's hooks.
 
+use crate::api::ForwardHook;
 use crate::auth::Credential;
-use crate::flavors::ForwardHook;
 use crate::metrics::RequestKind;
 use crate::session::Session;
 use crate::state::Generation;

@@ -1,16 +1,20 @@
-//! Forwarded requests, before they leave: route policy, credentials, session lookup, and the
-//! flavour inspection that may refuse or decorate them. Returns `Ok(true)` when the sidecar
-//! answered (a rejection), `Ok(false)` to forward.
+//! Forwarded requests, before they leave (SPEC §6): `prepare` runs the steps in order —
+//! authorize (route credentials) → locate (where the session id is) → inspect body (the
+//! flavour that may refuse or decorate the request) → resolve (the live session) → require
+//! (the route's session policy and per-session rate limit). Returns `Ok(true)` when the
+//! sidecar answered (a refusal), `Ok(false)` to forward.
 
-use super::body;
+use super::body::{self, Body};
 use super::context::RequestCtx;
 use super::locate;
 use super::respond;
+use crate::api::{self, ApiRequest, ApiResponse, ForwardDecision, SessionApi};
 use crate::auth::AuthResult;
-use crate::config::{AuthMode, SessionMode};
-use crate::flavors::{ApiRequest, ApiResponse, ForwardDecision};
+use crate::config::{AuthMode, RoutePolicy, SessionMode};
 use crate::metrics::{self, Lookup, RequestKind};
 use crate::session::id::{is_valid_client_id, redact};
+use crate::session::{Session as LiveSession, SessionService, StoreError};
+use crate::state::Generation;
 use pingora::proxy::Session;
 use pingora::Result;
 use std::sync::Arc;
@@ -27,7 +31,6 @@ async fn reject(
 
 pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     let gen = ctx.gen.clone();
-    let config = &gen.config;
     // Cloning the method and URI shares their bytes (no copy) and frees `session` for the
     // mutable calls below.
     let (method, uri) = {
@@ -35,64 +38,39 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         (h.method.clone(), h.uri.clone())
     };
     let (path, query) = (uri.path(), uri.query());
-    let policy = config.routes.select(method.as_str(), path);
+    let policy = gen.config.routes.select(method.as_str(), path);
     ctx.upstream = Some(policy.upstream.clone());
 
-    // Credentials: a valid one always names the caller; `auth = "token"` demands one.
     let auth = gen.auth.authenticate(&session.req_header().headers).await;
-    if policy.auth == AuthMode::Token && auth.credential().is_none() {
-        auth.record_failure();
-        let message = match auth {
-            AuthResult::Missing => "This route requires a bearer token.",
-            _ => "The presented credential is not valid.",
-        };
-        return reject(session, ctx, &respond::error(401, "unauthorized", message)).await;
+    if let Err(refusal) = authorize(policy, &auth) {
+        return reject(session, ctx, &refusal).await;
     }
     ctx.credential = auth.credential().cloned();
 
-    // Where the session id is: request head first, then (for JSON bodies) the body.
     let wants_session = policy.session != SessionMode::None;
     let mut located = if wants_session {
-        locate::from_head(&config.locate, &session.req_header().headers, path, query)
+        locate::from_head(
+            &gen.config.locate,
+            &session.req_header().headers,
+            path,
+            query,
+        )
     } else {
         None
     };
     let inspector = gen.apis.inspector(&method, path);
-    let is_json = locate::is_json(
-        session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
-    let body_locates =
-        wants_session && located.is_none() && !config.locate.json_body.is_empty() && is_json;
+    let body_locates = wants_session && located.is_none() && body_may_locate(&gen, session);
     let body = if inspector.is_some() || body_locates {
-        body::read_for_forwarding(session, config.server.max_body).await?
+        body::read_for_forwarding(session, gen.config.server.max_body).await?
     } else {
-        None
+        Body::NotRead
     };
     if body_locates {
-        located = body
-            .as_deref()
-            .and_then(|b| locate::from_json(&config.locate.json_body, b));
+        located = locate::from_json(&gen.config.locate.json_body, body.as_request().bytes());
     }
 
     if let Some((api, rel)) = inspector {
-        let h = session.req_header();
-        let request = ApiRequest {
-            method: &h.method,
-            path: rel,
-            query: h.uri.query(),
-            headers: &h.headers,
-            body: body.as_deref().unwrap_or(&[]),
-            auth: &auth,
-            client_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-        };
-        match api.before_forward(&request).await {
+        match inspect(session, api.as_ref(), rel, &body, &auth).await {
             ForwardDecision::Answer(response) => return reject(session, ctx, &response).await,
             ForwardDecision::Forward(hook) => ctx.hook = hook,
         }
@@ -104,23 +82,107 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
             Ok(found) => ctx.session = found,
             // The store cannot say whether this session exists (Redis down, no near-cache
             // copy): forwarding it as anonymous would hide the outage from the app.
-            Err(()) => {
+            Err(_) => {
                 let message = "The session store is unavailable; retry later.";
-                return reject(
-                    session,
-                    ctx,
-                    &respond::error(503, "store_unavailable", message),
-                )
-                .await;
+                let refusal = api::error(503, "store_unavailable", message);
+                return reject(session, ctx, &refusal).await;
             }
         }
     }
-    if let Some(s) = &ctx.session {
-        if let Err(wait) = gen.limits.check_forward(&s.id) {
-            return reject(session, ctx, &respond::rate_limited(wait.0)).await;
+    if let Err(refusal) = require(&gen, policy, ctx.session.as_deref(), carried_id) {
+        return reject(session, ctx, &refusal).await;
+    }
+    Ok(false)
+}
+
+/// Credentials: a valid one always names the caller; `auth = "token"` demands one.
+fn authorize(policy: &RoutePolicy, auth: &AuthResult) -> std::result::Result<(), ApiResponse> {
+    if policy.auth == AuthMode::Token && auth.credential().is_none() {
+        auth.record_failure();
+        let message = match auth {
+            AuthResult::Missing => "This route requires a bearer token.",
+            _ => "The presented credential is not valid.",
+        };
+        return Err(api::error(401, "unauthorized", message));
+    }
+    Ok(())
+}
+
+/// Whether the JSON body locators apply: some are configured and the body is JSON.
+fn body_may_locate(gen: &Generation, session: &Session) -> bool {
+    !gen.config.locate.json_body.is_empty()
+        && api::is_json(
+            session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        )
+}
+
+/// Lets the flavour that inspects this forwarded request decide on it.
+async fn inspect(
+    session: &Session,
+    api: &dyn SessionApi,
+    rel_path: &str,
+    body: &Body,
+    auth: &AuthResult,
+) -> ForwardDecision {
+    let h = session.req_header();
+    let request = ApiRequest {
+        method: &h.method,
+        path: rel_path,
+        query: h.uri.query(),
+        headers: &h.headers,
+        body: body.as_request(),
+        auth,
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+    };
+    api.before_forward(&request).await
+}
+
+/// The live session for `id`, counting the lookup. Ids that no session could have are misses.
+/// `Err` when the store could not answer.
+async fn resolve(
+    sessions: &SessionService,
+    id: &str,
+) -> std::result::Result<Option<Arc<LiveSession>>, StoreError> {
+    if !is_valid_client_id(id) {
+        metrics::lookup(Lookup::Miss);
+        return Ok(None);
+    }
+    match sessions.resolve(id).await {
+        Ok(found) => {
+            metrics::lookup(if found.is_some() {
+                Lookup::Hit
+            } else {
+                Lookup::Miss
+            });
+            Ok(found)
+        }
+        Err(e) => {
+            log::warn!("session lookup for {} failed: {e}", redact(id));
+            Err(e)
         }
     }
-    if policy.session == SessionMode::Required && ctx.session.is_none() {
+}
+
+/// The route's session policy, and the per-session forward rate limit.
+fn require(
+    gen: &Generation,
+    policy: &RoutePolicy,
+    found: Option<&LiveSession>,
+    carried_id: bool,
+) -> std::result::Result<(), ApiResponse> {
+    if let Some(s) = found {
+        if let Err(wait) = gen.limits.check_forward(&s.id) {
+            return Err(api::rate_limited(wait.0));
+        }
+    }
+    if policy.session == SessionMode::Required && found.is_none() {
         let (error, message) = if carried_id {
             (
                 "session_expired",
@@ -129,33 +191,7 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         } else {
             ("session_required", "This route requires a session.")
         };
-        return reject(session, ctx, &respond::error(401, error, message)).await;
+        return Err(api::error(401, error, message));
     }
-    Ok(false)
-}
-
-/// The live session for `id`, counting the lookup. Ids that no session could have are misses.
-/// `Err` when the store could not answer.
-async fn resolve(
-    sessions: &crate::session::SessionService,
-    id: &str,
-) -> Result<Option<Arc<crate::session::Session>>, ()> {
-    if !is_valid_client_id(id) {
-        metrics::lookup(Lookup::Miss);
-        return Ok(None);
-    }
-    match sessions.resolve(id).await {
-        Ok(Some(s)) => {
-            metrics::lookup(Lookup::Hit);
-            Ok(Some(s))
-        }
-        Ok(None) => {
-            metrics::lookup(Lookup::Miss);
-            Ok(None)
-        }
-        Err(e) => {
-            log::warn!("session lookup for {} failed: {e}", redact(id));
-            Err(())
-        }
-    }
+    Ok(())
 }

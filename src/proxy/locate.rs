@@ -1,6 +1,7 @@
 //! Session locators (SPEC §6): where a forwarded request carries its session id. They read
 //! the request exactly as the client sent it; the first value wins when one repeats.
 
+use crate::api::query_param;
 use crate::config::{LocateSettings, PathTemplate};
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
@@ -51,19 +52,6 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The first value of query parameter `name`, percent-decoded. `+` stays `+`: ids such as
-/// Tessitura keys contain it, and form-style decoding would corrupt them.
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if percent_decode_str(k).decode_utf8().ok()? != name {
-            return None;
-        }
-        let v = percent_decode_str(v).decode_utf8().ok()?;
-        (!v.is_empty()).then(|| v.into_owned())
-    })
-}
-
 /// The key of a path template. Templates match as prefixes: `/Web/Session/{key}` also
 /// matches `/Web/Session/{key}/Expiration`. The key is one path segment, percent-decoded.
 pub fn path_template(t: &PathTemplate, path: &str) -> Option<String> {
@@ -84,18 +72,6 @@ pub fn from_json(fields: &[Vec<String>], body: &[u8]) -> Option<String> {
         }
         v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
     })
-}
-
-/// Whether a media type is JSON (`application/json`, `text/json`, `…+json`).
-pub fn is_json(content_type: Option<&str>) -> bool {
-    let Some(ct) = content_type else { return false };
-    let mt = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mt == "application/json" || mt == "text/json" || mt.ends_with("+json")
 }
 
 #[cfg(test)]
@@ -151,25 +127,6 @@ mod tests {
     }
 
     #[test]
-    fn query_params() {
-        assert_eq!(
-            query_param("q=1&sessionId=abc&sessionId=def", "sessionId").as_deref(),
-            Some("abc")
-        );
-        assert_eq!(
-            query_param("sessionId=a%2Bb%2F%3D", "sessionId").as_deref(),
-            Some("a+b/=")
-        );
-        assert_eq!(
-            query_param("sessionId=a+b", "sessionId").as_deref(),
-            Some("a+b")
-        );
-        assert_eq!(query_param("sessionIdx=1", "sessionId"), None);
-        assert_eq!(query_param("sessionId=", "sessionId"), None);
-        assert_eq!(query_param("sessionId=%ff", "sessionId"), None);
-    }
-
-    #[test]
     fn path_templates() {
         let t = tpl("/Web/Session/{key}");
         assert_eq!(
@@ -212,16 +169,6 @@ mod tests {
         assert_eq!(from_json(&fields, br#"{"session":"k"}"#), None);
         assert_eq!(from_json(&fields, b"{not json"), None);
         assert_eq!(from_json(&fields, b""), None);
-    }
-
-    #[test]
-    fn json_media_types() {
-        assert!(is_json(Some("application/json; charset=utf-8")));
-        assert!(is_json(Some("Application/JSON")));
-        assert!(is_json(Some("application/vnd.api+json")));
-        assert!(is_json(Some("text/json")));
-        assert!(!is_json(Some("text/plain")));
-        assert!(!is_json(None));
     }
 
     proptest! {

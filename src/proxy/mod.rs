@@ -187,9 +187,9 @@ impl ProxyHttp for SidecarProxy {
         }
         if status > 0 && session.response_written().is_none() {
             let body = if status >= 500 || error != "error" {
-                respond::error(status, error, message)
+                crate::api::error(status, error, message)
             } else {
-                respond::error(status, "request_refused", message)
+                crate::api::error(status, "request_refused", message)
             };
             if let Err(write_error) = respond::write(session, &body).await {
                 log::debug!("could not write the error answer: {write_error}");

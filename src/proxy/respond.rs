@@ -1,10 +1,9 @@
 //! Writing the sidecar's own answers to the client, keeping the connection alive.
 
-use crate::flavors::ApiResponse;
+use crate::api::ApiResponse;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
-use serde_json::json;
 
 /// Writes a complete response. Unlike pingora's `respond_error`, this keeps keep-alive.
 pub async fn write(session: &mut Session, resp: &ApiResponse) -> Result<()> {
@@ -22,17 +21,4 @@ pub async fn write(session: &mut Session, resp: &ApiResponse) -> Result<()> {
             .await?;
     }
     Ok(())
-}
-
-/// The sidecar's own error shape for forwarded routes: `{"error": …, "message": …}`.
-pub fn error(status: u16, error: &str, message: &str) -> ApiResponse {
-    ApiResponse::json(status, &json!({ "error": error, "message": message }))
-}
-
-/// 429 with `Retry-After` (seconds).
-pub fn rate_limited(retry_after_secs: u64) -> ApiResponse {
-    error(429, "rate_limited", "Too many requests; retry later.").with_header(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from(retry_after_secs.max(1)),
-    )
 }

@@ -6,5 +6,8 @@ pub mod id;
 pub mod model;
 pub mod service;
 
+/// The store's outcome and error types, as flavours see them: a flavour imports nothing from
+/// `store`.
+pub use crate::store::{CreateOutcome, IdentityTransfer, LockOutcome, StoreError, StoreResult};
 pub use model::*;
 pub use service::*;

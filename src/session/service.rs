@@ -2,7 +2,8 @@
 //! isolation by credential, per-customer limits). Flavours, the proxy and the admin API call
 //! this; only this calls the store.
 
-use super::model::{EndReason, Flavor, Session, SessionPatch};
+use super::id::new_lock_key;
+use super::model::{now_millis, EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch};
 use crate::config::SessionSettings;
 use crate::store::{
     CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreError, StoreResult,
@@ -10,6 +11,55 @@ use crate::store::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often a freshly drawn id may collide with a live one before `open_fresh` gives up
+/// (never, in practice: ids are random and long).
+const ID_ATTEMPTS: usize = 3;
+
+/// The outcome of `SessionService::open_fresh`.
+// `Opened` is the common case and is consumed at once; boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreshOpen {
+    /// Stored under a fresh id; this is the session as stored.
+    Opened(Session),
+    /// The session's application already has its limit of live sessions.
+    ApplicationFull,
+    /// Every fresh id drawn collided with a live session.
+    NoFreeId,
+}
+
+/// The outcome of `SessionService::upsert`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upsert {
+    /// The caller's session of this flavour had the patch applied.
+    Updated(Session),
+    /// No session had the id: one was created under it with the patch's values.
+    Created(Session),
+    /// The id belongs to another flavour's session, or to a session the caller may not see.
+    Taken,
+    /// No session the caller may see has the id, and creating one was not allowed.
+    NotFound,
+}
+
+/// The outcome of `SessionService::acquire_lock`.
+// `Acquired` is the common case and is consumed at once; boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAcquire {
+    /// The lock is held under `held.id`. `replaced` is the lock it overwrote, if any; `others`
+    /// holds, per hold of the new lock (same order), what other live locks hold.
+    Acquired {
+        held: Session,
+        replaced: Option<Session>,
+        others: Vec<LockedTotals>,
+    },
+    /// `code` has no quantity left; nothing was changed.
+    Refused { code: String },
+    /// The key names a live session that is not a lock.
+    KeyInUse,
+}
 
 /// Who is asking: a credential name (if any was presented and valid) and its admin right.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,6 +92,10 @@ impl SessionService {
         SessionService { store, settings }
     }
 
+    /// The store behind the service. Phase 2 of issue 15 removes this: only the Voucherify and
+    /// Tessitura flavours still reach past the service, until they switch to `acquire_lock`,
+    /// `roll_back_lock`, `release_redeemed`, `locked_by_others` and `open_fresh`.
+    #[doc(hidden)]
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
     }
@@ -83,6 +137,77 @@ impl SessionService {
             }
         }
         Ok(outcome)
+    }
+
+    /// Opens a session under a fresh id from `fresh_id`: `build` turns the id into the session
+    /// to store. A collision with a live session draws another id (up to `ID_ATTEMPTS`).
+    pub async fn open_fresh(
+        &self,
+        fresh_id: impl Fn() -> String,
+        build: impl Fn(String) -> Session,
+        application_limit: Option<u64>,
+    ) -> StoreResult<FreshOpen> {
+        for _ in 0..ID_ATTEMPTS {
+            let session = build(fresh_id());
+            let opened = session.clone();
+            match self.open(session, application_limit).await? {
+                CreateOutcome::Created => return Ok(FreshOpen::Opened(opened)),
+                CreateOutcome::ApplicationFull => return Ok(FreshOpen::ApplicationFull),
+                CreateOutcome::IdTaken => {}
+            }
+        }
+        log::error!("{ID_ATTEMPTS} fresh session ids collided with live sessions");
+        Ok(FreshOpen::NoFreeId)
+    }
+
+    /// Applies `patch` to the caller's `flavor` session `id`, or (with `create`) creates a
+    /// `flavor` session under that id owned by the caller with the patch's values.
+    ///
+    /// A concurrent upsert of the same new id may create it between our look and our create;
+    /// the second round then updates it (or finds it taken).
+    pub async fn upsert(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        flavor: Flavor,
+        patch: &SessionPatch,
+        create: bool,
+    ) -> StoreResult<Upsert> {
+        for _ in 0..2 {
+            match self.peek(caller, id).await? {
+                Some(s) if s.flavor == flavor => match self.update(caller, id, patch).await? {
+                    Some(updated) => return Ok(Upsert::Updated(updated)),
+                    None => continue, // ended meanwhile
+                },
+                // Another API's session: its id is not free for this one.
+                Some(_) => return Ok(Upsert::Taken),
+                None => {}
+            }
+            if !create {
+                // Someone else's session and an unknown id look alike here (SPEC §3).
+                return Ok(Upsert::NotFound);
+            }
+            if self.exists(id).await? {
+                // Either someone else's session, or one a concurrent upsert by this caller
+                // created since our first look: the next round tells them apart.
+                continue;
+            }
+            let mut session = self.new_session(id.to_string(), flavor, caller.name);
+            patch.apply(&mut session);
+            let created = session.clone();
+            if self.open(session, None).await? == CreateOutcome::Created {
+                return Ok(Upsert::Created(created));
+            }
+        }
+        Ok(Upsert::Taken)
+    }
+
+    /// Whether any live session (of any owner) has this id.
+    async fn exists(&self, id: &str) -> StoreResult<bool> {
+        match self.store.get(id).await? {
+            Some(found) => Ok(self.follow(found).await?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Ends the oldest sessions of a customer beyond `max_sessions_per_customer` (never `keep`).
@@ -240,6 +365,85 @@ impl SessionService {
         self.store.transfer_identity(old_id, target_id, grace).await
     }
 
+    /// Acquires a Voucherify lock for `lock.holds` under `limits` (code -> quantity), lasting
+    /// `ttl`. With `key`, a live lock under that key is overwritten (it keeps the owner who
+    /// created it, so they may still release it); without, a fresh lock key names a new one.
+    pub async fn acquire_lock(
+        &self,
+        key: Option<&str>,
+        owner: &str,
+        lock: Lock,
+        ttl: Duration,
+        limits: &HashMap<String, u64>,
+    ) -> StoreResult<LockAcquire> {
+        let flavor = Flavor::Voucherify;
+        let (key, owner) = match key {
+            None => (new_lock_key(), owner.to_string()),
+            Some(key) => match self.store.get(key).await? {
+                Some(s) if s.flavor == flavor && s.lock.is_some() => (
+                    key.to_string(),
+                    s.owner.unwrap_or_else(|| owner.to_string()),
+                ),
+                Some(_) => return Ok(LockAcquire::KeyInUse),
+                None => (key.to_string(), owner.to_string()),
+            },
+        };
+        let mut session = Session::with_fixed_ttl(key, flavor, Some(owner), ttl);
+        session.lock = Some(lock);
+        let held = session.clone();
+        Ok(match self.store.acquire_lock(session, limits).await? {
+            LockOutcome::Acquired { replaced, others } => LockAcquire::Acquired {
+                held,
+                replaced,
+                others,
+            },
+            LockOutcome::Refused { code } => LockAcquire::Refused { code },
+        })
+    }
+
+    /// Undoes `acquire_lock`: removes the lock `held`, or puts back the live lock it `replaced`
+    /// (if its units are still free; otherwise the key ends). A lock a concurrent acquisition
+    /// has overwritten since is not ours to undo and stays.
+    pub async fn roll_back_lock(
+        &self,
+        held: &Session,
+        replaced: Option<Session>,
+        limits: &HashMap<String, u64>,
+    ) -> StoreResult<()> {
+        match self.store.get(&held.id).await? {
+            Some(current) if current.created_at == held.created_at && current.lock == held.lock => {
+            }
+            _ => return Ok(()),
+        }
+        if let Some(old) = replaced.filter(|s| s.is_live(now_millis())) {
+            if let LockOutcome::Acquired { .. } = self.store.acquire_lock(old, limits).await? {
+                return Ok(());
+            }
+        }
+        self.store.remove(&held.id, EndReason::Released).await?;
+        Ok(())
+    }
+
+    /// Ends the lock `key` after a successful redemption used it (the key is the capability,
+    /// as for any forwarded request). Whether a lock ended.
+    pub async fn release_redeemed(&self, key: &str) -> StoreResult<bool> {
+        match self.store.get(key).await? {
+            Some(s) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
+                Ok(self.store.remove(key, EndReason::Redeemed).await?.is_some())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// What live locks other than `key` hold on each of `codes`.
+    pub async fn locked_by_others(
+        &self,
+        codes: &[String],
+        key: &str,
+    ) -> StoreResult<Vec<LockedTotals>> {
+        self.store.locked_by_others(codes, key).await
+    }
+
     /// Acquires (or overwrites) a lock session; see `SessionStore::acquire_lock`.
     pub async fn lock(
         &self,
@@ -272,5 +476,238 @@ impl SessionService {
 
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.store.ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{CodeHold, TtlUnit};
+    use crate::store::memory::MemoryStore;
+
+    fn service(isolate: bool) -> SessionService {
+        let settings = SessionSettings {
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(600),
+            max_sessions: 1000,
+            max_sessions_per_customer: 0,
+            isolate_by_credential: isolate,
+        };
+        SessionService::new(Arc::new(MemoryStore::new(1000)), settings)
+    }
+
+    fn lock(code: &str, quantity: u64) -> Lock {
+        Lock {
+            holds: vec![CodeHold {
+                code: code.into(),
+                quantity,
+                credits: 0,
+                points: 0,
+            }],
+            ttl: 1,
+            ttl_unit: TtlUnit::Hours,
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    async fn acquire(s: &SessionService, key: Option<&str>, owner: &str, q: u64) -> LockAcquire {
+        let limits = HashMap::from([("CODE".to_string(), 3)]);
+        s.acquire_lock(key, owner, lock("CODE", q), HOUR, &limits)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn open_fresh_retries_a_taken_id() {
+        let s = service(true);
+        s.open(s.new_session("taken".into(), Flavor::Admin, None), None)
+            .await
+            .unwrap();
+        let ids = std::sync::Mutex::new(vec!["free", "taken"]);
+        let fresh = || ids.lock().unwrap().pop().unwrap_or("none").to_string();
+        let build = |id| s.new_session(id, Flavor::Admin, Some("web"));
+        match s.open_fresh(fresh, build, None).await.unwrap() {
+            FreshOpen::Opened(opened) => assert_eq!(opened.id, "free"),
+            other => panic!("{other:?}"),
+        }
+        let always_taken = || "taken".to_string();
+        assert_eq!(
+            s.open_fresh(always_taken, build, None).await.unwrap(),
+            FreshOpen::NoFreeId
+        );
+    }
+
+    #[tokio::test]
+    async fn open_fresh_refuses_a_full_application() {
+        let s = service(true);
+        let build = |id| {
+            let mut session = s.new_session(id, Flavor::Spreadsheetweb, Some("web"));
+            session.application_key = Some("app".into());
+            session
+        };
+        let fresh = crate::session::id::new_uuid;
+        assert!(matches!(
+            s.open_fresh(fresh, build, Some(1)).await.unwrap(),
+            FreshOpen::Opened(_)
+        ));
+        assert_eq!(
+            s.open_fresh(fresh, build, Some(1)).await.unwrap(),
+            FreshOpen::ApplicationFull
+        );
+    }
+
+    #[tokio::test]
+    async fn upsert_updates_creates_and_refuses() {
+        let s = service(true);
+        let (web, other) = (Caller::named("web", false), Caller::named("other", false));
+        let kc = Flavor::KnowledgeCenter;
+        let patch = SessionPatch {
+            agent_id: Some("a1".into()),
+            ..SessionPatch::default()
+        };
+        assert_eq!(
+            s.upsert(&web, "id-1", kc, &patch, false).await.unwrap(),
+            Upsert::NotFound
+        );
+        let Upsert::Created(created) = s.upsert(&web, "id-1", kc, &patch, true).await.unwrap()
+        else {
+            panic!("not created");
+        };
+        assert_eq!(
+            (created.owner.as_deref(), created.agent_id.as_deref()),
+            (Some("web"), Some("a1"))
+        );
+        let visit = SessionPatch {
+            visit_id: Some("v1".into()),
+            ..SessionPatch::default()
+        };
+        let Upsert::Updated(updated) = s.upsert(&web, "id-1", kc, &visit, true).await.unwrap()
+        else {
+            panic!("not updated");
+        };
+        assert_eq!(
+            (updated.agent_id.as_deref(), updated.visit_id.as_deref()),
+            (Some("a1"), Some("v1"))
+        );
+        // Another owner's session: hidden, and its id is not free.
+        assert_eq!(
+            s.upsert(&other, "id-1", kc, &visit, true).await.unwrap(),
+            Upsert::Taken
+        );
+        assert_eq!(
+            s.upsert(&other, "id-1", kc, &visit, false).await.unwrap(),
+            Upsert::NotFound
+        );
+        // Another flavour's session.
+        s.open(
+            s.new_session("tess".into(), Flavor::Tessitura, Some("web")),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.upsert(&web, "tess", kc, &visit, true).await.unwrap(),
+            Upsert::Taken
+        );
+    }
+
+    #[tokio::test]
+    async fn locks_overwrite_keep_their_owner_and_roll_back() {
+        let s = service(true);
+        let LockAcquire::Acquired {
+            held: first,
+            replaced: None,
+            ..
+        } = acquire(&s, None, "web", 2).await
+        else {
+            panic!("first lock");
+        };
+        assert!(first.id.starts_with("ssn_"));
+        // Overwriting keeps the creator and reports what it replaced.
+        let LockAcquire::Acquired {
+            held: second,
+            replaced: Some(replaced),
+            ..
+        } = acquire(&s, Some(&first.id), "other", 1).await
+        else {
+            panic!("overwrite");
+        };
+        assert_eq!(second.owner.as_deref(), Some("web"));
+        assert_eq!(replaced.lock, first.lock);
+        // Rolling the overwrite back puts the first lock back.
+        let limits = HashMap::from([("CODE".to_string(), 3)]);
+        s.roll_back_lock(&second, Some(replaced), &limits)
+            .await
+            .unwrap();
+        let restored = s.store.get(&first.id).await.unwrap().expect("restored");
+        assert_eq!(restored.lock, first.lock);
+        // Rolling back a lock without a predecessor ends it.
+        s.roll_back_lock(&restored, None, &limits).await.unwrap();
+        assert_eq!(s.store.get(&first.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn roll_back_leaves_a_lock_overwritten_since() {
+        let s = service(true);
+        let limits = HashMap::from([("CODE".to_string(), 3)]);
+        let LockAcquire::Acquired { held: ours, .. } = acquire(&s, Some("k1"), "web", 1).await
+        else {
+            panic!("lock");
+        };
+        let LockAcquire::Acquired { held: theirs, .. } = acquire(&s, Some("k1"), "web", 2).await
+        else {
+            panic!("overwrite");
+        };
+        s.roll_back_lock(&ours, None, &limits).await.unwrap();
+        let current = s.store.get("k1").await.unwrap().expect("still there");
+        assert_eq!(current.lock, theirs.lock);
+    }
+
+    #[tokio::test]
+    async fn lock_refusals_and_key_conflicts() {
+        let s = service(true);
+        assert!(matches!(
+            acquire(&s, Some("k1"), "web", 3).await,
+            LockAcquire::Acquired { .. }
+        ));
+        assert_eq!(
+            acquire(&s, Some("k2"), "web", 1).await,
+            LockAcquire::Refused {
+                code: "CODE".into()
+            }
+        );
+        s.open(s.new_session("plain".into(), Flavor::Admin, None), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            acquire(&s, Some("plain"), "web", 1).await,
+            LockAcquire::KeyInUse
+        );
+        let others = s
+            .locked_by_others(&["CODE".to_string()], "k2")
+            .await
+            .unwrap();
+        assert_eq!(others[0].quantity, 3);
+        let own = s.locked_by_others(&["CODE".to_string()], "k1").await;
+        assert_eq!(
+            own.unwrap()[0].quantity,
+            0,
+            "a lock's own units are not others'"
+        );
+    }
+
+    #[tokio::test]
+    async fn redeeming_releases_only_locks() {
+        let s = service(true);
+        acquire(&s, Some("k1"), "web", 1).await;
+        s.open(s.new_session("plain".into(), Flavor::Admin, None), None)
+            .await
+            .unwrap();
+        assert!(!s.release_redeemed("plain").await.unwrap());
+        assert!(s.store.get("plain").await.unwrap().is_some());
+        assert!(s.release_redeemed("k1").await.unwrap());
+        assert!(!s.release_redeemed("k1").await.unwrap());
+        assert_eq!(s.store.get("k1").await.unwrap(), None);
     }
 }
