@@ -98,7 +98,7 @@ fn measure(part: &str, n: u64) -> f64 {
                     let _ = store.create(session(i), None).await;
                 }
             });
-            store.maintain();
+            store.run_pending_tasks();
             let count = runtime.block_on(store.session_count()).unwrap_or(n);
             (rss_bytes() - before) as f64 / count.max(1) as f64
         }

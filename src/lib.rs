@@ -7,19 +7,18 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod flavors;
-pub mod housekeeping;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
-pub mod reload;
 pub mod session;
 pub mod state;
 pub mod store;
 
-use config::{Config, StoreBackend};
+use config::Config;
 use pingora::prelude::Opt;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -27,9 +26,6 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use state::AppState;
 use std::sync::Arc;
-use store::memory::MemoryStore;
-use store::redis::RedisStore;
-use store::SessionStore;
 
 /// Process-level options that come from the command line rather than the config file.
 #[derive(Debug, Clone, Default)]
@@ -50,16 +46,19 @@ pub struct LaunchOptions {
 pub struct Sidecar {
     pub server: Server,
     pub state: Arc<AppState>,
-    /// Set for the memory backend: what the final snapshot is taken from.
-    pub memory: Option<Arc<MemoryStore>>,
 }
 
+/// Why `build_server` could not build a sidecar.
 #[derive(Debug)]
-pub struct BuildError(pub String);
+pub enum BuildError {
+    Store(store::OpenError),
+}
 
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            BuildError::Store(e) => e.fmt(f),
+        }
     }
 }
 
@@ -87,25 +86,7 @@ fn server_conf(config: &Config, launch: &LaunchOptions) -> ServerConf {
 /// Builds the server for `config`: proxy listeners, admin listener, housekeeping and reload.
 pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, BuildError> {
     metrics::init();
-    let (store, memory): (Arc<dyn SessionStore>, Option<Arc<MemoryStore>>) =
-        match config.store.backend {
-            StoreBackend::Memory => {
-                let m = Arc::new(MemoryStore::new(config.sessions.max_sessions));
-                if let Some(path) = &config.store.snapshot_file {
-                    store::snapshot::load_into(path, &m);
-                }
-                (m.clone(), Some(m))
-            }
-            // The redis store runs its connection on a runtime of its own (see `store::redis`),
-            // so it can be built here, before pingora's runtimes exist; Redis is first
-            // contacted when the store is first used (readiness checks it), and a Redis that
-            // is down at start only delays readiness.
-            StoreBackend::Redis => {
-                let r = RedisStore::start(&config.store.redis, config.sessions.max_sessions)
-                    .map_err(|e| BuildError(format!("redis store: {e}")))?;
-                (Arc::new(r), None)
-            }
-        };
+    let store = store::open(&config, launch.upgrade).map_err(BuildError::Store)?;
     let conf = server_conf(&config, launch);
     metrics::store_backend(store.backend());
     let opt = Opt {
@@ -138,19 +119,15 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
 
     server.add_service(background_service(
         "session-sidecar housekeeping",
-        housekeeping::Housekeeping::new(state.clone(), memory.clone(), launch.upgrade),
+        background::housekeeping::Housekeeping::new(state.clone()),
     ));
     server.add_service(background_service(
         "session-sidecar reload",
-        reload::Reloader::new(state.clone()),
+        background::reload::Reloader::new(state.clone()),
     ));
     server.add_service(background_service(
         "session-sidecar jwks refresh",
-        auth::jwks_refresh::JwksRefresher::new(state.clone()),
+        background::jwks_refresh::JwksRefresher::new(state.clone()),
     ));
-    Ok(Sidecar {
-        server,
-        state,
-        memory,
-    })
+    Ok(Sidecar { server, state })
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use pingora::server::RunArgs;
-use session_sidecar::{build_server, config, store::snapshot, LaunchOptions};
+use session_sidecar::{build_server, config, LaunchOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -124,8 +124,7 @@ fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let snapshot_file = config.store.snapshot_file.clone();
-    let mut sidecar = match build_server(config, &launch) {
+    let sidecar = match build_server(config, &launch) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("session-sidecar: {e}");
@@ -133,15 +132,11 @@ fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
         }
     };
     exit_when_listeners_fail();
-    sidecar.server.bootstrap();
+    let session_sidecar::Sidecar { mut server, state } = sidecar;
+    server.bootstrap();
     log::info!("session-sidecar {} starting", env!("CARGO_PKG_VERSION"));
-    let memory = sidecar.memory.clone();
-    sidecar.server.run(RunArgs::default());
-    // The server has drained: take the final snapshot so a graceful restart loses nothing.
-    if let (Some(memory), Some(path)) = (memory, snapshot_file) {
-        memory.maintain();
-        snapshot::save_from(&path, &memory);
-    }
+    server.run(RunArgs::default());
+    state.shutdown_store();
     log::info!("session-sidecar stopped");
     ExitCode::SUCCESS
 }

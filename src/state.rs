@@ -76,4 +76,10 @@ impl AppState {
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
     }
+
+    /// After the server has stopped: the store's last work (the memory store's final
+    /// snapshot, so a graceful restart loses nothing).
+    pub fn shutdown_store(&self) {
+        self.store.shutdown(&self.current().config.store);
+    }
 }

@@ -522,7 +522,7 @@ fn reload_keeps_the_key_set_while_its_source_is_unchanged() {
     let hits = first.hits();
     let reload = |text: &str| {
         std::fs::write(sc.config_path(), text).unwrap();
-        assert!(session_sidecar::reload::Reloader::new(sc.state.clone()).reload());
+        assert!(session_sidecar::background::reload::Reloader::new(sc.state.clone()).reload());
     };
 
     // Another credential and another leeway: same source, same key set, no refetch.

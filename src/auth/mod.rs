@@ -3,7 +3,6 @@
 //! header treat them alike.
 
 pub mod jwks;
-pub mod jwks_refresh;
 pub mod jwt;
 pub mod static_secrets;
 

@@ -3,9 +3,11 @@
 //!
 //! Locking discipline: `indexes` and `ledger` are plain mutexes that are never held while
 //! waiting on anything but moka. moka's eviction listener may run inside any cache call, so it
-//! only pushes onto `removals` (its own short-lived lock); `maintain()` drains that queue.
+//! only pushes onto `removals` (its own short-lived lock); `run_pending_tasks()` drains that queue.
 
+use super::snapshot::{self, Snapshots};
 use super::{grace_alias, CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreResult};
+use crate::config::StoreSettings;
 use crate::metrics;
 use crate::session::{now_millis, EndReason, LockedTotals, Millis, Session, SessionPatch};
 use async_trait::async_trait;
@@ -194,6 +196,7 @@ pub struct MemoryStore {
     indexes: Mutex<Indexes>,
     ledger: Mutex<LockLedger>,
     removals: RemovalQueue,
+    snapshots: Snapshots,
 }
 
 impl MemoryStore {
@@ -208,7 +211,7 @@ impl MemoryStore {
             .expire_after(SessionExpiry)
             .eviction_listener(move |_key, value: Arc<Session>, cause| match cause {
                 RemovalCause::Expired | RemovalCause::Size => queue.lock().push((value, cause)),
-                // A replaced value that had already expired ended by expiry (see `maintain`).
+                // A replaced value that had already expired ended by expiry (see `run_pending_tasks`).
                 RemovalCause::Replaced if !value.is_live(now_millis()) => {
                     queue.lock().push((value, RemovalCause::Expired))
                 }
@@ -220,12 +223,28 @@ impl MemoryStore {
             indexes: Mutex::default(),
             ledger: Mutex::default(),
             removals,
+            snapshots: Snapshots::new(None, None),
         }
+    }
+
+    /// The store `[store]` describes: the snapshot file's sessions restored, snapshots
+    /// scheduled (see `Snapshots`), restoring a predecessor's until `takeover_until`.
+    pub fn open(
+        settings: &StoreSettings,
+        max_sessions: u64,
+        takeover_until: Option<Instant>,
+    ) -> MemoryStore {
+        let mut store = MemoryStore::new(max_sessions);
+        if let Some(path) = &settings.snapshot_file {
+            snapshot::load_into(path, &store);
+        }
+        store.snapshots = Snapshots::new(takeover_until, settings.snapshot_file.as_deref());
+        store
     }
 
     /// Runs moka's pending expirations and evictions, then accounts for them: metrics, indexes
     /// and lock ledger. Call periodically; cheap when nothing happened.
-    pub fn maintain(&self) {
+    pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();
         let drained: Vec<_> = std::mem::take(&mut *self.removals.lock());
         if drained.is_empty() {
@@ -355,6 +374,24 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    /// Lets moka account for expirations (metrics, indexes); snapshots on schedule.
+    fn maintain(&self, settings: &StoreSettings) {
+        self.run_pending_tasks();
+        self.snapshots.tick(self, settings);
+    }
+
+    /// Shutdown began: in-flight requests may still change sessions, and the final snapshot
+    /// comes with `shutdown`; this one covers a process killed before then.
+    fn flush(&self, settings: &StoreSettings) {
+        self.run_pending_tasks();
+        self.snapshots.save(self, settings);
+    }
+
+    /// The server has drained: the final snapshot, so a graceful restart loses nothing.
+    fn shutdown(&self, settings: &StoreSettings) {
+        self.flush(settings);
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -810,7 +847,7 @@ mod tests {
             );
             // moka's timer wheel notices expirations within about a second.
             for _ in 0..40 {
-                store.maintain();
+                store.run_pending_tasks();
                 if store.indexes.lock().by_customer.is_empty() {
                     break;
                 }
@@ -955,9 +992,9 @@ mod tests {
                     .create(session(&format!("s{i}"), None, None), None)
                     .await
                     .unwrap();
-                store.maintain();
+                store.run_pending_tasks();
             }
-            store.maintain();
+            store.run_pending_tasks();
             assert!(store.session_count().await.unwrap() <= 10);
             assert!(
                 store.get("s29").await.unwrap().is_some(),

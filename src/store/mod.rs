@@ -1,16 +1,72 @@
 //! Where sessions live. `SessionStore` is written for an async, shared backend: every call
 //! may go over the network, and every multi-step change (create under a limit, transfer,
 //! lock acquisition) is one atomic call so replicas can never interleave halfway.
+//!
+//! A store owns its lifecycle: `open` builds the configured backend from its settings, and
+//! `maintain` / `flush` / `shutdown` (snapshots for memory, the subscriber for Redis) are
+//! trait methods, so nothing above this module knows which backend runs. Adding a backend
+//! touches only `store/` and `config` (its settings and `StoreBackend` variant); the contract
+//! suite (`tests/it/common/store_contract.rs`) runs on every backend.
 
 pub mod memory;
 pub mod redis;
 pub mod snapshot;
 
+use crate::config::{Config, StoreBackend, StoreSettings};
 use crate::session::{EndReason, LockedTotals, Session, SessionPatch};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// pingora's old process serves this long after handing over its sockets (`CLOSE_TIMEOUT`).
+const UPGRADE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the configured store could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    Redis(redis::StartError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Redis(e) => write!(f, "redis store: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Opens the backend `config.store` names: the one place outside `store/` and `config` that
+/// knows which backends exist. `upgrade`: this process takes over from a running one, whose
+/// last snapshots the memory store restores while it winds down.
+pub fn open(config: &Config, upgrade: bool) -> Result<Arc<dyn SessionStore>, OpenError> {
+    let max_sessions = config.sessions.max_sessions;
+    Ok(match config.store.backend {
+        StoreBackend::Memory => {
+            let takeover_until = upgrade.then(|| {
+                Instant::now()
+                    + UPGRADE_CLOSE_TIMEOUT
+                    + config.server.grace_period
+                    + Duration::from_secs(10)
+            });
+            Arc::new(memory::MemoryStore::open(
+                &config.store,
+                max_sessions,
+                takeover_until,
+            ))
+        }
+        // The redis store runs its connection on a runtime of its own (see `store::redis`), so
+        // it can be built before pingora's runtimes exist; Redis is first contacted when the
+        // store is first used (readiness checks it), and a Redis that is down at start only
+        // delays readiness.
+        StoreBackend::Redis => Arc::new(
+            redis::RedisStore::start(&config.store.redis, max_sessions)
+                .map_err(OpenError::Redis)?,
+        ),
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -79,6 +135,16 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Periodic upkeep, every 250 ms from the housekeeping service (on a runtime of its own,
+    /// so it may block), with the store settings of the current generation.
+    fn maintain(&self, _settings: &StoreSettings) {}
+
+    /// Shutdown began: make what is stored durable now.
+    fn flush(&self, _settings: &StoreSettings) {}
+
+    /// The server has stopped: last writes, then stop any background work.
+    fn shutdown(&self, _settings: &StoreSettings) {}
 
     /// Adds `session` unless a live session has its id. With `application_limit`, refuses
     /// when the session's application already has that many live sessions.

@@ -4,10 +4,13 @@
 
 use super::memory::MemoryStore;
 use super::SessionStore;
+use crate::config::StoreSettings;
 use crate::session::{now_millis, Session};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
+use std::time::{Instant, SystemTime};
 
 /// Bumped when the on-disk layout changes incompatibly.
 const FORMAT_VERSION: u32 = 1;
@@ -107,6 +110,70 @@ pub fn save_from(path: &Path, store: &MemoryStore) {
     match write(path, sessions) {
         Ok(n) => log::info!("wrote snapshot of {n} sessions to {}", path.display()),
         Err(e) => log::error!("writing snapshot {} failed: {e}", path.display()),
+    }
+}
+
+/// When the memory store writes its snapshot: every `snapshot_interval`, and when shutdown
+/// begins and ends. The file and interval are read from the settings of the current
+/// generation on each call, so a reload changes them.
+///
+/// After a zero-downtime upgrade (`--upgrade`), the old process keeps serving for a while and
+/// writes snapshots as it winds down; until `takeover_until` the new process restores every
+/// snapshot the old one writes, so sessions created in the overlap are not lost.
+pub struct Snapshots {
+    takeover_until: Option<Instant>,
+    /// Modification time of the snapshot file as last written or read by this process.
+    seen: Mutex<Option<SystemTime>>,
+    last_written: Mutex<Instant>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Snapshots {
+    pub fn new(takeover_until: Option<Instant>, file: Option<&Path>) -> Snapshots {
+        Snapshots {
+            takeover_until,
+            seen: Mutex::new(file.and_then(modified)),
+            last_written: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Periodic: restores a predecessor's new snapshot during a takeover, and writes one when
+    /// `snapshot_interval` has passed.
+    pub fn tick(&self, store: &MemoryStore, settings: &StoreSettings) {
+        self.absorb_predecessor(store, settings);
+        if self.last_written.lock().elapsed() >= settings.snapshot_interval {
+            self.save(store, settings);
+            *self.last_written.lock() = Instant::now();
+        }
+    }
+
+    /// Writes the snapshot now (if a file is configured).
+    pub fn save(&self, store: &MemoryStore, settings: &StoreSettings) {
+        if let Some(path) = &settings.snapshot_file {
+            save_from(path, store);
+            *self.seen.lock() = modified(path);
+        }
+    }
+
+    /// During a takeover: restores a snapshot the predecessor wrote since we last looked.
+    fn absorb_predecessor(&self, store: &MemoryStore, settings: &StoreSettings) {
+        if self
+            .takeover_until
+            .is_none_or(|until| Instant::now() > until)
+        {
+            return;
+        }
+        let Some(path) = &settings.snapshot_file else {
+            return;
+        };
+        let m = modified(path);
+        if m.is_some() && m != *self.seen.lock() {
+            *self.seen.lock() = m;
+            load_into(path, store);
+        }
     }
 }
 

@@ -1,0 +1,8 @@
+//! The sidecar's background services, each a pingora `BackgroundService` that stops with the
+//! server: store upkeep (`housekeeping`), SIGHUP reload (`reload`, SPEC §9) and the JWKS
+//! refresh (`jwks_refresh`). Each works on the current `Generation`, so a reload needs nothing
+//! from them.
+
+pub mod housekeeping;
+pub mod jwks_refresh;
+pub mod reload;
