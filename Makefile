@@ -22,14 +22,17 @@ build: build-deps
 run: build
 	@scripts/run-demo
 
+# One integration test binary (tests/it). Tests asserting exact deltas of the process-wide
+# metrics run afterwards in a process of their own, one at a time.
 test: test-deps
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets -- --skip exclusive::
+	$(CARGO) test --test it exclusive:: -- --test-threads=1
 
 bench: build-deps
 	@bench/run
 
 soak: test-deps
-	SOAK_SECONDS=60 $(CARGO) test --release --test soak -- --nocapture
+	SOAK_SECONDS=60 $(CARGO) test --release --test it soak:: -- --nocapture
 
 clean:
 	$(CARGO) clean

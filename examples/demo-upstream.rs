@@ -3,7 +3,7 @@
 //!
 //! Usage: cargo run --example demo-upstream [PORT]   (default 3000)
 
-#[path = "../tests/common/echo.rs"]
+#[path = "../tests/it/common/echo.rs"]
 mod echo;
 
 fn main() {

@@ -1,7 +1,7 @@
 //! SPEC §4.2 Knowledge Center sessions: create, read, update, upsert, ids, identity values,
 //! credentials, isolation, error shapes, and forwarded calls that carry `?sessionId=`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

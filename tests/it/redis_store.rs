@@ -2,7 +2,7 @@
 //! invalidation across replicas, spreading over a cluster, and degraded mode while Redis is
 //! down. Real `redis-server` processes on free ports.
 
-mod common;
+use crate::common;
 
 use common::redis_server::{raw_command, RedisCluster, RedisServer};
 use common::store_contract::session;

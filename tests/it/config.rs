@@ -1,6 +1,6 @@
 //! SPEC §2 and §9: the config file format, its validation and positioned errors, and the CLI.
 
-mod common;
+use crate::common;
 
 use common::*;
 use session_sidecar::config;

@@ -1,7 +1,7 @@
 //! SPEC §5: no secret, token or full session id ever appears in the sidecar's log, even at
 //! debug level, whatever the request path, query or failure.
 
-mod common;
+use crate::common;
 
 use common::process::SidecarProcess;
 use common::*;

@@ -1,7 +1,7 @@
 //! SPEC §6, §12: creation rate limits per credential and per client IP (forwarding per session
 //! is covered in forwarding.rs).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -6,7 +6,7 @@
 //! are used when installed; a test that needs a missing one says so on stderr and passes.
 //! `make test` installs promtool.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde::Deserialize;

@@ -1,6 +1,6 @@
 //! SPEC §6: WebSocket upgrades pass through the sidecar to the app.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,6 +1,6 @@
 //! SPEC §6 forwarding: routes, locators, identity headers, assertion, upstream failures.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

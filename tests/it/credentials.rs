@@ -3,7 +3,7 @@
 //! rotation, outages, reloads), isolation between credentials, exact `auth_failures_total`
 //! counts and logs free of secrets (a real sidecar process with debug logging).
 
-mod common;
+use crate::common;
 
 use common::jwt::*;
 use common::process::SidecarProcess;
@@ -361,7 +361,7 @@ fn forged_jwts_are_refused() {
                 &h,
                 &claims("mallory", json!({})),
                 &jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
-                    "fixtures/jwt/rsa-b.key.pem"
+                    "../fixtures/jwt/rsa-b.key.pem"
                 ))
                 .unwrap(),
             )

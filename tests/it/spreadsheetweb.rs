@@ -2,7 +2,7 @@
 //! bodies and headers, isolation, application limits, concurrency, oversize bodies, and the
 //! forwarded calls that find the session through their JSON body.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! SPEC §4.3 / §12 Tessitura: the native `Web/Session` API and the `api/TransferSession`
 //! wrapper, through a real sidecar in front of a real echo upstream.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::*;

@@ -2,7 +2,7 @@
 //! real echo upstream. Metrics live in one process-wide registry, so every test here holds
 //! `serial()` to keep the metric deltas it checks its own.
 
-mod common;
+use crate::common;
 
 use common::echo::Received;
 use common::*;

@@ -3,7 +3,7 @@
 //! resident memory back within 10% of its plateau. `make test` runs a short version
 //! (SOAK_SECONDS, default 6); `make soak` runs 60 seconds.
 
-mod common;
+use crate::common;
 
 use common::process::SidecarProcess;
 use common::*;

@@ -2,7 +2,7 @@
 //! created/ended counters, expiries found inside Redis counted exactly once across replicas,
 //! gauges set from Redis, operation durations and errors.
 
-mod common;
+use crate::common;
 
 use common::metric_value;
 use common::redis_server::{raw_command, RedisServer};

@@ -1,8 +1,8 @@
-//! The `SessionStore` contract (tests/common/store_contract.rs) on every backend: the memory
+//! The `SessionStore` contract (tests/it/common/store_contract.rs) on every backend: the memory
 //! store, the Redis store on a standalone `redis-server`, and the Redis store on a
 //! three-master Redis Cluster. The servers are real processes started here on free ports.
 
-mod common;
+use crate::common;
 
 use common::redis_server::{RedisCluster, RedisServer};
 use common::store_contract::{self as contract, Store};

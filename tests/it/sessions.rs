@@ -1,6 +1,6 @@
 //! SPEC §3: session expiry (idle vs absolute) and store capacity, through the real server.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

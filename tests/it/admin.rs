@@ -1,6 +1,6 @@
 //! SPEC §8: the admin listener — health, readiness, metrics, and the session admin API.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,5 +1,5 @@
 //! The `SessionStore` contract, written once and run against every backend
-//! (`tests/store_contract.rs`: memory, Redis standalone, Redis Cluster).
+//! (`tests/it/store_contract.rs`: memory, Redis standalone, Redis Cluster).
 //!
 //! Each case gets a fresh, empty store (for Redis: a fresh key prefix). Cases that take
 //! several stores get handles on *one* shared store (for Redis: separate store instances,

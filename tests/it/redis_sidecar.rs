@@ -1,7 +1,7 @@
 //! Several sidecars (replicas) on one Redis, and a sidecar whose Redis dies and comes back.
 //! Sessions are made with the admin API, so these tests need no flavour.
 
-mod common;
+use crate::common;
 
 use common::redis_server::RedisServer;
 use common::*;

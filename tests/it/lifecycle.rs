@@ -1,7 +1,7 @@
 //! SPEC §2, §7, §9: the real binary as a process — SIGTERM drains, writes the snapshot and
 //! exits 0; a restart restores sessions; SIGHUP reloads or keeps the running config.
 
-mod common;
+use crate::common;
 
 use common::process::SidecarProcess;
 use common::*;
