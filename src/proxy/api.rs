@@ -5,10 +5,38 @@ use super::body::{self, Body};
 use super::context::RequestCtx;
 use super::respond;
 use crate::api::{ApiRequest, RequestBody, SessionApi};
+use crate::auth::AuthResult;
 use crate::metrics::RequestKind;
 use pingora::proxy::Session;
 use pingora::Result;
+use std::net::IpAddr;
 use std::sync::Arc;
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// The flavour's view of the request in `session` (`rel_path`: relative to its base path).
+pub fn api_request<'a>(
+    session: &'a Session,
+    rel_path: &'a str,
+    body: RequestBody<'a>,
+    auth: &'a AuthResult,
+) -> ApiRequest<'a> {
+    let h = session.req_header();
+    ApiRequest {
+        method: &h.method,
+        path: rel_path,
+        query: h.uri.query(),
+        headers: &h.headers,
+        body,
+        auth,
+        client_ip: client_ip(session),
+    }
+}
 
 pub async fn answer(
     session: &mut Session,
@@ -28,10 +56,7 @@ pub async fn answer(
         }
     };
     let auth = gen.auth.authenticate(&session.req_header().headers).await;
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+    let client_ip = client_ip(session);
     if api.creates_session(&session.req_header().method, rel_path) {
         let credential = auth.credential().map(|c| &*c.name);
         if let Err(wait) = gen.limits.check_create(credential, client_ip) {
@@ -39,16 +64,7 @@ pub async fn answer(
             return Ok(true);
         }
     }
-    let req_header = session.req_header();
-    let request = ApiRequest {
-        method: &req_header.method,
-        path: rel_path,
-        query: req_header.uri.query(),
-        headers: &req_header.headers,
-        body: RequestBody::Complete(&body),
-        auth: &auth,
-        client_ip,
-    };
+    let request = api_request(session, rel_path, RequestBody::Complete(&body), &auth);
     let response = api.answer(&request).await;
     respond::write(session, &response).await?;
     Ok(true)

@@ -8,7 +8,7 @@ use super::body::{self, Body};
 use super::context::RequestCtx;
 use super::locate;
 use super::respond;
-use crate::api::{self, ApiRequest, ApiResponse, ForwardDecision, SessionApi};
+use crate::api::{self, ApiResponse, ForwardDecision, SessionApi};
 use crate::auth::AuthResult;
 use crate::config::{AuthMode, RoutePolicy, SessionMode};
 use crate::metrics::{self, Lookup, RequestKind};
@@ -128,19 +128,7 @@ async fn inspect(
     body: &Body,
     auth: &AuthResult,
 ) -> ForwardDecision {
-    let h = session.req_header();
-    let request = ApiRequest {
-        method: &h.method,
-        path: rel_path,
-        query: h.uri.query(),
-        headers: &h.headers,
-        body: body.as_request(),
-        auth,
-        client_ip: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
-    };
+    let request = super::api::api_request(session, rel_path, body.as_request(), auth);
     api.before_forward(&request).await
 }
 
