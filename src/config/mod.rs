@@ -1,5 +1,7 @@
-//! Configuration: the TOML file format (`file`), its units (`units`) and the validated runtime
-//! config (`runtime`) that is the only thing the rest of the sidecar sees.
+//! Configuration (SPEC §9) in three tiers: the TOML file format (`file`, serde with
+//! `deny_unknown_fields`), its units (`units`), and the validated runtime config (`runtime`),
+//! the only thing the rest of the sidecar sees. Every error names `FILE:LINE:COL`, for
+//! `check-config` and for a refused reload alike; keep new settings going through all three.
 
 pub mod file;
 pub mod runtime;

@@ -6,6 +6,9 @@
 //! * `response_filter` / `response_body_filter`: `response` (assertion, hooks, rewrites).
 //! * `fail_to_proxy`: 502/504 as JSON on a kept-alive connection (`respond`).
 //! * `logging`: metrics.
+//!
+//! Keep it so: a hook holds no policy of its own, and this table is the map of the proxy. What
+//! a flavour sees of a request is built in `api.rs` (`api_request`); flavours never see pingora.
 
 pub mod api;
 pub mod body;

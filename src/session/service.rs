@@ -401,7 +401,9 @@ impl SessionService {
         })
     }
 
-    /// Undoes `acquire_lock`: removes the lock `held`, or puts back the live lock it `replaced`
+    /// Undoes `acquire_lock` (the flavour's guard calls it when the app refuses the request,
+    /// or on drop if the request never got an answer): removes the lock `held`, or puts back
+    /// the live lock it `replaced`
     /// (if its units are still free; otherwise the key ends). A lock a concurrent acquisition
     /// has overwritten since is not ours to undo and stays.
     pub async fn roll_back_lock(
