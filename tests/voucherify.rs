@@ -146,12 +146,69 @@ fn assert_error(r: &Response, status: u16, key: &str) -> Value {
     assert_eq!(b["key"], key, "{b}");
     assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()), "{b}");
     assert!(b["details"].is_string(), "{b}");
+    // SPEC §13.7: every error body carries a request id, also sent as X-Request-Id.
+    let id = b["request_id"].as_str().expect("request_id").to_string();
+    assert!(id.starts_with("v-"), "{b}");
+    assert_eq!(r.header("X-Request-Id"), Some(id.as_str()));
     b
 }
 
+/// SPEC §13.7: a sold-out validation is answered 200 `valid: false` in the endpoint's shape,
+/// naming the refused codes; returns them.
+fn sold_out_codes(r: &Response) -> Vec<String> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["valid"], false, "{b}");
+    assert!(
+        b.get("echo").is_none() && b.get("method").is_none(),
+        "reached the app: {b}"
+    );
+    let id = r.header("X-Request-Id").expect("X-Request-Id").to_string();
+    let check_error = |e: &Value| {
+        assert_eq!(
+            (e["code"].clone(), e["key"].clone(), e["message"].clone()),
+            (
+                json!(400),
+                json!("quantity_exceeded"),
+                json!("Quantity exceeded")
+            ),
+            "{b}"
+        );
+        assert_eq!(e["request_id"], id.as_str(), "{b}");
+    };
+    match b.get("inapplicable_redeemables") {
+        Some(items) => {
+            assert_eq!(b["redeemables"], json!([]), "{b}");
+            assert_eq!(b["tracking_id"], Value::Null, "{b}");
+            assert_eq!(
+                b["stacking_rules"]["applicable_redeemables_limit"], 5,
+                "{b}"
+            );
+            items
+                .as_array()
+                .expect("inapplicable_redeemables")
+                .iter()
+                .map(|i| {
+                    assert_eq!(
+                        (i["status"].as_str(), i["object"].as_str()),
+                        (Some("INAPPLICABLE"), Some("voucher")),
+                        "{b}"
+                    );
+                    check_error(&i["result"]["error"]);
+                    i["id"].as_str().unwrap().to_string()
+                })
+                .collect()
+        }
+        None => {
+            assert_eq!(b["reason"], "quantity exceeded", "{b}");
+            check_error(&b["error"]);
+            vec![b["code"].as_str().expect("code").to_string()]
+        }
+    }
+}
+
 fn assert_quantity_exceeded(r: &Response) {
-    let b = assert_error(r, 400, "quantity_exceeded");
-    assert_eq!(b["message"], "Quantity exceeded");
+    assert!(!sold_out_codes(r).is_empty());
 }
 
 #[test]
@@ -355,10 +412,13 @@ fn exactly_quantity_of_fifty_concurrent_validations_win() {
         })
         .collect();
     let results: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let won = results.iter().filter(|r| r.status == 200).count();
+    let won = results
+        .iter()
+        .filter(|r| r.status == 200 && r.json()["session"]["key"].is_string())
+        .count();
     let refused = results
         .iter()
-        .filter(|r| r.status == 400 && r.json()["key"] == "quantity_exceeded")
+        .filter(|r| r.status == 200 && r.json()["valid"] == false)
         .count();
     assert_eq!(
         (won, refused),
@@ -658,8 +718,10 @@ fn release_endpoint_answers_204_then_404_and_is_never_forwarded() {
     );
     let r = release(&sc, "ONE", encoded, &app_creds());
     assert_eq!(r.status, 404);
+    let mut b = assert_error(&r, 404, "not_found");
+    b.as_object_mut().unwrap().remove("request_id");
     assert_eq!(
-        r.json(),
+        b,
         json!({"code": 404, "key": "not_found", "message": "Resource not found", "details": format!("Cannot find session with key {key}")})
     );
     assert!(

@@ -49,6 +49,9 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         return reject(session, ctx, &respond::error(401, "unauthorized", message)).await;
     }
     ctx.credential = auth.credential().cloned();
+    if policy.strip_credentials && ctx.credential.is_some() {
+        ctx.strip_credential = crate::auth::secret_header(&session.req_header().headers);
+    }
 
     // Where the session id is: request head first, then (for JSON bodies) the body.
     let wants_session = policy.session != SessionMode::None;
