@@ -161,11 +161,13 @@ pub fn secret_header(headers: &HeaderMap) -> Option<HeaderName> {
 pub fn basic_credentials(value: &[u8]) -> Option<Option<(Vec<u8>, Vec<u8>)>> {
     use base64::Engine;
     let value = value.trim_ascii();
-    if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"basic ") {
+    let (scheme, rest) =
+        value.split_at(value.iter().position(|b| *b == b' ').unwrap_or(value.len()));
+    if !scheme.eq_ignore_ascii_case(b"basic") {
         return None;
     }
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value[6..].trim_ascii())
+        .decode(rest.trim_ascii())
         .ok();
     Some(decoded.and_then(|pair| {
         let colon = pair.iter().rposition(|b| *b == b':')?;
