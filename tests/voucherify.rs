@@ -1018,3 +1018,272 @@ fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// X-Client-Application-Id/X-Client-Token of the `pos` credential (the client-side API's).
+fn client_creds(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Client-Application-Id", POS_APP_ID.to_string()),
+        ("X-Client-Token", token.to_string()),
+    ]
+}
+
+fn send(
+    sc: &TestSidecar,
+    method: &str,
+    path: &str,
+    creds: &[(&str, String)],
+    body: &[u8],
+) -> Response {
+    let mut h: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if !body.is_empty() {
+        h.push(("Content-Type", "application/json"));
+    }
+    sc.proxy(method, path, &h, body)
+}
+
+/// SPEC §13.7, the hole the JS SDK found: every request under `/v1/` and `/client/v1/` is
+/// credential-checked, whatever the endpoint; a bad credential never reaches the app.
+#[test]
+fn unknown_endpoints_under_the_api_never_forward_bad_credentials() {
+    let _g = serial();
+    let (up, sc) = start();
+    let active = sc.metric("locks_active", &[]);
+    let wrong = client_creds("wrong-token");
+    let cases = [
+        (
+            "GET",
+            "/client/v1/validate?code=ONE&session_type=LOCK&session_key=hole-1",
+        ),
+        ("GET", "/client/v1/validate?code=ONE"),
+        ("POST", "/client/v1/redeem?code=ONE"),
+        ("GET", "/v1/vouchers/ONE"),
+        ("POST", "/v1/some/future/endpoint"),
+        ("DELETE", "/v1/customers/c1"),
+        ("PUT", "/client/v1/customers/c1/consents"),
+        ("GET", "/v1"),
+    ];
+    for (method, path) in cases {
+        for creds in [
+            wrong.clone(),
+            Vec::new(),
+            vec![("Authorization", "Bearer nope".to_string())],
+        ] {
+            let r = send(&sc, method, path, &creds, b"");
+            assert_error(&r, 401, "unauthorized");
+        }
+    }
+    assert!(up.received_at("/v1").is_empty(), "nothing reached the app");
+    assert!(
+        up.received_at("/client/v1").is_empty(),
+        "nothing reached the app"
+    );
+    assert_eq!((sc.metric("locks_active", &[]) - active), 0.0);
+    // Good credentials pass, and paths outside the API are not the flavour's.
+    let r = send(
+        &sc,
+        "GET",
+        "/v1/vouchers/ONE",
+        &client_creds(POS_TOKEN),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(send(&sc, "GET", "/v2/vouchers/ONE", &[], b"").status, 200);
+    assert_eq!(send(&sc, "GET", "/v1x/vouchers", &[], b"").status, 200);
+}
+
+/// SPEC §13.7: the JS SDK's legacy `client.validate()` locks like a validation (headers,
+/// all-or-nothing, rollback, sold-out answer in the single voucher shape) and `client.redeem()`
+/// releases the lock.
+#[test]
+fn legacy_client_side_validate_and_redeem() {
+    let _g = serial();
+    let (up, sc) = start();
+    let active = sc.metric("locks_active", &[]);
+    let creds = client_creds(POS_TOKEN);
+    let path = "/client/v1/validate?code=ONE&session_type=LOCK&session_key=legacy%2B1%2F%3D&session_ttl=1.5&session_ttl_unit=minutes";
+    let r = send(&sc, "GET", path, &creds, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["session"],
+        json!({"key": "legacy+1/=", "type": "LOCK", "ttl": 90000, "ttl_unit": "MILLISECONDS"})
+    );
+    let rec = up
+        .received_at("/client/v1/validate")
+        .pop()
+        .expect("forwarded");
+    assert_eq!(rec.header("X-Session-Key").as_deref(), Some("legacy+1/="));
+    assert_eq!(rec.header("X-Session-Type").as_deref(), Some("LOCK"));
+    assert_eq!(rec.header("X-Locked-Quantity").as_deref(), Some("0"));
+    assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
+
+    // Sold out: a different session is refused without forwarding, single voucher shape.
+    let before = up.received_at("/client/v1/validate").len();
+    let r = send(
+        &sc,
+        "GET",
+        "/client/v1/validate?code=ONE&session_type=LOCK&session_key=legacy-2",
+        &creds,
+        b"",
+    );
+    assert_eq!(sold_out_codes(&r), vec!["ONE".to_string()]);
+    assert_eq!(up.received_at("/client/v1/validate").len(), before);
+
+    // Without session_type nothing is locked (but it is still forwarded).
+    let r = send(&sc, "GET", "/client/v1/validate?code=ONE", &creds, b"");
+    assert_eq!(r.status, 200);
+    assert!(up
+        .received_at("/client/v1/validate")
+        .pop()
+        .unwrap()
+        .header("X-Session-Key")
+        .is_none());
+    let r = send(
+        &sc,
+        "GET",
+        "/client/v1/validate?code=ONE&session_type=LOCK&session_ttl=0",
+        &creds,
+        b"",
+    );
+    assert_error(&r, 400, "invalid_payload");
+
+    // A failing redemption keeps the lock; a successful one releases it.
+    let mut failing = creds.clone();
+    failing.push(("X-Echo-Status", "400".to_string()));
+    let redeem_body = br#"{"session":{"key":"legacy+1/="},"customer":{"source_id":"c1"}}"#;
+    let r = send(
+        &sc,
+        "POST",
+        "/client/v1/redeem?code=ONE",
+        &failing,
+        redeem_body,
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
+    let r = send(
+        &sc,
+        "POST",
+        "/client/v1/redeem?code=ONE",
+        &creds,
+        redeem_body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = up.received_at("/client/v1/redeem").pop().unwrap();
+    assert_eq!(rec.header("X-Session-Key").as_deref(), Some("legacy+1/="));
+    assert_eq!((sc.metric("locks_active", &[]) - active), 0.0);
+
+    // The query's session_key names the session when the body has none; app failure rolls
+    // a new legacy lock back.
+    let key = "legacy-3";
+    let r = send(
+        &sc,
+        "GET",
+        &format!("/client/v1/validate?code=ONE&session_type=LOCK&session_key={key}"),
+        &failing,
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        (sc.metric("locks_active", &[]) - active),
+        0.0,
+        "rolled back"
+    );
+    let r = send(
+        &sc,
+        "GET",
+        &format!("/client/v1/validate?code=ONE&session_type=LOCK&session_key={key}"),
+        &creds,
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let r = send(
+        &sc,
+        "POST",
+        &format!("/client/v1/redeem?code=ONE&session_key={key}"),
+        &creds,
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!((sc.metric("locks_active", &[]) - active), 0.0);
+}
+
+/// SPEC §13.7: a stacked sold-out answer lists every refused code; the single voucher path
+/// answers in its own shape; both are counted in lock_rejections_total.
+#[test]
+fn sold_out_answers_list_every_refused_code() {
+    let _g = serial();
+    let (up, sc) = start();
+    let rejected = sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]);
+    lock_ok(
+        &sc,
+        &["TWO-A", "TWO-B"],
+        json!({"type": "LOCK"}),
+        "both-held",
+    );
+    let r = lock(
+        &sc,
+        &["RUSH", "TWO-A", "TWO-B"],
+        json!({"type": "LOCK"}),
+        "both-refused",
+    );
+    assert_eq!(
+        sold_out_codes(&r),
+        vec!["TWO-A".to_string(), "TWO-B".to_string()]
+    );
+    assert!(forwarded(&up, "both-refused").is_empty());
+    let r = post(
+        &sc,
+        "/client/v1/validations",
+        &client_creds(POS_TOKEN),
+        &[],
+        &body(&["TWO-B"], Some(json!({"type": "LOCK"})), "client-refused"),
+    );
+    assert_eq!(sold_out_codes(&r), vec!["TWO-B".to_string()]);
+    let r = post(
+        &sc,
+        "/v1/vouchers/TWO-A/validate",
+        &app_creds(),
+        &[],
+        &json!({"session": {"type": "LOCK"}, "m": "path-refused"}),
+    );
+    assert_eq!(sold_out_codes(&r), vec!["TWO-A".to_string()]);
+    assert!(r.json().get("inapplicable_redeemables").is_none());
+    assert!(forwarded(&up, "-refused").is_empty());
+    assert_eq!(
+        sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]) - rejected,
+        3.0
+    );
+}
+
+/// SPEC §13.7: fractional ttls (rounded to the millisecond) and any-case units.
+#[test]
+fn fractional_ttls_and_lower_case_units() {
+    let _g = serial();
+    let (_up, sc) = start();
+    let active = sc.metric("locks_active", &[]);
+    let r = lock(
+        &sc,
+        &["RUSH"],
+        json!({"type": "LOCK", "ttl": 0.75, "ttl_unit": "seconds"}),
+        "frac",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["session"]["ttl"], 750);
+    assert_eq!(r.json()["session"]["ttl_unit"], "MILLISECONDS");
+    let r = lock(
+        &sc,
+        &["RUSH"],
+        json!({"type": "LOCK", "ttl": 2, "ttl_unit": "Hours"}),
+        "lower",
+    );
+    assert_eq!(r.json()["session"]["ttl_unit"], "HOURS");
+    let r = lock(
+        &sc,
+        &["RUSH"],
+        json!({"type": "LOCK", "ttl": 0.0004, "ttl_unit": "SECONDS"}),
+        "zero",
+    );
+    assert_error(&r, 400, "invalid_payload");
+    // The 0.75 s lock expires by itself.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
+}
