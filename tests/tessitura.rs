@@ -986,6 +986,16 @@ fn unencoded_keys_resolve_before_forwarding() {
     assert!(r.body.is_empty());
     assert_gone(&sc, &key);
     assert_eq!(read(&sc, &target).json()["IsLoggedIn"], true);
+    // The dead key, unencoded: the endpoint's 404, not the app's answer.
+    let forwarded = up.received().len();
+    let r = get(
+        sc.ports.proxy,
+        &format!("/Web/Session/{key}"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["ErrorMessages"][0]["Code"], "SessionNotFound");
+    assert_eq!(up.received().len(), forwarded);
 
     // An unknown key with slashes, and other sub-resources, are the app's.
     let r = get(sc.ports.proxy, "/Web/Session/no/such=key", &[]);

@@ -105,6 +105,18 @@ fn unencoded_rest(path: &str) -> Option<&str> {
     .then_some(rest)
 }
 
+/// Whether a path's text is a key of the shape `POST Web/Session` generates (80 random bytes
+/// in standard base64, SPEC §3).
+fn has_key_shape(encoded: &str) -> bool {
+    use base64::Engine;
+    path_key(encoded).is_ok_and(|k| {
+        k.len() == 108
+            && base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .is_ok_and(|raw| raw.len() == 80)
+    })
+}
+
 /// `rest` without a trailing `/Transfer` (any case), if it has one.
 fn without_transfer(rest: &str) -> Option<&str> {
     let cut = rest.len().checked_sub("/Transfer".len())?;
@@ -535,11 +547,13 @@ impl SessionApi for Tessitura {
         let Some(rest) = unencoded_rest(req.path) else {
             return ForwardDecision::Forward(None);
         };
-        if self.is_live_key(rest).await {
+        // A key of the shape this API hands out is never the app's, live or not: an unknown
+        // or expired one gets the endpoint's 404 rather than reaching the app.
+        if self.is_live_key(rest).await || has_key_shape(rest) {
             return ForwardDecision::Respond(self.read_session(req, rest).await);
         }
         if let Some(key) = without_transfer(rest) {
-            if self.is_live_key(key).await {
+            if self.is_live_key(key).await || has_key_shape(key) {
                 return ForwardDecision::Respond(self.native_transfer(req, key).await);
             }
         }
@@ -635,6 +649,12 @@ mod tests {
         assert_eq!(without_transfer("a/b"), None);
         assert_eq!(without_transfer("é/Transfer"), Some("é"));
         assert_eq!(without_transfer("x"), None);
+        let key = new_tessitura_key();
+        assert!(has_key_shape(&key));
+        assert!(has_key_shape(&key.replace('/', "%2F")));
+        assert!(!has_key_shape(&key[1..]));
+        assert!(!has_key_shape(&format!("{}/Expiration", &key[..97])));
+        assert!(!has_key_shape("k/Expiration"));
     }
 
     #[test]
