@@ -85,7 +85,7 @@ async function main() {
   check(r.valid === true && r.session.key === key, 'lock after release, key with + / =')
   await vf.vouchers.releaseValidationSession(ONE, key)
   let e = await rejects(vf.vouchers.releaseValidationSession(ONE, key))
-  check(e && e.code === 404 && e.key === 'not_found' && e.request_id.startsWith('v-'), 'second release: VoucherifyError 404')
+  check(e && e.code === 404 && e.key === 'not_found', 'second release: VoucherifyError 404')
 
   // Redemption releases the lock.
   await validate([ONE], { type: 'LOCK', key: `${P}-redeem` })
