@@ -6,15 +6,24 @@ CARGO ?= cargo
 # pingora builds zlib-ng with cmake and C code with cc.
 BUILD_PACKAGES := cmake gcc g++ make pkg-config
 # Tests start their own redis-server processes; promtool (package prometheus) checks alert rules.
-TEST_PACKAGES := redis-server redis-tools prometheus busybox python3
+# tests/real_clients.rs drives the sidecar through the real Voucherify and Tessitura client
+# libraries: Node for the JS SDK, a Python virtualenv for the Python ones.
+TEST_PACKAGES := redis-server redis-tools prometheus busybox python3 python3-venv nodejs
+# Where the Python client libraries are installed (tests/real_clients.rs reads it too).
+CLIENTS_VENV ?= target/clients-venv
 
-.PHONY: run test build build-deps test-deps bench soak clean
+.PHONY: run test build build-deps test-deps clients bench soak clean
 
 build-deps:
 	@scripts/install-packages $(BUILD_PACKAGES)
 
 test-deps: build-deps
 	@scripts/install-packages $(TEST_PACKAGES)
+	@# Debian packages npm apart from nodejs; NodeSource's nodejs ships it (and conflicts with it).
+	@command -v npm >/dev/null 2>&1 || scripts/install-packages npm
+
+clients: test-deps
+	@scripts/install-clients $(CLIENTS_VENV)
 
 build: build-deps
 	$(CARGO) build --release --bin session-sidecar --example demo-upstream
@@ -22,8 +31,8 @@ build: build-deps
 run: build
 	@scripts/run-demo
 
-test: test-deps
-	$(CARGO) test --all-targets
+test: test-deps clients
+	CLIENTS_VENV=$(abspath $(CLIENTS_VENV)) $(CARGO) test --all-targets
 
 bench: build-deps
 	@bench/run

@@ -108,6 +108,8 @@ pub struct ProxySection {
     pub default_upstream: Spanned<String>,
     pub default_auth: AuthMode,
     pub default_session: SessionMode,
+    /// SPEC §13.7: remove the validated credential headers before forwarding.
+    pub strip_credentials: bool,
 }
 
 impl Default for ProxySection {
@@ -116,6 +118,7 @@ impl Default for ProxySection {
             default_upstream: Spanned::new(0..0, "app".to_string()),
             default_auth: AuthMode::None,
             default_session: SessionMode::Optional,
+            strip_credentials: false,
         }
     }
 }
@@ -129,6 +132,7 @@ pub struct RouteSection {
     pub upstream: Option<Spanned<String>>,
     pub auth: Option<AuthMode>,
     pub session: Option<SessionMode>,
+    pub strip_credentials: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,6 +285,9 @@ pub struct CredentialSection {
     pub token_sha256: Option<Spanned<String>>,
     pub app_id: Option<Spanned<String>>,
     pub app_token_sha256: Option<Spanned<String>>,
+    /// SPEC §13.7: `Authorization: Basic` user (everything before the last colon).
+    pub basic_user: Option<Spanned<String>>,
+    pub basic_password_sha256: Option<Spanned<String>>,
     #[serde(default = "all_applications")]
     pub applications: Vec<String>,
     #[serde(default)]

@@ -79,6 +79,8 @@ pub struct RoutePolicy {
     pub upstream: Arc<str>,
     pub auth: AuthMode,
     pub session: SessionMode,
+    /// Remove the credential headers the sidecar validated before forwarding (SPEC §13.7).
+    pub strip_credentials: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +212,11 @@ pub enum SecretSettings {
     AppPair {
         app_id: String,
         app_token_sha256: [u8; 32],
+    },
+    /// `Authorization: Basic` user with the SHA-256 of its password (SPEC §13.7).
+    Basic {
+        user: String,
+        password_sha256: [u8; 32],
     },
 }
 
@@ -468,6 +475,7 @@ fn validate_routes(
         upstream: proxy.default_upstream.get_ref().as_str().into(),
         auth: proxy.default_auth,
         session: proxy.default_session,
+        strip_credentials: proxy.strip_credentials,
     };
     let mut out = Vec::with_capacity(routes.len());
     for r in routes {
@@ -508,6 +516,7 @@ fn validate_routes(
                 upstream,
                 auth: r.auth.unwrap_or(default.auth),
                 session: r.session.unwrap_or(default.session),
+                strip_credentials: r.strip_credentials.unwrap_or(default.strip_credentials),
             },
         });
     }
@@ -678,11 +687,34 @@ fn sha256_hex(v: &Spanned<String>, what: &str) -> Result<[u8; 32], ValidationErr
     }
 }
 
+/// A `basic_user`: non-empty, no control characters, used once. It may contain colons
+/// (Tessitura's `user:usergroup:location`): the password is what follows the last one.
+fn basic_user(
+    user: &Spanned<String>,
+    seen: &mut HashSet<String>,
+) -> Result<String, ValidationError> {
+    let name = user.get_ref();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return err(
+            span_of(user),
+            "credentials.basic_user must be a non-empty printable name",
+        );
+    }
+    if !seen.insert(name.clone()) {
+        return err(
+            span_of(user),
+            format!("credentials.basic_user {name:?} is used twice"),
+        );
+    }
+    Ok(name.clone())
+}
+
 fn validate_credentials(
     creds: &[file::CredentialSection],
 ) -> Result<Vec<CredentialSettings>, ValidationError> {
     let mut names = HashSet::new();
     let mut app_ids = HashSet::new();
+    let mut basic_users = HashSet::new();
     let mut out = Vec::with_capacity(creds.len());
     for c in creds {
         let name = c.name.get_ref().trim();
@@ -698,11 +730,14 @@ fn validate_credentials(
                 format!("credentials.name {name:?} is used twice"),
             );
         }
-        let secret = match (&c.token_sha256, &c.app_id, &c.app_token_sha256) {
-            (Some(t), None, None) => SecretSettings::Bearer {
+        let secret = match (
+            (&c.token_sha256, &c.app_id, &c.app_token_sha256),
+            (&c.basic_user, &c.basic_password_sha256),
+        ) {
+            ((Some(t), None, None), (None, None)) => SecretSettings::Bearer {
                 token_sha256: sha256_hex(t, "credentials.token_sha256")?,
             },
-            (None, Some(id), Some(t)) => {
+            ((None, Some(id), Some(t)), (None, None)) => {
                 if !app_ids.insert(id.get_ref().clone()) {
                     return err(span_of(id), format!("credentials.app_id {:?} is used twice", id.get_ref()));
                 }
@@ -711,10 +746,14 @@ fn validate_credentials(
                     app_token_sha256: sha256_hex(t, "credentials.app_token_sha256")?,
                 }
             }
+            ((None, None, None), (Some(user), Some(p))) => SecretSettings::Basic {
+                user: basic_user(user, &mut basic_users)?,
+                password_sha256: sha256_hex(p, "credentials.basic_password_sha256")?,
+            },
             _ => {
                 return err(
                     span_of(&c.name),
-                    format!("credential {name:?} needs either token_sha256, or app_id with app_token_sha256"),
+                    format!("credential {name:?} needs exactly one of token_sha256, app_id with app_token_sha256, or basic_user with basic_password_sha256"),
                 )
             }
         };

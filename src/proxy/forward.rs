@@ -49,6 +49,9 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         return reject(session, ctx, &respond::error(401, "unauthorized", message)).await;
     }
     ctx.credential = auth.credential().cloned();
+    if policy.strip_credentials && ctx.credential.is_some() {
+        ctx.strip_credential = crate::auth::secret_header(&session.req_header().headers);
+    }
 
     // Where the session id is: request head first, then (for JSON bodies) the body.
     let wants_session = policy.session != SessionMode::None;
@@ -94,7 +97,17 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         };
         match api.before_forward(&request).await {
             ForwardDecision::Answer(response) => return reject(session, ctx, &response).await,
+            ForwardDecision::Respond(response) => {
+                ctx.kind = RequestKind::SessionApi;
+                respond::write(session, &response).await?;
+                return Ok(true);
+            }
             ForwardDecision::Forward(hook) => ctx.hook = hook,
+        }
+        if let Some(key) = ctx.hook.as_ref().and_then(|h| h.session_key()) {
+            if wants_session {
+                located = Some(key.to_string());
+            }
         }
     }
 

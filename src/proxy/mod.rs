@@ -130,6 +130,9 @@ impl ProxyHttp for SidecarProxy {
     ) -> Result<()> {
         let identity = &ctx.gen.identity;
         identity.strip(upstream_request);
+        if let Some(name) = &ctx.strip_credential {
+            while upstream_request.remove_header(name).is_some() {}
+        }
         identity.apply(
             upstream_request,
             ctx.session.as_deref(),
