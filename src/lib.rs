@@ -9,6 +9,8 @@ pub mod admin_listener;
 pub mod auth;
 pub mod config;
 pub mod flavors;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod housekeeping;
 pub mod limits;
 pub mod logging;
