@@ -23,8 +23,11 @@ fuzz_target!(|data: &[u8]| {
     let credentials = CREDENTIALS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("sidecar-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("jwks.json"), include_str!("../../tests/fixtures/jwt/public-jwks.json"))
-            .expect("jwks");
+        std::fs::write(
+            dir.join("jwks.json"),
+            include_str!("../../tests/fixtures/jwt/public-jwks.json"),
+        )
+        .expect("jwks");
         Credentials::new(&dir)
     });
     let f = fields::fields(data, NAMES.len());
@@ -36,14 +39,22 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     // Only the configured secrets may pass.
     if credentials.check(&present) {
-        let auth = present.iter().find(|(n, _)| *n == "authorization").map(|(_, v)| *v);
+        let auth = present
+            .iter()
+            .find(|(n, _)| *n == "authorization")
+            .map(|(_, v)| *v);
         let pair = |id: &str, token: &str| {
-            present.iter().any(|(n, v)| *n == id && v.trim_ascii() == b"pos-1")
-                && present.iter().any(|(n, v)| *n == token && v.trim_ascii() == b"pos-token")
+            present
+                .iter()
+                .any(|(n, v)| *n == id && v.trim_ascii() == b"pos-1")
+                && present
+                    .iter()
+                    .any(|(n, v)| *n == token && v.trim_ascii() == b"pos-token")
         };
         assert!(
-            auth.is_some_and(|a| a.trim_ascii().len() > 7 && a.trim_ascii()[7..].trim_ascii() == b"web-token")
-                || pair("x-app-id", "x-app-token")
+            auth.is_some_and(
+                |a| a.trim_ascii().len() > 7 && a.trim_ascii()[7..].trim_ascii() == b"web-token"
+            ) || pair("x-app-id", "x-app-token")
                 || pair("x-client-application-id", "x-client-token"),
             "accepted {present:?}"
         );

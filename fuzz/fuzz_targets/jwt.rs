@@ -17,8 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let credentials = CREDENTIALS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("sidecar-fuzz-jwt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("jwks.json"), include_str!("../../tests/fixtures/jwt/public-jwks.json"))
-            .expect("jwks");
+        std::fs::write(
+            dir.join("jwks.json"),
+            include_str!("../../tests/fixtures/jwt/public-jwks.json"),
+        )
+        .expect("jwks");
         Credentials::new(&dir)
     });
     let f = fields::fields(data, 3);
