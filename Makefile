@@ -1,6 +1,7 @@
 # session-sidecar: two commands do everything on a fresh Debian/Ubuntu machine with Rust.
 #   make run    install build packages, build, start the demo app and the sidecar
 #   make test   install test packages, run every test
+#   make fuzz   run every fuzz target briefly (FUZZ_SECONDS each)
 
 CARGO ?= cargo
 # pingora builds zlib-ng with cmake and C code with cc.
@@ -12,7 +13,7 @@ TEST_PACKAGES := redis-server redis-tools prometheus busybox python3 python3-ven
 # Where the Python client libraries are installed (tests/real_clients.rs reads it too).
 CLIENTS_VENV ?= target/clients-venv
 
-.PHONY: run test build build-deps test-deps clients bench soak clean
+.PHONY: run test build build-deps test-deps clients bench soak fuzz compare-framing clean
 
 build-deps:
 	@scripts/install-packages $(BUILD_PACKAGES)
@@ -39,6 +40,15 @@ bench: build-deps
 
 soak: test-deps
 	SOAK_SECONDS=60 $(CARGO) test --release --test soak -- --nocapture
+
+# Every fuzz target for FUZZ_SECONDS (default 30) each; installs cargo-fuzz when missing.
+fuzz: build-deps
+	@scripts/fuzz
+
+# The smuggling probes against the release binary and nginx, side by side.
+compare-framing: build-deps
+	$(CARGO) build --release --bin session-sidecar
+	@scripts/compare-framing
 
 clean:
 	$(CARGO) clean

@@ -46,6 +46,13 @@ pub struct ServerSection {
     pub threads: usize,
     pub grace_period: ConfigDuration,
     pub max_body: ConfigSize,
+    /// SPEC §13.1: request line + headers, header count, request target length.
+    pub max_header_size: Spanned<ConfigSize>,
+    pub max_headers: Spanned<usize>,
+    pub max_uri: Spanned<ConfigSize>,
+    /// SPEC §13.1: requests per client connection, and how long an idle one is kept.
+    pub keepalive_requests: Spanned<u32>,
+    pub keepalive_timeout: ConfigDuration,
     /// Where pingora's upgrade socket lives (zero-downtime `--upgrade` hand-off).
     pub upgrade_sock: String,
     pub pid_file: String,
@@ -59,6 +66,11 @@ impl Default for ServerSection {
             threads: 2,
             grace_period: ConfigDuration::secs(10),
             max_body: ConfigSize(64 * 1024),
+            max_header_size: Spanned::new(0..0, ConfigSize(16 * 1024)),
+            max_headers: Spanned::new(0..0, 100),
+            max_uri: Spanned::new(0..0, ConfigSize(8 * 1024)),
+            keepalive_requests: Spanned::new(0..0, 1000),
+            keepalive_timeout: ConfigDuration::secs(60),
             upgrade_sock: "/tmp/session-sidecar-upgrade.sock".to_string(),
             pid_file: "/tmp/session-sidecar.pid".to_string(),
         }

@@ -61,7 +61,29 @@ pub struct ServerSettings {
     pub max_body: usize,
     pub upgrade_sock: String,
     pub pid_file: String,
+    pub http: HttpLimits,
 }
+
+/// Client connection limits of SPEC §13.1, enforced by `proxy::framing` on every listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Request line + header lines, in bytes (larger: 431).
+    pub max_header_size: usize,
+    /// Header lines (more: 431).
+    pub max_headers: usize,
+    /// Request target, in bytes (longer: 414).
+    pub max_uri: usize,
+    /// Requests one client connection may carry.
+    pub keepalive_requests: u32,
+    /// How long an idle client connection is kept; zero turns keep-alive off.
+    pub keepalive_timeout: Duration,
+}
+
+/// pingora's own ceilings (`MAX_HEADER_SIZE`, `MAX_HEADERS` in pingora-core 0.9.1): beyond
+/// them its parser answers 400 before the sidecar sees the request, so larger limits would
+/// never apply.
+pub const PINGORA_MAX_HEADER_SIZE: u64 = 1_048_575;
+pub const PINGORA_MAX_HEADERS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
@@ -399,6 +421,7 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
     if s.max_body.0 == 0 {
         return err(None, "server.max_body must be greater than zero");
     }
+    let http = validate_http_limits(s)?;
     Ok(ServerSettings {
         listen,
         admin_listen,
@@ -407,6 +430,43 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
         max_body: usize::try_from(s.max_body.0).unwrap_or(usize::MAX),
         upgrade_sock: s.upgrade_sock.clone(),
         pid_file: s.pid_file.clone(),
+        http,
+    })
+}
+
+fn validate_http_limits(s: &file::ServerSection) -> Result<HttpLimits, ValidationError> {
+    let size = |v: &Spanned<super::units::ConfigSize>, what: &str| {
+        let n = v.get_ref().0;
+        if n == 0 || n > PINGORA_MAX_HEADER_SIZE {
+            return err(
+                span_of(v),
+                format!("server.{what} must be between 1 and {PINGORA_MAX_HEADER_SIZE} bytes"),
+            );
+        }
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    let max_header_size = size(&s.max_header_size, "max_header_size")?;
+    let max_uri = size(&s.max_uri, "max_uri")?;
+    let max_headers = *s.max_headers.get_ref();
+    if max_headers == 0 || max_headers > PINGORA_MAX_HEADERS {
+        return err(
+            span_of(&s.max_headers),
+            format!("server.max_headers must be between 1 and {PINGORA_MAX_HEADERS}"),
+        );
+    }
+    let keepalive_requests = *s.keepalive_requests.get_ref();
+    if keepalive_requests == 0 {
+        return err(
+            span_of(&s.keepalive_requests),
+            "server.keepalive_requests must be at least 1",
+        );
+    }
+    Ok(HttpLimits {
+        max_header_size,
+        max_headers,
+        max_uri,
+        keepalive_requests,
+        keepalive_timeout: s.keepalive_timeout.0,
     })
 }
 

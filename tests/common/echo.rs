@@ -75,6 +75,9 @@ impl Received {
 pub struct EchoUpstream {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Every request line, recorded as soon as it is read (before the body, which may never
+    /// come): what reached the app even when the request did not complete.
+    request_lines: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     /// Open connections, closed when the upstream stops (so pooled connections die too).
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -95,9 +98,15 @@ impl EchoUpstream {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind echo upstream");
         let port = listener.local_addr().expect("local addr").port();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let request_lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (rec, stop2, conns2) = (received.clone(), stop.clone(), conns.clone());
+        let (rec, lines, stop2, conns2) = (
+            received.clone(),
+            request_lines.clone(),
+            stop.clone(),
+            conns.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -107,13 +116,14 @@ impl EchoUpstream {
                 if let Ok(c) = conn.try_clone() {
                     conns2.lock().unwrap().push(c);
                 }
-                let (rec, answerer) = (rec.clone(), answerer.clone());
-                std::thread::spawn(move || serve(conn, rec, answerer));
+                let (rec, lines, answerer) = (rec.clone(), lines.clone(), answerer.clone());
+                std::thread::spawn(move || serve(conn, rec, lines, answerer));
             }
         });
         EchoUpstream {
             port,
             received,
+            request_lines,
             stop,
             conns,
         }
@@ -126,6 +136,11 @@ impl EchoUpstream {
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Every request line read so far, complete requests or not.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.request_lines.lock().unwrap().clone()
     }
 
     /// Requests whose path starts with `prefix`.
@@ -148,7 +163,12 @@ impl Drop for EchoUpstream {
     }
 }
 
-fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>, answerer: Option<Answerer>) {
+fn serve(
+    conn: TcpStream,
+    received: Arc<Mutex<Vec<Received>>>,
+    request_lines: Arc<Mutex<Vec<String>>>,
+    answerer: Option<Answerer>,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = match conn.try_clone() {
         Ok(w) => w,
@@ -161,6 +181,10 @@ fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>, answerer: Option<
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        request_lines
+            .lock()
+            .unwrap()
+            .push(line.trim_end().to_string());
         let mut parts = line.trim_end().splitn(3, ' ');
         let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
             return;
