@@ -1,20 +1,30 @@
 # session-sidecar: two commands do everything on a fresh Debian/Ubuntu machine with Rust.
 #   make run    install build packages, build, start the demo app and the sidecar
 #   make test   install test packages, run every test
+#   make fuzz   run every fuzz target briefly (FUZZ_SECONDS each)
 
 CARGO ?= cargo
 # pingora builds zlib-ng with cmake and C code with cc.
 BUILD_PACKAGES := cmake gcc g++ make pkg-config
 # Tests start their own redis-server processes; promtool (package prometheus) checks alert rules.
-TEST_PACKAGES := redis-server redis-tools prometheus busybox python3
+# tests/it/real_clients.rs drives the sidecar through the real Voucherify and Tessitura client
+# libraries: Node for the JS SDK, a Python virtualenv for the Python ones.
+TEST_PACKAGES := redis-server redis-tools prometheus busybox python3 python3-venv nodejs
+# Where the Python client libraries are installed (tests/it/real_clients.rs reads it too).
+CLIENTS_VENV ?= target/clients-venv
 
-.PHONY: run test build build-deps test-deps bench soak clean
+.PHONY: run test build build-deps test-deps clients bench soak fuzz compare-framing clean
 
 build-deps:
 	@scripts/install-packages $(BUILD_PACKAGES)
 
 test-deps: build-deps
 	@scripts/install-packages $(TEST_PACKAGES)
+	@# Debian packages npm apart from nodejs; NodeSource's nodejs ships it (and conflicts with it).
+	@command -v npm >/dev/null 2>&1 || scripts/install-packages npm
+
+clients: test-deps
+	@scripts/install-clients $(CLIENTS_VENV)
 
 build: build-deps
 	$(CARGO) build --release --bin session-sidecar --example demo-upstream
@@ -24,15 +34,24 @@ run: build
 
 # One integration test binary (tests/it). Tests asserting exact deltas of the process-wide
 # metrics run afterwards in a process of their own, one at a time.
-test: test-deps
-	$(CARGO) test --all-targets -- --skip exclusive::
-	$(CARGO) test --test it exclusive:: -- --test-threads=1
+test: test-deps clients
+	CLIENTS_VENV=$(abspath $(CLIENTS_VENV)) $(CARGO) test --all-targets -- --skip exclusive::
+	CLIENTS_VENV=$(abspath $(CLIENTS_VENV)) $(CARGO) test --test it exclusive:: -- --test-threads=1
 
 bench: build-deps
 	@bench/run
 
 soak: test-deps
 	SOAK_SECONDS=60 $(CARGO) test --release --test it soak:: -- --nocapture
+
+# Every fuzz target for FUZZ_SECONDS (default 30) each; installs cargo-fuzz when missing.
+fuzz: build-deps
+	@scripts/fuzz
+
+# The smuggling probes against the release binary and nginx, side by side.
+compare-framing: build-deps
+	$(CARGO) build --release --bin session-sidecar
+	@scripts/compare-framing
 
 clean:
 	$(CARGO) clean

@@ -5,11 +5,14 @@
 //! too and run the result in-process.
 
 pub mod admin;
+pub mod admin_listener;
 pub mod api;
 pub mod auth;
 pub mod background;
 pub mod config;
 pub mod flavors;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -107,11 +110,17 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.keepalive_request_limit =
+            Some(proxy::framing::keepalive_reuse_limit(&config.server.http));
+        app.server_options = Some(options);
+    }
     server.add_service(proxy);
 
     let mut admin = Service::new(
         "session-sidecar admin".to_string(),
-        admin::AdminApp::new(state.clone()),
+        admin_listener::AdminListener::new(state.clone()),
     );
     admin.add_tcp(&config.server.admin_listen.to_string());
     admin.threads = Some(1);

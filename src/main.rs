@@ -35,7 +35,8 @@ struct Cli {
 enum Command {
     /// Parse and validate a config file; print FILE:LINE:COL: message on error.
     CheckConfig { file: PathBuf },
-    /// Read a secret on stdin and print its SHA-256 (hex) for token_sha256 / app_token_sha256.
+    /// Read a secret on stdin and print its SHA-256 (hex) for token_sha256, app_token_sha256 or
+    /// basic_password_sha256 (for Basic credentials hash the password alone, not user:password).
     HashToken,
 }
 

@@ -88,8 +88,11 @@ impl ApiRequest<'_> {
 pub enum ForwardDecision {
     /// Forward it, with the hook (if any) adding headers and following the app's answer.
     Forward(Option<Box<dyn ForwardHook>>),
-    /// Do not forward: answer with this.
+    /// Do not forward: answer with this (a refusal).
     Answer(ApiResponse),
+    /// Do not forward: the request turned out to be for one of the flavour's own endpoints
+    /// (a Tessitura key sent unencoded), answered with this.
+    Respond(ApiResponse),
 }
 
 /// Follows one forwarded request through the app: extra request headers before, and a look at
@@ -120,6 +123,13 @@ pub trait ForwardHook: Send + Sync {
 
     /// Called if the request could not be forwarded at all (upstream down).
     async fn on_failure(&mut self) {}
+
+    /// The session the request names in a way the configured locators cannot read (a
+    /// Tessitura key sent unencoded in the path, SPEC §13.7), checked to be live. It takes the
+    /// place of what the locators found.
+    fn session_key(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// One wire API, mounted under its base path.

@@ -1,5 +1,5 @@
-//! Credentials (SPEC §5): who is calling. Every source — static bearer tokens, app-id pairs,
-//! JWTs — yields the same `Credential`, so routes, flavours and the `credential` identity
+//! Credentials (SPEC §5, §13.7): who is calling. Every source — static bearer tokens, app-id
+//! pairs, Basic user/password pairs, JWTs — yields the same `Credential`, so routes, flavours and the `credential` identity
 //! header treat them alike.
 
 pub mod jwks;
@@ -8,6 +8,7 @@ pub mod static_secrets;
 
 use crate::config::{ApplicationAccess, Config};
 use crate::metrics::{self, AuthFailure};
+use http::header::HeaderName;
 use http::HeaderMap;
 use jwks::Jwks;
 use jwt::JwtVerifier;
@@ -92,11 +93,18 @@ impl Authenticator {
         self.jwt.as_ref().map(JwtVerifier::jwks)
     }
 
-    /// Checks `Authorization: Bearer`, `X-App-Id`/`X-App-Token` and
+    /// Checks `Authorization` (Bearer or Basic), `X-App-Id`/`X-App-Token` and
     /// `X-Client-Application-Id`/`X-Client-Token`, in that order of preference. A bearer token
     /// that is no static one is checked as a JWT when `[jwt]` is configured and it has the shape.
     pub async fn authenticate(&self, headers: &HeaderMap) -> AuthResult {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            if let Some(pair) = basic_credentials(value.as_bytes()) {
+                return match pair.and_then(|(user, password)| self.secrets.basic(&user, &password))
+                {
+                    Some(c) => AuthResult::Valid(c),
+                    None => AuthResult::Refused(AuthFailure::Invalid),
+                };
+            }
             let Some(token) = bearer_token(value.as_bytes()) else {
                 return AuthResult::Refused(AuthFailure::Invalid);
             };
@@ -130,6 +138,43 @@ impl Authenticator {
     }
 }
 
+/// The header that carried the secret `authenticate` checks first, when there is one: the
+/// one `[proxy] strip_credentials` removes once it was validated (SPEC §13.7).
+pub fn secret_header(headers: &HeaderMap) -> Option<HeaderName> {
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return Some(http::header::AUTHORIZATION);
+    }
+    [
+        ("x-app-id", "x-app-token"),
+        ("x-client-application-id", "x-client-token"),
+    ]
+    .into_iter()
+    .find(|(id, token)| headers.contains_key(*id) || headers.contains_key(*token))
+    .map(|(_, token)| HeaderName::from_static(token))
+}
+
+/// `Authorization: Basic base64(user:password)` (scheme case-insensitive): `None` when the
+/// scheme is not Basic; `Some(None)` when it is but the value is malformed. The pair is split
+/// at the **last** colon, so users may contain colons (Tessitura's
+/// `user:usergroup:location:password`) and passwords may not.
+pub fn basic_credentials(value: &[u8]) -> Option<Option<(Vec<u8>, Vec<u8>)>> {
+    use base64::Engine;
+    let value = value.trim_ascii();
+    let (scheme, rest) =
+        value.split_at(value.iter().position(|b| *b == b' ').unwrap_or(value.len()));
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok();
+    Some(decoded.and_then(|pair| {
+        let colon = pair.iter().rposition(|b| *b == b':')?;
+        let (user, password) = (&pair[..colon], &pair[colon + 1..]);
+        (!user.is_empty()).then(|| (user.to_vec(), password.to_vec()))
+    }))
+}
+
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
 pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let value = value.trim_ascii();
@@ -158,10 +203,78 @@ mod tests {
         }
 
         #[test]
+        fn basic_parser_is_total(value in proptest::collection::vec(any::<u8>(), 0..120)) {
+            if let Some(Some((user, _))) = basic_credentials(&value) {
+                prop_assert!(!user.is_empty());
+            }
+        }
+
+        #[test]
+        fn basic_round_trip(user in "[ -~]{1,40}", password in "[ -9;-~]{0,40}") {
+            use base64::Engine;
+            let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+            prop_assert_eq!(
+                basic_credentials(value.as_bytes()),
+                Some(Some((user.into_bytes(), password.into_bytes())))
+            );
+        }
+
+        #[test]
         fn bearer_round_trip(token in "[!-~]{1,80}") {
             let value = format!("Bearer {token}");
             prop_assert_eq!(bearer_token(value.as_bytes()), Some(token.as_bytes()));
         }
+    }
+
+    #[test]
+    fn basic_parsing() {
+        use base64::Engine;
+        let enc = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        let pair = |u: &str, p: &str| Some(Some((u.as_bytes().to_vec(), p.as_bytes().to_vec())));
+        assert_eq!(basic_credentials(enc("u:p").as_bytes()), pair("u", "p"));
+        assert_eq!(
+            basic_credentials(enc("user:group:LOC:secret").as_bytes()),
+            pair("user:group:LOC", "secret"),
+            "split at the last colon"
+        );
+        assert_eq!(basic_credentials(enc("u:").as_bytes()), pair("u", ""));
+        assert_eq!(
+            basic_credentials(format!("  bAsIc   {}  ", &enc("u:p")[6..]).as_bytes()),
+            pair("u", "p")
+        );
+        for malformed in [
+            enc("no-colon"),
+            enc(":password-only"),
+            "Basic !!!".to_string(),
+            "Basic ".to_string(),
+            "Basic dTpw=====".to_string(),
+        ] {
+            assert_eq!(
+                basic_credentials(malformed.as_bytes()),
+                Some(None),
+                "{malformed}"
+            );
+        }
+        for other in ["Bearer abc", "Basicx", "", "Digest u=1"] {
+            assert_eq!(basic_credentials(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn secret_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(secret_header(&h), None);
+        h.insert("x-client-token", "t".parse().unwrap());
+        assert_eq!(secret_header(&h).unwrap(), "x-client-token");
+        h.insert("x-app-id", "a".parse().unwrap());
+        assert_eq!(secret_header(&h).unwrap(), "x-app-token");
+        h.insert("authorization", "Basic x".parse().unwrap());
+        assert_eq!(secret_header(&h).unwrap(), "authorization");
     }
 
     #[test]

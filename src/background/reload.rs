@@ -56,6 +56,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.threads != new.server.threads {
         out.push("server.threads");
     }
+    if old.server.http.keepalive_requests != new.server.http.keepalive_requests {
+        out.push("server.keepalive_requests");
+    }
     if old.store.backend != new.store.backend || old.store.redis.urls != new.store.redis.urls {
         out.push("store");
     }

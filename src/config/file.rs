@@ -46,6 +46,13 @@ pub struct ServerSection {
     pub threads: usize,
     pub grace_period: ConfigDuration,
     pub max_body: ConfigSize,
+    /// SPEC §13.1: request line + headers, header count, request target length.
+    pub max_header_size: Spanned<ConfigSize>,
+    pub max_headers: Spanned<usize>,
+    pub max_uri: Spanned<ConfigSize>,
+    /// SPEC §13.1: requests per client connection, and how long an idle one is kept.
+    pub keepalive_requests: Spanned<u32>,
+    pub keepalive_timeout: ConfigDuration,
     /// Where pingora's upgrade socket lives (zero-downtime `--upgrade` hand-off).
     pub upgrade_sock: String,
     pub pid_file: String,
@@ -59,6 +66,11 @@ impl Default for ServerSection {
             threads: 2,
             grace_period: ConfigDuration::secs(10),
             max_body: ConfigSize(64 * 1024),
+            max_header_size: Spanned::new(0..0, ConfigSize(16 * 1024)),
+            max_headers: Spanned::new(0..0, 100),
+            max_uri: Spanned::new(0..0, ConfigSize(8 * 1024)),
+            keepalive_requests: Spanned::new(0..0, 1000),
+            keepalive_timeout: ConfigDuration::secs(60),
             upgrade_sock: "/tmp/session-sidecar-upgrade.sock".to_string(),
             pid_file: "/tmp/session-sidecar.pid".to_string(),
         }
@@ -108,6 +120,8 @@ pub struct ProxySection {
     pub default_upstream: Spanned<String>,
     pub default_auth: AuthMode,
     pub default_session: SessionMode,
+    /// SPEC §13.7: remove the validated credential headers before forwarding.
+    pub strip_credentials: bool,
 }
 
 impl Default for ProxySection {
@@ -116,6 +130,7 @@ impl Default for ProxySection {
             default_upstream: Spanned::new(0..0, "app".to_string()),
             default_auth: AuthMode::None,
             default_session: SessionMode::Optional,
+            strip_credentials: false,
         }
     }
 }
@@ -129,6 +144,7 @@ pub struct RouteSection {
     pub upstream: Option<Spanned<String>>,
     pub auth: Option<AuthMode>,
     pub session: Option<SessionMode>,
+    pub strip_credentials: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,6 +297,9 @@ pub struct CredentialSection {
     pub token_sha256: Option<Spanned<String>>,
     pub app_id: Option<Spanned<String>>,
     pub app_token_sha256: Option<Spanned<String>>,
+    /// SPEC §13.7: `Authorization: Basic` user (everything before the last colon).
+    pub basic_user: Option<Spanned<String>>,
+    pub basic_password_sha256: Option<Spanned<String>>,
     #[serde(default = "all_applications")]
     pub applications: Vec<String>,
     #[serde(default)]

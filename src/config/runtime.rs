@@ -61,7 +61,29 @@ pub struct ServerSettings {
     pub max_body: usize,
     pub upgrade_sock: String,
     pub pid_file: String,
+    pub http: HttpLimits,
 }
+
+/// Client connection limits of SPEC §13.1, enforced by `proxy::framing` on every listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Request line + header lines, in bytes (larger: 431).
+    pub max_header_size: usize,
+    /// Header lines (more: 431).
+    pub max_headers: usize,
+    /// Request target, in bytes (longer: 414).
+    pub max_uri: usize,
+    /// Requests one client connection may carry.
+    pub keepalive_requests: u32,
+    /// How long an idle client connection is kept; zero turns keep-alive off.
+    pub keepalive_timeout: Duration,
+}
+
+/// pingora's own ceilings (`MAX_HEADER_SIZE`, `MAX_HEADERS` in pingora-core 0.9.1): beyond
+/// them its parser answers 400 before the sidecar sees the request, so larger limits would
+/// never apply.
+pub const PINGORA_MAX_HEADER_SIZE: u64 = 1_048_575;
+pub const PINGORA_MAX_HEADERS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
@@ -79,6 +101,8 @@ pub struct RoutePolicy {
     pub upstream: Arc<str>,
     pub auth: AuthMode,
     pub session: SessionMode,
+    /// Remove the credential headers the sidecar validated before forwarding (SPEC §13.7).
+    pub strip_credentials: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +234,11 @@ pub enum SecretSettings {
     AppPair {
         app_id: String,
         app_token_sha256: [u8; 32],
+    },
+    /// `Authorization: Basic` user with the SHA-256 of its password (SPEC §13.7).
+    Basic {
+        user: String,
+        password_sha256: [u8; 32],
     },
 }
 
@@ -392,6 +421,7 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
     if s.max_body.0 == 0 {
         return err(None, "server.max_body must be greater than zero");
     }
+    let http = validate_http_limits(s)?;
     Ok(ServerSettings {
         listen,
         admin_listen,
@@ -400,6 +430,43 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
         max_body: usize::try_from(s.max_body.0).unwrap_or(usize::MAX),
         upgrade_sock: s.upgrade_sock.clone(),
         pid_file: s.pid_file.clone(),
+        http,
+    })
+}
+
+fn validate_http_limits(s: &file::ServerSection) -> Result<HttpLimits, ValidationError> {
+    let size = |v: &Spanned<super::units::ConfigSize>, what: &str| {
+        let n = v.get_ref().0;
+        if n == 0 || n > PINGORA_MAX_HEADER_SIZE {
+            return err(
+                span_of(v),
+                format!("server.{what} must be between 1 and {PINGORA_MAX_HEADER_SIZE} bytes"),
+            );
+        }
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    let max_header_size = size(&s.max_header_size, "max_header_size")?;
+    let max_uri = size(&s.max_uri, "max_uri")?;
+    let max_headers = *s.max_headers.get_ref();
+    if max_headers == 0 || max_headers > PINGORA_MAX_HEADERS {
+        return err(
+            span_of(&s.max_headers),
+            format!("server.max_headers must be between 1 and {PINGORA_MAX_HEADERS}"),
+        );
+    }
+    let keepalive_requests = *s.keepalive_requests.get_ref();
+    if keepalive_requests == 0 {
+        return err(
+            span_of(&s.keepalive_requests),
+            "server.keepalive_requests must be at least 1",
+        );
+    }
+    Ok(HttpLimits {
+        max_header_size,
+        max_headers,
+        max_uri,
+        keepalive_requests,
+        keepalive_timeout: s.keepalive_timeout.0,
     })
 }
 
@@ -468,6 +535,7 @@ fn validate_routes(
         upstream: proxy.default_upstream.get_ref().as_str().into(),
         auth: proxy.default_auth,
         session: proxy.default_session,
+        strip_credentials: proxy.strip_credentials,
     };
     let mut out = Vec::with_capacity(routes.len());
     for r in routes {
@@ -508,6 +576,7 @@ fn validate_routes(
                 upstream,
                 auth: r.auth.unwrap_or(default.auth),
                 session: r.session.unwrap_or(default.session),
+                strip_credentials: r.strip_credentials.unwrap_or(default.strip_credentials),
             },
         });
     }
@@ -678,11 +747,34 @@ fn sha256_hex(v: &Spanned<String>, what: &str) -> Result<[u8; 32], ValidationErr
     }
 }
 
+/// A `basic_user`: non-empty, no control characters, used once. It may contain colons
+/// (Tessitura's `user:usergroup:location`): the password is what follows the last one.
+fn basic_user(
+    user: &Spanned<String>,
+    seen: &mut HashSet<String>,
+) -> Result<String, ValidationError> {
+    let name = user.get_ref();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return err(
+            span_of(user),
+            "credentials.basic_user must be a non-empty printable name",
+        );
+    }
+    if !seen.insert(name.clone()) {
+        return err(
+            span_of(user),
+            format!("credentials.basic_user {name:?} is used twice"),
+        );
+    }
+    Ok(name.clone())
+}
+
 fn validate_credentials(
     creds: &[file::CredentialSection],
 ) -> Result<Vec<CredentialSettings>, ValidationError> {
     let mut names = HashSet::new();
     let mut app_ids = HashSet::new();
+    let mut basic_users = HashSet::new();
     let mut out = Vec::with_capacity(creds.len());
     for c in creds {
         let name = c.name.get_ref().trim();
@@ -698,11 +790,14 @@ fn validate_credentials(
                 format!("credentials.name {name:?} is used twice"),
             );
         }
-        let secret = match (&c.token_sha256, &c.app_id, &c.app_token_sha256) {
-            (Some(t), None, None) => SecretSettings::Bearer {
+        let secret = match (
+            (&c.token_sha256, &c.app_id, &c.app_token_sha256),
+            (&c.basic_user, &c.basic_password_sha256),
+        ) {
+            ((Some(t), None, None), (None, None)) => SecretSettings::Bearer {
                 token_sha256: sha256_hex(t, "credentials.token_sha256")?,
             },
-            (None, Some(id), Some(t)) => {
+            ((None, Some(id), Some(t)), (None, None)) => {
                 if !app_ids.insert(id.get_ref().clone()) {
                     return err(span_of(id), format!("credentials.app_id {:?} is used twice", id.get_ref()));
                 }
@@ -711,10 +806,14 @@ fn validate_credentials(
                     app_token_sha256: sha256_hex(t, "credentials.app_token_sha256")?,
                 }
             }
+            ((None, None, None), (Some(user), Some(p))) => SecretSettings::Basic {
+                user: basic_user(user, &mut basic_users)?,
+                password_sha256: sha256_hex(p, "credentials.basic_password_sha256")?,
+            },
             _ => {
                 return err(
                     span_of(&c.name),
-                    format!("credential {name:?} needs either token_sha256, or app_id with app_token_sha256"),
+                    format!("credential {name:?} needs exactly one of token_sha256, app_id with app_token_sha256, or basic_user with basic_password_sha256"),
                 )
             }
         };

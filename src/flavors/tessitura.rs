@@ -11,16 +11,22 @@
 //!
 //! Everything else, including other sub-resources such as `/Web/Session/{key}/Expiration`, is
 //! forwarded to the app. Keys are percent-decoded from paths (they contain `+ / =`).
+//!
+//! Clients that do not percent-encode keys (the `tessitura` Python library concatenates
+//! strings) send `/Web/Session/<key with slashes>`, which the router above cannot see. Such
+//! paths are inspected before forwarding (SPEC §13.7): the whole rest as a key, then the rest
+//! without `/Transfer`, are answered here when they name a live session; a longer path whose
+//! leading segments name one (`…/<key>/Login`) is forwarded with that session located.
 
 use super::tessitura_wire::{
     native_failure, native_json, negotiate, parse_create_request, parse_native_transfer,
     parse_transfer_request, transfer_success, wrapper_failure, AnswerFormat, WireError,
 };
-use super::{ApiRequest, ApiResponse, SessionApi};
+use super::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
 use crate::auth::AuthResult;
 use crate::config::{AuthMode, TessituraSettings};
 use crate::session::id::{is_valid_client_id, new_tessitura_key, redact};
-use crate::session::{Caller, Flavor, Session, SessionService};
+use crate::session::{now_millis, Caller, Flavor, Session, SessionService};
 use crate::store::{CreateOutcome, IdentityTransfer, StoreError};
 use async_trait::async_trait;
 use http::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
@@ -80,6 +86,57 @@ fn route(path: &str) -> Option<Endpoint<'_>> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The rest of a `/Web/Session/{rest}` path whose key may have been sent unencoded: more than
+/// one segment, and no endpoint `route` knows (still percent-encoded, trailing slash removed).
+fn unencoded_rest(path: &str) -> Option<&str> {
+    if route(path).is_some() {
+        return None;
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let (web, rest) = trimmed.strip_prefix('/')?.split_once('/')?;
+    let (session, rest) = rest.split_once('/')?;
+    (web.eq_ignore_ascii_case("Web")
+        && session.eq_ignore_ascii_case("Session")
+        && rest.contains('/')
+        && !rest.starts_with('/'))
+    .then_some(rest)
+}
+
+/// Whether a path's text is a key of the shape `POST Web/Session` generates (80 random bytes
+/// in standard base64, SPEC §3).
+fn has_key_shape(encoded: &str) -> bool {
+    use base64::Engine;
+    path_key(encoded).is_ok_and(|k| {
+        k.len() == 108
+            && base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .is_ok_and(|raw| raw.len() == 80)
+    })
+}
+
+/// `rest` without a trailing `/Transfer` (any case), if it has one.
+fn without_transfer(rest: &str) -> Option<&str> {
+    let cut = rest.len().checked_sub("/Transfer".len())?;
+    let (head, tail) = (rest.get(..cut)?, rest.get(cut..)?);
+    (tail.eq_ignore_ascii_case("/Transfer") && !head.is_empty()).then_some(head)
+}
+
+/// A forwarded request whose unencoded path names a live session the locators cannot read.
+struct UnencodedKey(String);
+
+#[async_trait]
+impl ForwardHook for UnencodedKey {
+    fn request_headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
+        Vec::new()
+    }
+
+    async fn on_response(&mut self, _status: u16) {}
+
+    fn session_key(&self) -> Option<&str> {
+        Some(&self.0)
     }
 }
 
@@ -266,6 +323,24 @@ impl Tessitura {
             // Lost a race with another transfer (or expiry) of the same key.
             Ok(None) => shape.not_found(UNKNOWN_SESSION),
             Err(e) => shape.store_error(&e, key),
+        }
+    }
+
+    /// Whether `encoded` (a path's text) is the key of a live session this API serves. Who
+    /// may see it is left to the endpoint; a store failure counts as no.
+    async fn is_live_key(&self, encoded: &str) -> bool {
+        let Ok(key) = path_key(encoded) else {
+            return false;
+        };
+        match self.sessions.store().get(&key).await {
+            Ok(Some(s)) => {
+                matches!(s.flavor, Flavor::Tessitura | Flavor::Admin) && s.is_live(now_millis())
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log::warn!("tessitura: looking up {} failed: {e}", redact(&key));
+                false
+            }
         }
     }
 
@@ -464,6 +539,36 @@ impl SessionApi for Tessitura {
             )
     }
 
+    fn inspects(&self, _method: &Method, path: &str) -> bool {
+        unencoded_rest(path).is_some()
+    }
+
+    async fn before_forward(&self, req: &ApiRequest<'_>) -> ForwardDecision {
+        let Some(rest) = unencoded_rest(req.path) else {
+            return ForwardDecision::Forward(None);
+        };
+        // A key of the shape this API hands out is never the app's, live or not: an unknown
+        // or expired one gets the endpoint's 404 rather than reaching the app.
+        if self.is_live_key(rest).await || has_key_shape(rest) {
+            return ForwardDecision::Respond(self.read_session(req, rest).await);
+        }
+        if let Some(key) = without_transfer(rest) {
+            if self.is_live_key(key).await || has_key_shape(key) {
+                return ForwardDecision::Respond(self.native_transfer(req, key).await);
+            }
+        }
+        // A sub-resource of a session (`…/<key>/Login`): the longest leading segments that
+        // name one.
+        for (cut, _) in rest.rmatch_indices('/') {
+            let key = &rest[..cut];
+            if !key.is_empty() && self.is_live_key(key).await {
+                let decoded = path_key(key).unwrap_or_default();
+                return ForwardDecision::Forward(Some(Box::new(UnencodedKey(decoded))));
+            }
+        }
+        ForwardDecision::Forward(None)
+    }
+
     async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {
         match route(req.path) {
             Some(Endpoint::TransferSession) => self.transfer_session(req).await,
@@ -512,6 +617,44 @@ mod tests {
         ] {
             assert_eq!(route(forwarded), None, "{forwarded}");
         }
+    }
+
+    #[test]
+    fn unencoded_paths() {
+        assert_eq!(unencoded_rest("/Web/Session/ab/cd="), Some("ab/cd="));
+        assert_eq!(unencoded_rest("/web/session/ab/cd=/"), Some("ab/cd="));
+        assert_eq!(
+            unencoded_rest("/Web/Session/a/b/Transfer"),
+            Some("a/b/Transfer")
+        );
+        assert_eq!(
+            unencoded_rest("/Web/Session/k/Expiration"),
+            Some("k/Expiration")
+        );
+        for not in [
+            "/Web/Session",
+            "/Web/Session/k",
+            "/Web/Session/k/Transfer",
+            "/Web/Session//x",
+            "/Web/Cart/a/b",
+            "/api/TransferSession",
+            "/Web",
+            "",
+        ] {
+            assert_eq!(unencoded_rest(not), None, "{not}");
+        }
+        assert_eq!(without_transfer("a/b/Transfer"), Some("a/b"));
+        assert_eq!(without_transfer("a/b/transfer"), Some("a/b"));
+        assert_eq!(without_transfer("/Transfer"), None);
+        assert_eq!(without_transfer("a/b"), None);
+        assert_eq!(without_transfer("é/Transfer"), Some("é"));
+        assert_eq!(without_transfer("x"), None);
+        let key = new_tessitura_key();
+        assert!(has_key_shape(&key));
+        assert!(has_key_shape(&key.replace('/', "%2F")));
+        assert!(!has_key_shape(&key[1..]));
+        assert!(!has_key_shape(&format!("{}/Expiration", &key[..97])));
+        assert!(!has_key_shape("k/Expiration"));
     }
 
     #[test]

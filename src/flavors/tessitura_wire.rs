@@ -123,8 +123,10 @@ fn member<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
     })
 }
 
+/// A JSON object body. Single-quoted strings and names are fine, as behind the real API
+/// (Json.NET; SPEC §13.7).
 fn json_object(text: &str) -> Result<Map<String, Value>, WireError> {
-    match serde_json::from_str::<Value>(text) {
+    match serde_json::from_str::<Value>(&super::lenient_json::normalize(text)) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(WireError::malformed(
             "The request body must be a JSON object.",

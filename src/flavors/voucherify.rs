@@ -1,13 +1,18 @@
-//! Voucherify validation sessions (SPEC §4.4): LOCK sessions that hold a unit of a voucher's
-//! quantity (plus gift credits and loyalty points) for a fixed TTL, enforced by the sidecar.
+//! Voucherify validation sessions (SPEC §4.4, §12, §13.7): LOCK sessions that hold a unit of a
+//! voucher's quantity (plus gift credits and loyalty points) for a fixed TTL, enforced by the
+//! sidecar.
 //!
 //! Unlike the other flavours this one works *through* forwarded traffic:
 //! * `DELETE /v1/vouchers/{code}/sessions/{key}` is answered here (release);
-//! * validations and redemptions are forwarded, but inspected first (`before_forward`): a
-//!   validation with `session` acquires its lock atomically against `[[flavors.voucherify.limits]]`
-//!   before the app sees it, and the returned `ForwardHook` rolls the lock back when the app
-//!   does not answer 2xx, or adds `session` to the app's answer; a redemption with `session.key`
-//!   releases the lock once the app answers 2xx.
+//! * every other request under `/v1/` and `/client/v1/` (but CORS preflights) is inspected
+//!   first (`before_forward`), so none reaches the app without valid credentials (§13.7);
+//! * a validation with `session` (or the legacy `GET /client/v1/validate?session_type=LOCK`)
+//!   acquires its lock atomically against `[[flavors.voucherify.limits]]` before the app sees
+//!   it; a sold-out one is answered here with 200 `valid: false` in the endpoint's own shape
+//!   (§13.7). The returned `ForwardHook` rolls the lock back when the app does not answer 2xx,
+//!   or adds `session` to the app's answer;
+//! * a redemption with `session.key` (or the legacy `POST /client/v1/redeem?code=…`) releases
+//!   the lock once the app answers 2xx.
 
 use super::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
 use crate::api::MAX_INSPECTED_BODY;
@@ -65,6 +70,28 @@ enum Endpoint<'p> {
     Validation { code: Option<&'p str> },
     /// `/v1/redemptions`, `/client/v1/redemptions`, `/v1/vouchers/{code}/redemption`.
     Redemption { code: Option<&'p str> },
+    /// `/client/v1/validate?code=…&session_type=LOCK&…`: the legacy client-side validation,
+    /// its session in the query.
+    LegacyValidate,
+    /// `/client/v1/redeem?code=…`: the legacy client-side redemption.
+    LegacyRedeem,
+}
+
+impl Endpoint<'_> {
+    /// Whether a sold-out answer takes the stacked shape (`inapplicable_redeemables`) rather
+    /// than the single voucher one.
+    fn is_stacked(&self) -> bool {
+        matches!(self, Endpoint::Validation { code: None })
+    }
+}
+
+/// Whether `path` lies under the API's `/v1/` or `/client/v1/`: such requests are credential
+/// checked whatever the endpoint (SPEC §13.7).
+fn is_api_path(path: &str) -> bool {
+    ["/v1", "/client/v1"].iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 fn endpoint(path: &str) -> Option<Endpoint<'_>> {
@@ -84,6 +111,8 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
         ["", "v1", "vouchers", code, "redemption"] if !code.is_empty() => {
             Some(Endpoint::Redemption { code: Some(code) })
         }
+        ["", "client", "v1", "validate"] => Some(Endpoint::LegacyValidate),
+        ["", "client", "v1", "redeem"] => Some(Endpoint::LegacyRedeem),
         // No trailing-slash leniency here: the release path must match exactly.
         ["", "v1", "vouchers", code, "sessions", key]
             if !code.is_empty() && !key.is_empty() && trimmed == path =>
@@ -129,13 +158,14 @@ fn bad<T>(details: impl Into<String>) -> Result<T, BadInput> {
     Err(BadInput(details.into()))
 }
 
-/// The body as a JSON object; `None` for an empty body (nothing to inspect).
+/// The body as a JSON object; `None` for an empty body or `null` (nothing to inspect).
 fn body_object(body: &[u8]) -> Result<Option<Map<String, Value>>, BadInput> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(Value::Null) => Ok(None),
         Ok(_) => bad("The request body must be a JSON object."),
         Err(e) => bad(format!("The request body is not valid JSON: {e}.")),
     }
@@ -172,14 +202,96 @@ fn session_key(session: &Map<String, Value>) -> Result<Option<String>, BadInput>
     }
 }
 
-/// A positive whole number (`5` or `5.0`).
-fn positive_integer(v: &Value) -> Option<u64> {
-    if let Some(n) = v.as_u64() {
-        return (n > 0).then_some(n);
+/// A TTL as sent: a whole number, or a fractional one (the Python SDK types it as a float).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TtlValue {
+    Whole(u64),
+    Fraction(f64),
+}
+
+impl TtlValue {
+    /// A JSON number; `None` for one that is not > 0.
+    fn of_json(v: &Value) -> Option<TtlValue> {
+        match v.as_u64() {
+            Some(n) => Some(TtlValue::Whole(n)),
+            None => Self::of_float(v.as_f64()?),
+        }
     }
-    let f = v.as_f64()?;
-    // Integral floats below 2^64 convert exactly enough for a TTL.
-    (f >= 1.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(f as u64)
+
+    /// A query parameter's text (the legacy client-side validation).
+    fn of_text(text: &str) -> Option<TtlValue> {
+        let text = text.trim();
+        match text.parse::<u64>() {
+            Ok(n) => Some(TtlValue::Whole(n)),
+            Err(_) => Self::of_float(text.parse().ok()?),
+        }
+    }
+
+    fn of_float(f: f64) -> Option<TtlValue> {
+        if !f.is_finite() {
+            return None;
+        }
+        // Integral floats below 2^64 convert exactly enough for a TTL.
+        Some(if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 {
+            TtlValue::Whole(f as u64)
+        } else {
+            TtlValue::Fraction(f)
+        })
+    }
+}
+
+/// A lock's lifetime from the request's `ttl` and `ttl_unit` (either may be absent): the ttl
+/// and unit to echo, and the duration. A fractional ttl is rounded to the millisecond and
+/// echoed in MILLISECONDS; it must still be > 0 (SPEC §13.7). Units ignore case.
+fn lock_lifetime(
+    ttl: Option<TtlValue>,
+    unit: Option<&str>,
+    max_ttl: Duration,
+    names: (&str, &str),
+) -> Result<(u64, TtlUnit, Duration), BadInput> {
+    let (ttl_name, unit_name) = names;
+    let unit = match unit {
+        None => DEFAULT_TTL_UNIT,
+        Some(u) => match TtlUnit::parse(&u.trim().to_ascii_uppercase()) {
+            Some(unit) => unit,
+            None => {
+                return bad(format!(
+                    "{unit_name} must be one of DAYS, HOURS, MINUTES, SECONDS, MILLISECONDS, MICROSECONDS, NANOSECONDS."
+                ))
+            }
+        },
+    };
+    let positive = || BadInput(format!("{ttl_name} must be a number greater than 0."));
+    let (ttl, unit, duration) = match ttl {
+        None => (DEFAULT_TTL, unit, unit.duration(DEFAULT_TTL)),
+        Some(TtlValue::Whole(0)) => return Err(positive()),
+        Some(TtlValue::Whole(n)) => (n, unit, unit.duration(n)),
+        Some(TtlValue::Fraction(f)) => {
+            let nanos_per_unit = unit.duration(1).map_or(0.0, |d| d.as_nanos() as f64);
+            let millis = (f * nanos_per_unit / 1e6).round();
+            if millis.is_nan() || millis < 1.0 {
+                return Err(positive());
+            }
+            // Anything past u64 milliseconds is far beyond any max_ttl.
+            let millis = if millis < u64::MAX as f64 {
+                millis as u64
+            } else {
+                u64::MAX
+            };
+            (
+                millis,
+                TtlUnit::Milliseconds,
+                Some(Duration::from_millis(millis)),
+            )
+        }
+    };
+    match duration {
+        Some(d) if d <= max_ttl => Ok((ttl, unit, d)),
+        _ => bad(format!(
+            "{ttl_name} must not exceed the maximum session lifetime of {} seconds.",
+            max_ttl.as_secs()
+        )),
+    }
 }
 
 /// A whole number ≥ 0 (credits, points).
@@ -320,34 +432,20 @@ pub fn parse_validation(
     check_type(session, true)?;
     let key = session_key(session)?;
     let ttl = match session.get("ttl") {
-        None | Some(Value::Null) => DEFAULT_TTL,
-        Some(v @ Value::Number(_)) => match positive_integer(v) {
-            Some(n) => n,
-            None => return bad("session.ttl must be a whole number greater than 0."),
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Number(_)) => match TtlValue::of_json(v) {
+            Some(t) => Some(t),
+            None => return bad("session.ttl must be a number greater than 0."),
         },
         Some(_) => return bad("session.ttl must be a number."),
     };
-    let ttl_unit = match session.get("ttl_unit") {
-        None | Some(Value::Null) => DEFAULT_TTL_UNIT,
-        Some(Value::String(u)) => match TtlUnit::parse(u) {
-            Some(unit) => unit,
-            None => {
-                return bad(
-                    "session.ttl_unit must be one of DAYS, HOURS, MINUTES, SECONDS, MILLISECONDS, MICROSECONDS, NANOSECONDS.",
-                )
-            }
-        },
+    let unit = match session.get("ttl_unit") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u.as_str()),
         Some(_) => return bad("session.ttl_unit must be a string."),
     };
-    let duration = match ttl_unit.duration(ttl) {
-        Some(d) if d <= max_ttl => d,
-        _ => {
-            return bad(format!(
-                "session.ttl must not exceed the maximum session lifetime of {} seconds.",
-                max_ttl.as_secs()
-            ))
-        }
-    };
+    let (ttl, ttl_unit, duration) =
+        lock_lifetime(ttl, unit, max_ttl, ("session.ttl", "session.ttl_unit"))?;
     let holds = holds(&obj, path_code)?;
     Ok(Some(LockRequest {
         key,
@@ -356,6 +454,79 @@ pub fn parse_validation(
         duration,
         holds,
     }))
+}
+
+/// Parses the query of a legacy client-side validation
+/// (`code`, `session_type`, `session_key`, `session_ttl`, `session_ttl_unit`): `Ok(None)`
+/// when it asks for no session (forwarded as it is).
+pub fn parse_legacy_validation(
+    query: Option<&str>,
+    max_ttl: Duration,
+) -> Result<Option<LockRequest>, BadInput> {
+    let param = |name: &str| query.and_then(|q| crate::api::query_param(q, name));
+    match param("session_type").as_deref() {
+        None => return Ok(None),
+        Some("LOCK") => {}
+        Some(_) => return bad("session_type must be LOCK."),
+    }
+    let key = match param("session_key") {
+        None => None,
+        Some(k) if is_valid_client_id(&k) => Some(k),
+        Some(_) => {
+            return bad("session_key must be 1 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -.")
+        }
+    };
+    let ttl = match param("session_ttl") {
+        None => None,
+        Some(t) => match TtlValue::of_text(&t) {
+            Some(t) => Some(t),
+            None => return bad("session_ttl must be a number greater than 0."),
+        },
+    };
+    let unit = param("session_ttl_unit");
+    let (ttl, ttl_unit, duration) = lock_lifetime(
+        ttl,
+        unit.as_deref(),
+        max_ttl,
+        ("session_ttl", "session_ttl_unit"),
+    )?;
+    let Some(code) = param("code") else {
+        return bad("code is required to lock a voucher.");
+    };
+    check_code(&code, "code")?;
+    let mut holds = Vec::new();
+    hold(&mut holds, &code, 0, 0);
+    Ok(Some(LockRequest {
+        key,
+        ttl,
+        ttl_unit,
+        duration,
+        holds,
+    }))
+}
+
+/// Parses a legacy client-side redemption (`POST /client/v1/redeem?code=…`): the session is
+/// the body's `session.key`, else the query's `session_key`. `Ok(None)` when there is none.
+pub fn parse_legacy_redemption(
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Option<RedeemRequest>, BadInput> {
+    let param = |name: &str| query.and_then(|q| crate::api::query_param(q, name));
+    let code = param("code");
+    if let Some(code) = &code {
+        check_code(code, "code")?;
+    }
+    if let Some(redeem) = parse_redemption(body, code.as_deref())? {
+        return Ok(Some(redeem));
+    }
+    match param("session_key") {
+        None => Ok(None),
+        Some(key) if is_valid_client_id(&key) => Ok(Some(RedeemRequest {
+            key,
+            codes: code.into_iter().collect(),
+        })),
+        Some(_) => bad("session_key must be 1 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -."),
+    }
 }
 
 /// Parses a redemption body: `Ok(None)` when it carries no `session.key`.
@@ -385,23 +556,123 @@ pub fn parse_redemption(
 
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 
-/// Voucherify's error shape, fields in its order.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Voucherify's error shape, fields in its order. `request_id` is what the SDKs expose as
+/// `VoucherifyError.request_id` (SPEC §13.7).
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: u16,
     key: &'a str,
     message: &'a str,
     details: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+/// A new request id in Voucherify's style (`v-` and hex), for an answer the sidecar writes.
+fn new_request_id() -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("v-{}", &hex[..20])
+}
+
+/// `body` as JSON with the request id also in `X-Request-Id`.
+fn with_request_id(status: u16, body: &impl Serialize, request_id: &str) -> ApiResponse {
+    let response = ApiResponse::json_with_type(status, body, JSON_UTF8);
+    match HeaderValue::from_str(request_id) {
+        Ok(v) => response.with_header(REQUEST_ID, v),
+        Err(_) => response,
+    }
 }
 
 fn error(status: u16, key: &str, message: &str, details: impl Into<String>) -> ApiResponse {
+    let request_id = new_request_id();
     let body = ErrorBody {
         code: status,
         key,
         message,
         details: details.into(),
+        request_id: Some(&request_id),
     };
-    ApiResponse::json_with_type(status, &body, JSON_UTF8)
+    with_request_id(status, &body, &request_id)
+}
+
+const QUANTITY_EXCEEDED: &str = "quantity_exceeded";
+const QUANTITY_EXCEEDED_MESSAGE: &str = "Quantity exceeded";
+
+fn quantity_details(code: &str) -> String {
+    format!("Voucher {code} has no redemption quantity left to lock.")
+}
+
+/// Voucherify's default stacking rules, which the SDKs require on every stacked validation
+/// answer (the Python models refuse one without `stacking_rules`).
+fn default_stacking_rules() -> Value {
+    serde_json::json!({
+        "redeemables_limit": 30,
+        "applicable_redeemables_limit": 5,
+        "applicable_redeemables_per_category_limit": 1,
+        "applicable_exclusive_redeemables_limit": 1,
+        "applicable_exclusive_redeemables_per_category_limit": 1,
+        "exclusive_categories": [],
+        "joint_categories": [],
+        "redeemables_application_mode": "ALL",
+        "redeemables_sorting_rule": "REQUESTED_ORDER",
+        "redeemables_products_application_mode": "STACK",
+        "redeemables_no_effect_rule": "REDEEM_ANYWAY",
+        "no_effect_skip_categories": [],
+        "no_effect_redeem_anyway_categories": [],
+        "redeemables_rollback_order_mode": "WITH_ORDER"
+    })
+}
+
+/// The answer to a validation whose lock cannot be taken (SPEC §13.7): 200 with
+/// `valid: false`, as Voucherify answers a validation that fails, in the endpoint's own shape.
+/// Stacked: every refused code under `inapplicable_redeemables`; single voucher: the code
+/// with `reason` and `error`.
+fn sold_out(stacked: bool, refused: &[String]) -> ApiResponse {
+    let request_id = new_request_id();
+    let error_of = |code: &str| {
+        serde_json::json!({
+            "code": 400,
+            "key": QUANTITY_EXCEEDED,
+            "message": QUANTITY_EXCEEDED_MESSAGE,
+            "details": quantity_details(code),
+            "request_id": request_id,
+        })
+    };
+    let body = if stacked {
+        let inapplicable: Vec<Value> = refused
+            .iter()
+            .map(|code| {
+                serde_json::json!({
+                    "status": "INAPPLICABLE",
+                    "id": code,
+                    "object": "voucher",
+                    "result": {
+                        "error": error_of(code),
+                        "details": {"message": QUANTITY_EXCEEDED_MESSAGE, "key": QUANTITY_EXCEEDED},
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "valid": false,
+            "redeemables": [],
+            "inapplicable_redeemables": inapplicable,
+            "tracking_id": null,
+            "stacking_rules": default_stacking_rules(),
+        })
+    } else {
+        let code = refused.first().map_or("", String::as_str);
+        serde_json::json!({
+            "valid": false,
+            "code": code,
+            "reason": "quantity exceeded",
+            "error": error_of(code),
+            "tracking_id": null,
+        })
+    };
+    with_request_id(200, &body, &request_id)
 }
 
 fn invalid_payload(e: BadInput) -> ApiResponse {
@@ -429,13 +700,18 @@ fn store_unavailable(e: &crate::store::StoreError) -> ApiResponse {
     )
 }
 
+/// The release endpoint's 404, whose body SPEC §4.4 fixes exactly (the conformance suite
+/// compares it whole): its request id travels only in `X-Request-Id`.
 fn not_found(key: &str) -> ApiResponse {
-    error(
-        404,
-        "not_found",
-        "Resource not found",
-        format!("Cannot find session with key {key}"),
-    )
+    let request_id = new_request_id();
+    let body = ErrorBody {
+        code: 404,
+        key: "not_found",
+        message: "Resource not found",
+        details: format!("Cannot find session with key {key}"),
+        request_id: None,
+    };
+    with_request_id(404, &body, &request_id)
 }
 
 /// The `session` object of a validation answer, as JSON text in Voucherify's field order.
@@ -778,6 +1054,7 @@ impl Voucherify {
         req: &ApiRequest<'_>,
         owner: &str,
         lock: LockRequest,
+        stacked: bool,
     ) -> ForwardDecision {
         let store = self.sessions.store();
         let (key, owner) = match &lock.key {
@@ -800,6 +1077,7 @@ impl Voucherify {
             },
         };
         let codes: Vec<String> = lock.holds.iter().map(|h| h.code.clone()).collect();
+        let asked = lock.holds.clone();
         let mut session =
             Session::with_fixed_ttl(key.clone(), Flavor::Voucherify, Some(owner), lock.duration);
         session.lock = Some(Lock {
@@ -830,16 +1108,37 @@ impl Voucherify {
                 })))
             }
             Ok(LockOutcome::Refused { code }) => {
-                metrics::lock_rejected("quantity_exceeded");
-                ForwardDecision::Answer(error(
-                    400,
-                    "quantity_exceeded",
-                    "Quantity exceeded",
-                    format!("Voucher {code} has no redemption quantity left to lock."),
-                ))
+                metrics::lock_rejected(QUANTITY_EXCEEDED);
+                let refused = self.refused_codes(&asked, &key, code).await;
+                ForwardDecision::Answer(sold_out(stacked, &refused))
             }
             Err(e) => ForwardDecision::Answer(store_unavailable(&e)),
         }
+    }
+
+    /// Every code of a refused lock that other live sessions have used up, in request order,
+    /// `refused` (the one the store named) always among them.
+    async fn refused_codes(&self, asked: &[CodeHold], key: &str, refused: String) -> Vec<String> {
+        let codes: Vec<String> = asked.iter().map(|h| h.code.clone()).collect();
+        let Ok(others) = self.sessions.store().locked_by_others(&codes, key).await else {
+            return vec![refused];
+        };
+        let mut out: Vec<String> = asked
+            .iter()
+            .zip(&others)
+            .filter(|(h, o)| {
+                h.code == refused
+                    || self
+                        .limits
+                        .get(&h.code)
+                        .is_some_and(|limit| o.quantity.saturating_add(h.quantity) > *limit)
+            })
+            .map(|(h, _)| h.code.clone())
+            .collect();
+        if out.is_empty() {
+            out.push(refused);
+        }
+        out
     }
 
     async fn redeem(&self, redeem: RedeemRequest) -> ForwardDecision {
@@ -860,6 +1159,13 @@ impl Voucherify {
             },
         })))
     }
+}
+
+/// What an inspected request asks of the lock store.
+enum Inspected {
+    /// A validation, with whether its answer takes the stacked shape.
+    Validation(Option<(LockRequest, bool)>),
+    Redemption(Option<RedeemRequest>),
 }
 
 /// A hook that only strips client copies of the lock headers.
@@ -892,42 +1198,54 @@ impl SessionApi for Voucherify {
     }
 
     fn inspects(&self, method: &Method, path: &str) -> bool {
-        // CORS preflights of the client API carry no credentials and no body: the app answers.
-        method != Method::OPTIONS
-            && matches!(
-                endpoint(path),
-                Some(Endpoint::Validation { .. } | Endpoint::Redemption { .. })
-            )
+        // Every request under the API is credential-checked (SPEC §13.7), whatever the
+        // endpoint; CORS preflights carry no credentials and no body: the app answers them.
+        method != Method::OPTIONS && is_api_path(path)
     }
 
     async fn before_forward(&self, req: &ApiRequest<'_>) -> ForwardDecision {
         let Some(cred) = req.auth.credential() else {
             return ForwardDecision::Answer(unauthorized(req.auth));
         };
-        if let Some(refusal) = self.unreadable_body(req) {
-            return ForwardDecision::Answer(refusal);
-        }
-        if req.method != Method::POST {
-            return plain();
-        }
-        match endpoint(req.path) {
-            Some(Endpoint::Validation { code }) => {
-                let code = code.map(decode_segment);
-                match parse_validation(req.body.bytes(), code.as_deref(), self.max_ttl) {
-                    Ok(Some(lock)) => self.validate(req, &cred.name, lock).await,
-                    Ok(None) => plain(),
-                    Err(e) => ForwardDecision::Answer(invalid_payload(e)),
-                }
+        let endpoint = endpoint(req.path);
+        let reads_body = matches!(
+            endpoint,
+            Some(
+                Endpoint::Validation { .. } | Endpoint::Redemption { .. } | Endpoint::LegacyRedeem
+            )
+        );
+        if reads_body && *req.method == Method::POST {
+            if let Some(refusal) = self.unreadable_body(req) {
+                return ForwardDecision::Answer(refusal);
             }
-            Some(Endpoint::Redemption { code }) => {
+        }
+        let decision = match (req.method.clone(), endpoint) {
+            (Method::POST, Some(e @ Endpoint::Validation { code })) => {
                 let code = code.map(decode_segment);
-                match parse_redemption(req.body.bytes(), code.as_deref()) {
-                    Ok(Some(redeem)) => self.redeem(redeem).await,
-                    Ok(None) => plain(),
-                    Err(e) => ForwardDecision::Answer(invalid_payload(e)),
-                }
+                parse_validation(req.body.bytes(), code.as_deref(), self.max_ttl)
+                    .map(|lock| lock.map(|l| (l, e.is_stacked())))
+                    .map(Inspected::Validation)
             }
-            _ => plain(),
+            (Method::GET, Some(Endpoint::LegacyValidate)) => {
+                parse_legacy_validation(req.query, self.max_ttl)
+                    .map(|l| Inspected::Validation(l.map(|l| (l, false))))
+            }
+            (Method::POST, Some(Endpoint::Redemption { code })) => {
+                let code = code.map(decode_segment);
+                parse_redemption(req.body.bytes(), code.as_deref()).map(Inspected::Redemption)
+            }
+            (Method::POST, Some(Endpoint::LegacyRedeem)) => {
+                parse_legacy_redemption(req.query, req.body.bytes()).map(Inspected::Redemption)
+            }
+            _ => Ok(Inspected::Redemption(None)),
+        };
+        match decision {
+            Ok(Inspected::Validation(Some((lock, stacked)))) => {
+                self.validate(req, &cred.name, lock, stacked).await
+            }
+            Ok(Inspected::Redemption(Some(redeem))) => self.redeem(redeem).await,
+            Ok(Inspected::Validation(None) | Inspected::Redemption(None)) => plain(),
+            Err(e) => ForwardDecision::Answer(invalid_payload(e)),
         }
     }
 }
@@ -1005,6 +1323,11 @@ mod tests {
             Ok(None)
         );
         assert_eq!(lock(json!({"session": null})), Ok(None));
+        assert_eq!(
+            parse_validation(b"null", None, MAX),
+            Ok(None),
+            "null is no body"
+        );
         assert_eq!(parse_validation(b"", None, MAX), Ok(None));
         assert_eq!(parse_validation(b"  \n", None, MAX), Ok(None));
     }
@@ -1053,6 +1376,201 @@ mod tests {
     }
 
     #[test]
+    fn fractional_ttls_round_to_milliseconds_and_units_ignore_case() {
+        let cases = [
+            (json!(1.5), json!("SECONDS"), 1_500),
+            (json!(0.25), json!("minutes"), 15_000),
+            (json!(2.0004), json!("Seconds"), 2_000),
+            (json!(1.5), json!("MILLISECONDS"), 2),
+            (json!(1500.4), json!("microseconds"), 2),
+            (json!(0.5), Value::Null, 43_200_000),
+        ];
+        for (ttl, unit, millis) in cases {
+            let l = lock(json!({"session": {"type": "LOCK", "ttl": ttl, "ttl_unit": unit}}))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (l.ttl, l.ttl_unit, l.duration),
+                (millis, TtlUnit::Milliseconds, Duration::from_millis(millis)),
+                "{ttl} {unit}"
+            );
+        }
+        let l = lock(json!({"session": {"type": "LOCK", "ttl": 3, "ttl_unit": "hours"}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (l.ttl, l.ttl_unit),
+            (3, TtlUnit::Hours),
+            "whole ttls keep their unit"
+        );
+        let l =
+            lock(json!({"session": {"type": "LOCK", "key": null, "ttl": null, "ttl_unit": null}}))
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (l.key, l.ttl, l.ttl_unit),
+            (None, 7, TtlUnit::Days),
+            "null is absent"
+        );
+    }
+
+    #[test]
+    fn legacy_client_validations() {
+        let p = |q: &str| parse_legacy_validation(Some(q), MAX);
+        assert_eq!(p("code=A"), Ok(None), "no session_type, no lock");
+        assert_eq!(parse_legacy_validation(None, MAX), Ok(None));
+        let l = p("code=SUMMER&session_type=LOCK&session_key=k%2B1%2F%3D&session_ttl=1.5&session_ttl_unit=minutes")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.key.as_deref(), Some("k+1/="));
+        assert_eq!((l.ttl, l.ttl_unit), (90_000, TtlUnit::Milliseconds));
+        assert_eq!(
+            l.holds
+                .iter()
+                .map(|h| (h.code.as_str(), h.quantity))
+                .collect::<Vec<_>>(),
+            vec![("SUMMER", 1)]
+        );
+        let l = p("session_type=LOCK&code=A").unwrap().unwrap();
+        assert_eq!((l.key, l.ttl, l.ttl_unit), (None, 7, TtlUnit::Days));
+        let l = p("session_type=LOCK&code=A&session_ttl=20&session_ttl_unit=SECONDS")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.duration, Duration::from_secs(20));
+        for bad in [
+            "session_type=LOCK",
+            "session_type=HOLD&code=A",
+            "session_type=LOCK&code=A&session_ttl=0",
+            "session_type=LOCK&code=A&session_ttl=x",
+            "session_type=LOCK&code=A&session_ttl=NaN",
+            "session_type=LOCK&code=A&session_ttl=inf",
+            "session_type=LOCK&code=A&session_ttl=-1",
+            "session_type=LOCK&code=A&session_ttl_unit=WEEKS",
+            "session_type=LOCK&code=A&session_ttl=31&session_ttl_unit=DAYS",
+            "session_type=LOCK&code=A&session_key=a%20b",
+            "session_type=LOCK&code=A%2CB",
+            "session_type=LOCK&code=%0D%0A",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn legacy_client_redemptions() {
+        let r = parse_legacy_redemption(Some("code=A&session_key=k1"), b"")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.key.as_str(), r.codes), ("k1", vec!["A".to_string()]));
+        let r = parse_legacy_redemption(
+            Some("code=A&session_key=query-key"),
+            br#"{"session":{"key":"body-key"}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.key, "body-key", "the body's session wins");
+        assert_eq!(parse_legacy_redemption(Some("code=A"), b"{}"), Ok(None));
+        assert_eq!(parse_legacy_redemption(None, b""), Ok(None));
+        assert!(parse_legacy_redemption(Some("code=A&session_key=a%20b"), b"").is_err());
+        assert!(parse_legacy_redemption(Some("code=A%3DB&session_key=k"), b"").is_err());
+        assert!(parse_legacy_redemption(Some("code=A"), b"{oops").is_err());
+    }
+
+    #[test]
+    fn api_paths() {
+        for p in [
+            "/v1",
+            "/v1/",
+            "/v1/anything",
+            "/client/v1",
+            "/client/v1/validate",
+            "/v1/vouchers/X/sessions/k/",
+        ] {
+            assert!(is_api_path(p), "{p}");
+        }
+        for p in [
+            "",
+            "/",
+            "/v10/x",
+            "/v2/v1/x",
+            "/client/v2/x",
+            "/clients/v1/x",
+            "/V1/x",
+        ] {
+            assert!(!is_api_path(p), "{p}");
+        }
+        assert_eq!(
+            endpoint("/client/v1/validate"),
+            Some(Endpoint::LegacyValidate)
+        );
+        assert_eq!(endpoint("/client/v1/redeem/"), Some(Endpoint::LegacyRedeem));
+        assert!(Endpoint::Validation { code: None }.is_stacked());
+        assert!(!Endpoint::Validation { code: Some("A") }.is_stacked());
+        assert!(!Endpoint::LegacyValidate.is_stacked());
+    }
+
+    fn answer_json(r: &ApiResponse) -> Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    fn request_id_header(r: &ApiResponse) -> String {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == REQUEST_ID)
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+            .expect("X-Request-Id")
+    }
+
+    #[test]
+    fn sold_out_answers_in_each_shape() {
+        let r = sold_out(true, &["A".into(), "B".into()]);
+        assert_eq!(r.status, 200);
+        let b = answer_json(&r);
+        let id = request_id_header(&r);
+        assert!(id.starts_with("v-") && id.len() == 22, "{id}");
+        assert_eq!(b["valid"], false);
+        assert_eq!(b["redeemables"], json!([]));
+        assert_eq!(b["tracking_id"], Value::Null);
+        assert_eq!(b["stacking_rules"]["redeemables_limit"], 30);
+        assert_eq!(b["stacking_rules"]["redeemables_application_mode"], "ALL");
+        let items = b["inapplicable_redeemables"].as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        for (item, code) in items.iter().zip(["A", "B"]) {
+            assert_eq!(item["status"], "INAPPLICABLE");
+            assert_eq!(item["id"], code);
+            assert_eq!(item["object"], "voucher");
+            assert_eq!(item["result"]["error"]["code"], 400);
+            assert_eq!(item["result"]["error"]["key"], "quantity_exceeded");
+            assert_eq!(item["result"]["error"]["request_id"], id.as_str());
+            assert_eq!(item["result"]["details"]["key"], "quantity_exceeded");
+        }
+        let r = sold_out(false, &["SUMMER".into()]);
+        let b = answer_json(&r);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            (b["valid"].clone(), b["code"].clone(), b["reason"].clone()),
+            (json!(false), json!("SUMMER"), json!("quantity exceeded"))
+        );
+        assert_eq!(b["error"]["key"], "quantity_exceeded");
+        assert_eq!(b["error"]["code"], 400);
+        assert_eq!(b["error"]["request_id"], request_id_header(&r).as_str());
+        assert!(b.get("inapplicable_redeemables").is_none());
+    }
+
+    #[test]
+    fn every_error_carries_a_request_id() {
+        let r = error(401, "unauthorized", "Unauthorized", "no");
+        let b = answer_json(&r);
+        assert_eq!(b["request_id"], request_id_header(&r).as_str());
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        assert!(
+            text.starts_with(r#"{"code":401,"key":"unauthorized","message":"Unauthorized","details":"no","request_id":"v-"#),
+            "Voucherify's field order: {text}"
+        );
+        let other = answer_json(&error(401, "unauthorized", "Unauthorized", "no"));
+        assert_ne!(b["request_id"], other["request_id"], "one id per answer");
+    }
+
+    #[test]
     fn bad_sessions_are_refused() {
         let bad = [
             json!({"session": "LOCK"}),
@@ -1061,14 +1579,17 @@ mod tests {
             json!({"session": {"type": 1}}),
             json!({"session": {"type": "LOCK", "ttl": 0}}),
             json!({"session": {"type": "LOCK", "ttl": -1}}),
-            json!({"session": {"type": "LOCK", "ttl": 1.5}}),
+            json!({"session": {"type": "LOCK", "ttl": 0.0001, "ttl_unit": "SECONDS"}}),
+            json!({"session": {"type": "LOCK", "ttl": 1.5, "ttl_unit": "NANOSECONDS"}}),
+            json!({"session": {"type": "LOCK", "ttl": -0.5}}),
+            json!({"session": {"type": "LOCK", "ttl": 30.5, "ttl_unit": "DAYS"}}),
             json!({"session": {"type": "LOCK", "ttl": "5"}}),
             json!({"session": {"type": "LOCK", "ttl": 31, "ttl_unit": "DAYS"}}),
             json!({"session": {"type": "LOCK", "ttl": 2_592_001, "ttl_unit": "SECONDS"}}),
             json!({"session": {"type": "LOCK", "ttl": u64::MAX, "ttl_unit": "DAYS"}}),
             json!({"session": {"type": "LOCK", "ttl": 1e300}}),
             json!({"session": {"type": "LOCK", "ttl_unit": "WEEKS"}}),
-            json!({"session": {"type": "LOCK", "ttl_unit": "days"}}),
+            json!({"session": {"type": "LOCK", "ttl_unit": "day"}}),
             json!({"session": {"type": "LOCK", "ttl_unit": 3}}),
             json!({"session": {"type": "LOCK", "key": "bad key"}}),
             json!({"session": {"type": "LOCK", "key": ""}}),
@@ -1093,7 +1614,6 @@ mod tests {
             &b"{"[..],
             b"[1]",
             b"\"x\"",
-            b"null",
             b"{\"session\":{\"type\":\"LOCK\"}",
             b"\xff",
         ] {
@@ -1332,6 +1852,15 @@ mod tests {
                 prop_assert!(l.holds.iter().all(|h| is_valid_code(&h.code) && h.quantity > 0 && h.credits >= 0 && h.points >= 0));
             }
             let _ = parse_redemption(body.as_bytes(), code.as_deref());
+        }
+
+        #[test]
+        fn legacy_parsers_never_panic(query in "[a-z_=&%0-9A-F.+/-]{0,80}") {
+            if let Ok(Some(l)) = parse_legacy_validation(Some(&query), MAX) {
+                prop_assert!(l.ttl > 0 && l.duration <= MAX);
+                prop_assert_eq!(l.holds.len(), 1);
+            }
+            let _ = parse_legacy_redemption(Some(&query), query.as_bytes());
         }
 
         #[test]

@@ -25,6 +25,8 @@ pub struct RequestCtx {
     pub session: Option<Arc<Session>>,
     /// The caller's credential, when one was presented and valid.
     pub credential: Option<Arc<Credential>>,
+    /// The validated credential header to remove before forwarding (`strip_credentials`).
+    pub strip_credential: Option<http::HeaderName>,
     pub hook: Option<Box<dyn ForwardHook>>,
     pub rewrite: Option<BodyRewrite>,
 }
@@ -38,6 +40,7 @@ impl RequestCtx {
             upstream: None,
             session: None,
             credential: None,
+            strip_credential: None,
             hook: None,
             rewrite: None,
         }

@@ -46,6 +46,9 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         return reject(session, ctx, &refusal).await;
     }
     ctx.credential = auth.credential().cloned();
+    if policy.strip_credentials && ctx.credential.is_some() {
+        ctx.strip_credential = crate::auth::secret_header(&session.req_header().headers);
+    }
 
     let wants_session = policy.session != SessionMode::None;
     let mut located = if wants_session {
@@ -72,7 +75,17 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     if let Some((api, rel)) = inspector {
         match inspect(session, api.as_ref(), rel, &body, &auth).await {
             ForwardDecision::Answer(response) => return reject(session, ctx, &response).await,
+            ForwardDecision::Respond(response) => {
+                ctx.kind = RequestKind::SessionApi;
+                respond::write(session, &response).await?;
+                return Ok(true);
+            }
             ForwardDecision::Forward(hook) => ctx.hook = hook,
+        }
+        if let Some(key) = ctx.hook.as_ref().and_then(|h| h.session_key()) {
+            if wants_session {
+                located = Some(key.to_string());
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The pingora proxy: a thin `impl ProxyHttp` whose hooks each hand off to one component.
 //!
+//! * `early_request_filter`: framing and size limits, keep-alive timeout (`framing`).
 //! * `request_filter`: a flavour's own endpoint → `api::answer`; else `forward::prepare`.
 //! * `upstream_peer`: the route's upstream (`upstreams`).
 //! * `upstream_request_filter`: strip and set identity headers (`identity`).
@@ -14,6 +15,7 @@ pub mod api;
 pub mod body;
 pub mod context;
 pub mod forward;
+pub mod framing;
 pub mod identity;
 pub mod locate;
 pub mod respond;
@@ -92,6 +94,21 @@ impl ProxyHttp for SidecarProxy {
         RequestCtx::new(self.state.current())
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let limits = &ctx.gen.config.server.http;
+        if let Err(rejection) = framing::check_session(session, limits) {
+            ctx.kind = metrics::RequestKind::Rejected;
+            framing::answer(session, rejection).await;
+            return Err(framing::rejected_error(rejection));
+        }
+        framing::apply_keepalive_timeout(session, limits);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let gen = ctx.gen.clone();
         let uri = session.req_header().uri.clone(); // shares the bytes; frees `session`
@@ -133,6 +150,9 @@ impl ProxyHttp for SidecarProxy {
     ) -> Result<()> {
         let identity = &ctx.gen.identity;
         identity.strip(upstream_request);
+        if let Some(name) = &ctx.strip_credential {
+            while upstream_request.remove_header(name).is_some() {}
+        }
         identity.apply(
             upstream_request,
             ctx.session.as_deref(),
@@ -176,6 +196,14 @@ impl ProxyHttp for SidecarProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if framing::is_rejection(e) {
+            return FailToProxy {
+                error_code: session
+                    .response_written()
+                    .map_or(400, |r| r.status.as_u16()),
+                can_reuse_downstream: false,
+            };
+        }
         let (status, error, message, upstream_kind) = classify(e);
         if !upstream_kind.is_empty() && upstream_kind != "status" {
             metrics::upstream_error(upstream_kind);
@@ -219,6 +247,12 @@ impl ProxyHttp for SidecarProxy {
                     .unwrap_or_default()
             );
         }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A refused head is the client's fault and is counted in requests_total; logging each
+        // one would let any client flood the log.
+        framing::is_rejection(e)
     }
 
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {

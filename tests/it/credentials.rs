@@ -183,6 +183,211 @@ fn app_id_pairs_need_both_matching_halves() {
     assert_eq!(subject(&sc, &up, &bad_bearer), Err(401));
 }
 
+/// `Authorization: Basic` of `user:password`.
+fn basic(user_and_password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_and_password)
+    )
+}
+
+/// Tessitura's user, usergroup and machine location, the user part of its Basic credential.
+const BOX_OFFICE_USER: &str = "webapi:webgroup:TNMP_WEB";
+const BOX_OFFICE_PASSWORD: &str = "p4ss-w0rd";
+
+fn basic_credential() -> String {
+    format!(
+        "\n[[credentials]]\nname = \"box-office\"\nbasic_user = \"{BOX_OFFICE_USER}\"\nbasic_password_sha256 = \"{}\"\n",
+        sha256_hex(BOX_OFFICE_PASSWORD)
+    )
+}
+
+/// SPEC §13.7: `basic_user` + `basic_password_sha256`, split at the last colon, accepted
+/// wherever a bearer token is.
+#[test]
+fn basic_credentials_split_at_the_last_colon() {
+    let up = EchoUpstream::start();
+    let kc = "\n[flavors.knowledge_center]\nenabled = true\nauth = \"token\"\n";
+    let sc = TestSidecar::with_upstream(&up, &format!("{}{kc}", basic_credential()));
+    let good = basic(&format!("{BOX_OFFICE_USER}:{BOX_OFFICE_PASSWORD}"));
+    assert_eq!(
+        subject(&sc, &up, &[("Authorization", &good)]),
+        Ok("box-office".into())
+    );
+    let lower_scheme = good.replacen("Basic", "basic", 1);
+    assert_eq!(
+        subject(&sc, &up, &[("Authorization", &lower_scheme)]),
+        Ok("box-office".into())
+    );
+    let refused = [
+        basic(&format!("{BOX_OFFICE_USER}:wrong")),
+        basic(&format!("{BOX_OFFICE_USER}:{BOX_OFFICE_PASSWORD}x")),
+        basic(&format!("webapi:webgroup:{BOX_OFFICE_PASSWORD}")),
+        basic(&format!("{BOX_OFFICE_USER}:{BOX_OFFICE_PASSWORD}:extra")),
+        basic(&format!("WEBAPI:webgroup:TNMP_WEB:{BOX_OFFICE_PASSWORD}")),
+        basic(BOX_OFFICE_PASSWORD),
+        basic(&format!("pos-1:{POS_TOKEN}")),
+        "Basic %%%".to_string(),
+        "Basic".to_string(),
+        format!("Bearer {BOX_OFFICE_PASSWORD}"),
+    ];
+    for value in &refused {
+        assert_eq!(
+            subject(&sc, &up, &[("Authorization", value)]),
+            Err(401),
+            "{value}"
+        );
+    }
+    // A flavour endpoint takes it like a bearer token.
+    let r = sc.proxy(
+        "PUT",
+        "/gks-server/v1/sessions/new",
+        &[("Authorization", &good)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["sessionId"].is_string(), "{}", r.text());
+    let r = sc.proxy(
+        "PUT",
+        "/gks-server/v1/sessions/new",
+        &[("Authorization", &refused[0])],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(up.received_at("/gks-server/").is_empty());
+}
+
+#[test]
+fn basic_credentials_are_validated_in_the_config() {
+    let ports = Ports::new(free_port());
+    let check = |table: &str| {
+        let text = base_config(&ports, table);
+        session_sidecar::config::parse(std::path::Path::new("/tmp/c.toml"), &text)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let hash = sha256_hex("x");
+    let cred = |body: &str| format!("[[credentials]]\nname = \"b\"\n{body}\n");
+    assert!(check(&cred(&format!(
+        "basic_user = \"u:g:l\"\nbasic_password_sha256 = \"{hash}\""
+    )))
+    .is_ok());
+    let refused = [
+        (cred("basic_user = \"u\""), "needs exactly one"),
+        (
+            cred(&format!("basic_password_sha256 = \"{hash}\"")),
+            "needs exactly one",
+        ),
+        (
+            cred(&format!(
+                "basic_user = \"u\"\nbasic_password_sha256 = \"{hash}\"\ntoken_sha256 = \"{hash}\""
+            )),
+            "needs exactly one",
+        ),
+        (
+            cred("basic_user = \"u\"\nbasic_password_sha256 = \"nothex\""),
+            "64 hex digits",
+        ),
+        (
+            cred(&format!(
+                "basic_user = \"\"\nbasic_password_sha256 = \"{hash}\""
+            )),
+            "basic_user",
+        ),
+        (
+            format!(
+                "{}{}",
+                cred(&format!(
+                    "basic_user = \"u\"\nbasic_password_sha256 = \"{hash}\""
+                )),
+                cred(&format!(
+                    "basic_user = \"u\"\nbasic_password_sha256 = \"{hash}\""
+                ))
+                .replace("\"b\"", "\"c\"")
+            ),
+            "used twice",
+        ),
+    ];
+    for (table, needle) in refused {
+        let e = check(&table).expect_err(&table);
+        assert!(e.contains(needle), "{table}: {e}");
+        // FILE:LINE:COL, like every other key.
+        assert!(e.starts_with("/tmp/c.toml:"), "{e}");
+        assert!(
+            e.split(':')
+                .nth(1)
+                .is_some_and(|l| l.parse::<usize>().is_ok()),
+            "{e}"
+        );
+    }
+}
+
+/// SPEC §13.7: with `strip_credentials` (global or per route) the credential header the
+/// sidecar validated does not reach the app; without it, it does.
+#[test]
+fn strip_credentials_globally_and_per_route() {
+    let up = EchoUpstream::start();
+    let extra = format!(
+        "{}\n[[routes]]\npath_prefix = \"/keep/\"\nstrip_credentials = false\n",
+        basic_credential()
+    );
+    let ports = Ports::new(up.port);
+    let toml = base_config(&ports, &extra).replace(
+        "default_session = \"optional\"",
+        "default_session = \"optional\"\nstrip_credentials = true",
+    );
+    let sc = TestSidecar::start(ports, &toml);
+    let good_basic = basic(&format!("{BOX_OFFICE_USER}:{BOX_OFFICE_PASSWORD}"));
+    let web = bearer(WEB_TOKEN);
+    let cases: [(Vec<(&str, &str)>, &str); 4] = [
+        (vec![("Authorization", &web)], "authorization"),
+        (vec![("Authorization", &good_basic)], "authorization"),
+        (
+            vec![("X-App-Id", POS_APP_ID), ("X-App-Token", POS_TOKEN)],
+            "x-app-token",
+        ),
+        (
+            vec![
+                ("X-Client-Application-Id", POS_APP_ID),
+                ("X-Client-Token", POS_TOKEN),
+            ],
+            "x-client-token",
+        ),
+    ];
+    for (headers, secret) in &cases {
+        for (prefix, stripped) in [("/strip/", true), ("/secure/", true), ("/keep/", false)] {
+            let path = format!("{prefix}{}", new_uuid());
+            let r = sc.proxy("GET", &path, headers, b"");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let rec = &up.received_at(&path)[0];
+            assert_eq!(
+                rec.header_all(secret).is_empty(),
+                stripped,
+                "{path} {secret}"
+            );
+            assert_eq!(
+                rec.header_all("X-Auth-Subject").len(),
+                1,
+                "the caller is still named"
+            );
+        }
+    }
+    // An invalid credential is not the sidecar's to remove: on an auth = "none" route it
+    // reaches the app untouched.
+    let path = format!("/strip/{}", new_uuid());
+    sc.proxy(
+        "GET",
+        &path,
+        &[("Authorization", "Bearer not-a-token")],
+        b"",
+    );
+    assert_eq!(
+        up.received_at(&path)[0].header_all("authorization"),
+        vec!["Bearer not-a-token".to_string()]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // JWT verification
 

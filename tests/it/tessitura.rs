@@ -916,3 +916,140 @@ fn base_path_moves_the_endpoints() {
     assert_eq!(r.status, 200);
     assert_eq!(up.received_at("/Web/Session").len(), 1);
 }
+
+/// A key holding a `/` (generated keys are random: some have none).
+fn key_with_slash(sc: &TestSidecar) -> String {
+    for _ in 0..60 {
+        let key = create(sc);
+        if key.contains('/') {
+            return key;
+        }
+    }
+    panic!("60 keys without a '/'");
+}
+
+/// SPEC §13.7: a key sent unencoded (`/` as is) still resolves, for reads, native transfers
+/// and forwarded sub-resources; nothing of it reaches the app as an unknown path.
+#[test]
+fn unencoded_keys_resolve_before_forwarding() {
+    let up = EchoUpstream::start();
+    let sc = start(&up, "");
+    let auth = bearer(WEB_TOKEN);
+    let key = key_with_slash(&sc);
+    let r = get(
+        sc.ports.proxy,
+        &format!("/Web/Session/{key}"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["SessionKey"], key.as_str());
+    // Without credentials the endpoint refuses, as with an encoded key.
+    let r = get(sc.ports.proxy, &format!("/Web/Session/{key}"), &[]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(
+        up.received_at("/Web/Session").is_empty(),
+        "nothing forwarded"
+    );
+
+    // A forwarded login under the unencoded key binds the customer to that session.
+    let path = format!("/Web/Session/{key}/Login");
+    let r = sc.proxy(
+        "POST",
+        &path,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Echo-Assert-Customer", "cust-7"),
+        ],
+        br#"{"UserName":"u","Password":"p","LoginTypeId":1}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = up
+        .received_at("/Web/Session/")
+        .pop()
+        .expect("login forwarded");
+    assert_eq!(rec.header_all("X-Session-Id"), vec![key.clone()]);
+    let r = read(&sc, &key);
+    assert_eq!(r.json()["LoginInfo"]["ConstituentId"], "cust-7");
+
+    // Native transfer with both keys as sent by a client that does not encode.
+    let target = create(&sc);
+    let r = sc.proxy(
+        "POST",
+        &format!("/Web/Session/{key}/Transfer"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        format!("{{'NewSessionKey': '{target}'}}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.is_empty());
+    assert_gone(&sc, &key);
+    assert_eq!(read(&sc, &target).json()["IsLoggedIn"], true);
+    // The dead key, unencoded: the endpoint's 404, not the app's answer.
+    let forwarded = up.received().len();
+    let r = get(
+        sc.ports.proxy,
+        &format!("/Web/Session/{key}"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["ErrorMessages"][0]["Code"], "SessionNotFound");
+    assert_eq!(up.received().len(), forwarded);
+
+    // An unknown key with slashes, and other sub-resources, are the app's.
+    let r = get(sc.ports.proxy, "/Web/Session/no/such=key", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(up.received_at("/Web/Session/no/such").len(), 1);
+    assert_eq!(
+        sc.proxy(
+            "GET",
+            &format!("/Web/Session/{target}/Expiration"),
+            &[],
+            b""
+        )
+        .status,
+        200
+    );
+    let rec = up.received_at("/Web/Session/").pop().expect("forwarded");
+    assert!(rec.path.ends_with("/Expiration"));
+    assert_eq!(rec.header_all("X-Session-Id"), vec![target.clone()]);
+}
+
+/// SPEC §13.7: Tessitura's JSON bodies may use single quotes (Json.NET leniency).
+#[test]
+fn single_quoted_json_bodies_are_read() {
+    let up = EchoUpstream::start();
+    let sc = start(&up, "");
+    let auth = bearer(WEB_TOKEN);
+    let r = sc.proxy(
+        "POST",
+        "/Web/Session",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        b"{'PromotionCode': 42, 'Organization': 'IMPRESARIO'}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let key = r.json()["SessionKey"].as_str().unwrap().to_string();
+    assert_eq!(read(&sc, &key).json()["SourceId"], 42);
+    let r = transfer_raw(
+        &sc,
+        "application/json",
+        None,
+        &format!("{{'SessionKey': '{key}', \"ResetSessionByLogin\": true}}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new = r.json()["Data"]["SessionKey"].as_str().unwrap().to_string();
+    assert_eq!(read(&sc, &new).json()["SourceId"], 9);
+    for bad in [
+        "{'SessionKey': 'x}",
+        "{'SessionKey': True}",
+        "{SessionKey: 'x'}",
+    ] {
+        let r = transfer_raw(&sc, "application/json", None, bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert_eq!(r.json()["ErrorMessages"][0]["Code"], "InvalidRequest");
+    }
+}

@@ -235,10 +235,15 @@ pub fn parse_body(body: &[u8]) -> Result<(Option<String>, Option<String>), KcErr
             e.column()
         ))
     })?;
-    let Value::Object(fields) = value else {
-        return Err(KcError::bad_request(
-            "The request body must be a JSON object",
-        ));
+    let fields = match value {
+        Value::Object(fields) => fields,
+        // An explicit null is no body (SPEC §13.7).
+        Value::Null => return Ok((None, None)),
+        _ => {
+            return Err(KcError::bad_request(
+                "The request body must be a JSON object",
+            ))
+        }
     };
     let string_field = |name: &str| match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -305,6 +310,7 @@ pub(super) mod tests {
         assert_eq!(parse_body(b""), Ok((None, None)));
         assert_eq!(parse_body(b" \r\n"), Ok((None, None)));
         assert_eq!(parse_body(b"{}"), Ok((None, None)));
+        assert_eq!(parse_body(b"null"), Ok((None, None)), "null is no body");
         assert_eq!(
             parse_body(br#"{"visitId":"v","globalVisitId":"g","other":[1,{"x":null}]}"#),
             Ok((Some("v".into()), Some("g".into())))
@@ -315,7 +321,6 @@ pub(super) mod tests {
         );
         for bad in [
             &b"{\"visitId\": "[..],
-            b"null",
             b"[]",
             b"\"v\"",
             b"{\"visitId\":5}",

@@ -5,6 +5,9 @@
 //! (seconds, fractional) delays the answer, `X-Echo-Assert-Customer: V` adds the response
 //! header `X-Sidecar-Set-Customer-Id: V`, `X-Echo-Body: text` replaces the body (sent as
 //! `application/json`).
+//!
+//! `start_answering` puts a fake app in front of the echo: its `Answerer` may answer a request
+//! itself (as the real API would), the echo answers the rest.
 
 #![allow(dead_code)]
 
@@ -15,6 +18,16 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// An answer of a fake app: status, extra headers, JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+/// A fake app: answers the requests it knows, `None` for the echo to answer.
+pub type Answerer = Arc<dyn Fn(&Received) -> Option<Answer> + Send + Sync>;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -62,6 +75,9 @@ impl Received {
 pub struct EchoUpstream {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Every request line, recorded as soon as it is read (before the body, which may never
+    /// come): what reached the app even when the request did not complete.
+    request_lines: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     /// Open connections, closed when the upstream stops (so pooled connections die too).
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -70,12 +86,27 @@ pub struct EchoUpstream {
 impl EchoUpstream {
     /// Starts on a free loopback port (or `port` when non-zero).
     pub fn start_on(port: u16) -> EchoUpstream {
+        Self::start_with(port, None)
+    }
+
+    /// Starts on a free loopback port with a fake app answering what it knows.
+    pub fn start_answering(answerer: Answerer) -> EchoUpstream {
+        Self::start_with(0, Some(answerer))
+    }
+
+    fn start_with(port: u16, answerer: Option<Answerer>) -> EchoUpstream {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind echo upstream");
         let port = listener.local_addr().expect("local addr").port();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let request_lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (rec, stop2, conns2) = (received.clone(), stop.clone(), conns.clone());
+        let (rec, lines, stop2, conns2) = (
+            received.clone(),
+            request_lines.clone(),
+            stop.clone(),
+            conns.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -85,13 +116,14 @@ impl EchoUpstream {
                 if let Ok(c) = conn.try_clone() {
                     conns2.lock().unwrap().push(c);
                 }
-                let rec = rec.clone();
-                std::thread::spawn(move || serve(conn, rec));
+                let (rec, lines, answerer) = (rec.clone(), lines.clone(), answerer.clone());
+                std::thread::spawn(move || serve(conn, rec, lines, answerer));
             }
         });
         EchoUpstream {
             port,
             received,
+            request_lines,
             stop,
             conns,
         }
@@ -104,6 +136,11 @@ impl EchoUpstream {
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Every request line read so far, complete requests or not.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.request_lines.lock().unwrap().clone()
     }
 
     /// Requests whose path starts with `prefix`.
@@ -126,7 +163,12 @@ impl Drop for EchoUpstream {
     }
 }
 
-fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
+fn serve(
+    conn: TcpStream,
+    received: Arc<Mutex<Vec<Received>>>,
+    request_lines: Arc<Mutex<Vec<String>>>,
+    answerer: Option<Answerer>,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = match conn.try_clone() {
         Ok(w) => w,
@@ -139,6 +181,10 @@ fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        request_lines
+            .lock()
+            .unwrap()
+            .push(line.trim_end().to_string());
         let mut parts = line.trim_end().splitn(3, ' ');
         let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
             return;
@@ -199,17 +245,26 @@ fn serve(conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
         if let Some(s) = get("x-echo-sleep").and_then(|v| v.parse::<f64>().ok()) {
             std::thread::sleep(Duration::from_secs_f64(s.clamp(0.0, 30.0)));
         }
-        let status: u16 = get("x-echo-status")
+        let mut status: u16 = get("x-echo-status")
             .and_then(|v| v.parse().ok())
             .unwrap_or(200);
-        let body = match get("x-echo-body") {
+        let mut body = match get("x-echo-body") {
             Some(b) => b.into_bytes(),
             None => serde_json::to_vec(&rec.describe()).unwrap_or_default(),
         };
+        let mut extra_headers = Vec::new();
+        if let Some(answer) = answerer.as_ref().and_then(|a| a(&rec)) {
+            status = answer.status;
+            body = serde_json::to_vec(&answer.body).unwrap_or_default();
+            extra_headers = answer.headers;
+        }
         let mut head = format!(
             "HTTP/1.1 {status} Echo\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         );
+        for (k, v) in extra_headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
         if let Some(c) = get("x-echo-assert-customer") {
             head.push_str(&format!("X-Sidecar-Set-Customer-Id: {c}\r\n"));
         }

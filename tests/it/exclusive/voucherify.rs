@@ -146,12 +146,69 @@ fn assert_error(r: &Response, status: u16, key: &str) -> Value {
     assert_eq!(b["key"], key, "{b}");
     assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()), "{b}");
     assert!(b["details"].is_string(), "{b}");
+    // SPEC §13.7: every error body carries a request id, also sent as X-Request-Id.
+    let id = b["request_id"].as_str().expect("request_id").to_string();
+    assert!(id.starts_with("v-"), "{b}");
+    assert_eq!(r.header("X-Request-Id"), Some(id.as_str()));
     b
 }
 
+/// SPEC §13.7: a sold-out validation is answered 200 `valid: false` in the endpoint's shape,
+/// naming the refused codes; returns them.
+fn sold_out_codes(r: &Response) -> Vec<String> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["valid"], false, "{b}");
+    assert!(
+        b.get("echo").is_none() && b.get("method").is_none(),
+        "reached the app: {b}"
+    );
+    let id = r.header("X-Request-Id").expect("X-Request-Id").to_string();
+    let check_error = |e: &Value| {
+        assert_eq!(
+            (e["code"].clone(), e["key"].clone(), e["message"].clone()),
+            (
+                json!(400),
+                json!("quantity_exceeded"),
+                json!("Quantity exceeded")
+            ),
+            "{b}"
+        );
+        assert_eq!(e["request_id"], id.as_str(), "{b}");
+    };
+    match b.get("inapplicable_redeemables") {
+        Some(items) => {
+            assert_eq!(b["redeemables"], json!([]), "{b}");
+            assert_eq!(b["tracking_id"], Value::Null, "{b}");
+            assert_eq!(
+                b["stacking_rules"]["applicable_redeemables_limit"], 5,
+                "{b}"
+            );
+            items
+                .as_array()
+                .expect("inapplicable_redeemables")
+                .iter()
+                .map(|i| {
+                    assert_eq!(
+                        (i["status"].as_str(), i["object"].as_str()),
+                        (Some("INAPPLICABLE"), Some("voucher")),
+                        "{b}"
+                    );
+                    check_error(&i["result"]["error"]);
+                    i["id"].as_str().unwrap().to_string()
+                })
+                .collect()
+        }
+        None => {
+            assert_eq!(b["reason"], "quantity exceeded", "{b}");
+            check_error(&b["error"]);
+            vec![b["code"].as_str().expect("code").to_string()]
+        }
+    }
+}
+
 fn assert_quantity_exceeded(r: &Response) {
-    let b = assert_error(r, 400, "quantity_exceeded");
-    assert_eq!(b["message"], "Quantity exceeded");
+    assert!(!sold_out_codes(r).is_empty());
 }
 
 #[test]
@@ -355,10 +412,13 @@ fn exactly_quantity_of_fifty_concurrent_validations_win() {
         })
         .collect();
     let results: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let won = results.iter().filter(|r| r.status == 200).count();
+    let won = results
+        .iter()
+        .filter(|r| r.status == 200 && r.json()["session"]["key"].is_string())
+        .count();
     let refused = results
         .iter()
-        .filter(|r| r.status == 400 && r.json()["key"] == "quantity_exceeded")
+        .filter(|r| r.status == 200 && r.json()["valid"] == false)
         .count();
     assert_eq!(
         (won, refused),
@@ -658,6 +718,10 @@ fn release_endpoint_answers_204_then_404_and_is_never_forwarded() {
     );
     let r = release(&sc, "ONE", encoded, &app_creds());
     assert_eq!(r.status, 404);
+    // §4.4's exact body; the request id only in X-Request-Id.
+    assert!(r
+        .header("X-Request-Id")
+        .is_some_and(|id| id.starts_with("v-")));
     assert_eq!(
         r.json(),
         json!({"code": 404, "key": "not_found", "message": "Resource not found", "details": format!("Cannot find session with key {key}")})
@@ -955,4 +1019,273 @@ fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// X-Client-Application-Id/X-Client-Token of the `pos` credential (the client-side API's).
+fn client_creds(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Client-Application-Id", POS_APP_ID.to_string()),
+        ("X-Client-Token", token.to_string()),
+    ]
+}
+
+fn send(
+    sc: &TestSidecar,
+    method: &str,
+    path: &str,
+    creds: &[(&str, String)],
+    body: &[u8],
+) -> Response {
+    let mut h: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if !body.is_empty() {
+        h.push(("Content-Type", "application/json"));
+    }
+    sc.proxy(method, path, &h, body)
+}
+
+/// SPEC §13.7, the hole the JS SDK found: every request under `/v1/` and `/client/v1/` is
+/// credential-checked, whatever the endpoint; a bad credential never reaches the app.
+#[test]
+fn unknown_endpoints_under_the_api_never_forward_bad_credentials() {
+    let _g = serial();
+    let (up, sc) = start();
+    let active = sc.metric("locks_active", &[]);
+    let wrong = client_creds("wrong-token");
+    let cases = [
+        (
+            "GET",
+            "/client/v1/validate?code=ONE&session_type=LOCK&session_key=hole-1",
+        ),
+        ("GET", "/client/v1/validate?code=ONE"),
+        ("POST", "/client/v1/redeem?code=ONE"),
+        ("GET", "/v1/vouchers/ONE"),
+        ("POST", "/v1/some/future/endpoint"),
+        ("DELETE", "/v1/customers/c1"),
+        ("PUT", "/client/v1/customers/c1/consents"),
+        ("GET", "/v1"),
+    ];
+    for (method, path) in cases {
+        for creds in [
+            wrong.clone(),
+            Vec::new(),
+            vec![("Authorization", "Bearer nope".to_string())],
+        ] {
+            let r = send(&sc, method, path, &creds, b"");
+            assert_error(&r, 401, "unauthorized");
+        }
+    }
+    assert!(up.received_at("/v1").is_empty(), "nothing reached the app");
+    assert!(
+        up.received_at("/client/v1").is_empty(),
+        "nothing reached the app"
+    );
+    assert_eq!((sc.metric("locks_active", &[]) - active), 0.0);
+    // Good credentials pass, and paths outside the API are not the flavour's.
+    let r = send(
+        &sc,
+        "GET",
+        "/v1/vouchers/ONE",
+        &client_creds(POS_TOKEN),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(send(&sc, "GET", "/v2/vouchers/ONE", &[], b"").status, 200);
+    assert_eq!(send(&sc, "GET", "/v1x/vouchers", &[], b"").status, 200);
+}
+
+/// SPEC §13.7: the JS SDK's legacy `client.validate()` locks like a validation (headers,
+/// all-or-nothing, rollback, sold-out answer in the single voucher shape) and `client.redeem()`
+/// releases the lock.
+#[test]
+fn legacy_client_side_validate_and_redeem() {
+    let _g = serial();
+    let (up, sc) = start();
+    let active = sc.metric("locks_active", &[]);
+    let creds = client_creds(POS_TOKEN);
+    let path = "/client/v1/validate?code=ONE&session_type=LOCK&session_key=legacy%2B1%2F%3D&session_ttl=1.5&session_ttl_unit=minutes";
+    let r = send(&sc, "GET", path, &creds, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["session"],
+        json!({"key": "legacy+1/=", "type": "LOCK", "ttl": 90000, "ttl_unit": "MILLISECONDS"})
+    );
+    let rec = up
+        .received_at("/client/v1/validate")
+        .pop()
+        .expect("forwarded");
+    assert_eq!(rec.header("X-Session-Key").as_deref(), Some("legacy+1/="));
+    assert_eq!(rec.header("X-Session-Type").as_deref(), Some("LOCK"));
+    assert_eq!(rec.header("X-Locked-Quantity").as_deref(), Some("0"));
+    assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
+
+    // Sold out: a different session is refused without forwarding, single voucher shape.
+    let before = up.received_at("/client/v1/validate").len();
+    let r = send(
+        &sc,
+        "GET",
+        "/client/v1/validate?code=ONE&session_type=LOCK&session_key=legacy-2",
+        &creds,
+        b"",
+    );
+    assert_eq!(sold_out_codes(&r), vec!["ONE".to_string()]);
+    assert_eq!(up.received_at("/client/v1/validate").len(), before);
+
+    // Without session_type nothing is locked (but it is still forwarded).
+    let r = send(&sc, "GET", "/client/v1/validate?code=ONE", &creds, b"");
+    assert_eq!(r.status, 200);
+    assert!(up
+        .received_at("/client/v1/validate")
+        .pop()
+        .unwrap()
+        .header("X-Session-Key")
+        .is_none());
+    let r = send(
+        &sc,
+        "GET",
+        "/client/v1/validate?code=ONE&session_type=LOCK&session_ttl=0",
+        &creds,
+        b"",
+    );
+    assert_error(&r, 400, "invalid_payload");
+
+    // A failing redemption keeps the lock; a successful one releases it.
+    let mut failing = creds.clone();
+    failing.push(("X-Echo-Status", "400".to_string()));
+    let redeem_body = br#"{"session":{"key":"legacy+1/="},"customer":{"source_id":"c1"}}"#;
+    let r = send(
+        &sc,
+        "POST",
+        "/client/v1/redeem?code=ONE",
+        &failing,
+        redeem_body,
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
+    let r = send(
+        &sc,
+        "POST",
+        "/client/v1/redeem?code=ONE",
+        &creds,
+        redeem_body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = up.received_at("/client/v1/redeem").pop().unwrap();
+    assert_eq!(rec.header("X-Session-Key").as_deref(), Some("legacy+1/="));
+    assert_eq!((sc.metric("locks_active", &[]) - active), 0.0);
+
+    // The query's session_key names the session when the body has none; app failure rolls
+    // a new legacy lock back.
+    let key = "legacy-3";
+    let r = send(
+        &sc,
+        "GET",
+        &format!("/client/v1/validate?code=ONE&session_type=LOCK&session_key={key}"),
+        &failing,
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        (sc.metric("locks_active", &[]) - active),
+        0.0,
+        "rolled back"
+    );
+    let r = send(
+        &sc,
+        "GET",
+        &format!("/client/v1/validate?code=ONE&session_type=LOCK&session_key={key}"),
+        &creds,
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let r = send(
+        &sc,
+        "POST",
+        &format!("/client/v1/redeem?code=ONE&session_key={key}"),
+        &creds,
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!((sc.metric("locks_active", &[]) - active), 0.0);
+}
+
+/// SPEC §13.7: a stacked sold-out answer lists every refused code; the single voucher path
+/// answers in its own shape; both are counted in lock_rejections_total.
+#[test]
+fn sold_out_answers_list_every_refused_code() {
+    let _g = serial();
+    let (up, sc) = start();
+    let rejected = sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]);
+    lock_ok(
+        &sc,
+        &["TWO-A", "TWO-B"],
+        json!({"type": "LOCK"}),
+        "both-held",
+    );
+    let r = lock(
+        &sc,
+        &["RUSH", "TWO-A", "TWO-B"],
+        json!({"type": "LOCK"}),
+        "both-refused",
+    );
+    assert_eq!(
+        sold_out_codes(&r),
+        vec!["TWO-A".to_string(), "TWO-B".to_string()]
+    );
+    assert!(forwarded(&up, "both-refused").is_empty());
+    let r = post(
+        &sc,
+        "/client/v1/validations",
+        &client_creds(POS_TOKEN),
+        &[],
+        &body(&["TWO-B"], Some(json!({"type": "LOCK"})), "client-refused"),
+    );
+    assert_eq!(sold_out_codes(&r), vec!["TWO-B".to_string()]);
+    let r = post(
+        &sc,
+        "/v1/vouchers/TWO-A/validate",
+        &app_creds(),
+        &[],
+        &json!({"session": {"type": "LOCK"}, "m": "path-refused"}),
+    );
+    assert_eq!(sold_out_codes(&r), vec!["TWO-A".to_string()]);
+    assert!(r.json().get("inapplicable_redeemables").is_none());
+    assert!(forwarded(&up, "-refused").is_empty());
+    assert_eq!(
+        sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]) - rejected,
+        3.0
+    );
+}
+
+/// SPEC §13.7: fractional ttls (rounded to the millisecond) and any-case units.
+#[test]
+fn fractional_ttls_and_lower_case_units() {
+    let _g = serial();
+    let (_up, sc) = start();
+    let active = sc.metric("locks_active", &[]);
+    let r = lock(
+        &sc,
+        &["RUSH"],
+        json!({"type": "LOCK", "ttl": 0.75, "ttl_unit": "seconds"}),
+        "frac",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["session"]["ttl"], 750);
+    assert_eq!(r.json()["session"]["ttl_unit"], "MILLISECONDS");
+    let r = lock(
+        &sc,
+        &["RUSH"],
+        json!({"type": "LOCK", "ttl": 2, "ttl_unit": "Hours"}),
+        "lower",
+    );
+    assert_eq!(r.json()["session"]["ttl_unit"], "HOURS");
+    let r = lock(
+        &sc,
+        &["RUSH"],
+        json!({"type": "LOCK", "ttl": 0.0004, "ttl_unit": "SECONDS"}),
+        "zero",
+    );
+    assert_error(&r, 400, "invalid_payload");
+    // The 0.75 s lock expires by itself.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
 }
