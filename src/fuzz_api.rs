@@ -96,8 +96,8 @@ pub fn tessitura_body(media: u8, body: &[u8]) {
 
 /// Voucherify validation and redemption bodies (SPEC §4.4), with an optional path code.
 pub fn voucherify_body(path_code: Option<&str>, body: &[u8]) {
-    let _ = voucherify::parse_validation(body, path_code, Duration::from_secs(30 * 86_400));
-    let _ = voucherify::parse_redemption(body, path_code);
+    let _ = voucherify::wire::parse_validation(body, path_code, Duration::from_secs(30 * 86_400));
+    let _ = voucherify::wire::parse_redemption(body, path_code);
 }
 
 /// The locators (SPEC §6): cookie and header values, query string, path templates and JSON

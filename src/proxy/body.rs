@@ -62,11 +62,19 @@ pub async fn read_all(session: &mut Session, limit: usize) -> Result<Body> {
 }
 
 /// Reads a forwarded request's body so it can be inspected *and* still forwarded unchanged.
-/// Bodies of unknown length are not read; bodies larger than `limit` (or the retry buffer)
+/// Bodies of unknown length (chunked) are not read; bodies larger than `limit` (or the retry buffer)
 /// are not either: such bodies are forwarded without inspection.
 pub async fn read_for_forwarding(session: &mut Session, limit: usize) -> Result<Body> {
     let limit = limit.min(MAX_INSPECTED_BODY);
     match content_length(session) {
+        // Neither length nor chunked: a request without a body (RFC 9112 §6.3).
+        None if !session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING) =>
+        {
+            return Ok(Body::Complete(Bytes::new()))
+        }
         None => return Ok(Body::NotRead),
         Some(0) => return Ok(Body::Complete(Bytes::new())),
         Some(n) if n > limit => return Ok(Body::TooLarge { limit }),

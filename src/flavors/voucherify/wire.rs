@@ -1,38 +1,17 @@
-//! Voucherify validation sessions (SPEC §4.4, §12, §13.7): LOCK sessions that hold a unit of a
-//! voucher's quantity (plus gift credits and loyalty points) for a fixed TTL, enforced by the
-//! sidecar.
-//!
-//! Unlike the other flavours this one works *through* forwarded traffic:
-//! * `DELETE /v1/vouchers/{code}/sessions/{key}` is answered here (release);
-//! * every other request under `/v1/` and `/client/v1/` (but CORS preflights) is inspected
-//!   first (`before_forward`), so none reaches the app without valid credentials (§13.7);
-//! * a validation with `session` (or the legacy `GET /client/v1/validate?session_type=LOCK`)
-//!   acquires its lock atomically against `[[flavors.voucherify.limits]]` before the app sees
-//!   it; a sold-out one is answered here with 200 `valid: false` in the endpoint's own shape
-//!   (§13.7). The returned `ForwardHook` rolls the lock back when the app does not answer 2xx,
-//!   or adds `session` to the app's answer;
-//! * a redemption with `session.key` (or the legacy `POST /client/v1/redeem?code=…`) releases
-//!   the lock once the app answers 2xx.
+//! Voucherify's wire codec (SPEC §4.4, §12, §13.7), pure: which endpoint a path is, the
+//! validation and redemption requests (JSON bodies and the legacy client-side query forms),
+//! and every answer the sidecar writes in Voucherify's shape (errors with a request id, the
+//! sold-out `valid: false` answers, the `session` object added to the app's answer, the
+//! `X-Session-*` / `X-Locked-*` request headers). No service, no pingora.
 
-use super::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
-use crate::api::MAX_INSPECTED_BODY;
-use crate::auth::AuthResult;
-use crate::config::VoucherifySettings;
-use crate::metrics;
-use crate::session::id::{is_valid_client_id, new_lock_key, redact};
-use crate::session::{
-    now_millis, Caller, CodeHold, EndReason, Flavor, Lock, LockedTotals, Session, SessionService,
-    TtlUnit,
-};
-use crate::store::LockOutcome;
-use async_trait::async_trait;
+use crate::api::ApiResponse;
+use crate::session::id::is_valid_client_id;
+use crate::session::{CodeHold, LockedTotals, TtlUnit};
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Default lock lifetime when the request names none: 7 DAYS.
@@ -48,7 +27,7 @@ const LOCKED_CREDITS: HeaderName = HeaderName::from_static("x-locked-credits");
 const LOCKED_POINTS: HeaderName = HeaderName::from_static("x-locked-points");
 
 /// Headers only the sidecar may send the app on inspected requests: client copies always go.
-fn lock_header_names() -> Vec<HeaderName> {
+pub(super) fn lock_header_names() -> Vec<HeaderName> {
     vec![
         SESSION_KEY,
         SESSION_TYPE,
@@ -63,7 +42,7 @@ fn lock_header_names() -> Vec<HeaderName> {
 
 /// Which of this API's paths a request is for (paths relative to the base, still encoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Endpoint<'p> {
+pub(super) enum Endpoint<'p> {
     /// `/v1/vouchers/{code}/sessions/{key}`: answered here.
     Release { code: &'p str, key: &'p str },
     /// `/v1/validations`, `/client/v1/validations`, `/v1/vouchers/{code}/validate`.
@@ -87,14 +66,14 @@ impl Endpoint<'_> {
 
 /// Whether `path` lies under the API's `/v1/` or `/client/v1/`: such requests are credential
 /// checked whatever the endpoint (SPEC §13.7).
-fn is_api_path(path: &str) -> bool {
+pub(super) fn is_api_path(path: &str) -> bool {
     ["/v1", "/client/v1"].iter().any(|prefix| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })
 }
 
-fn endpoint(path: &str) -> Option<Endpoint<'_>> {
+pub(super) fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     // A trailing slash must not let a validation slip past the lock.
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
@@ -123,7 +102,7 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     }
 }
 
-fn decode_segment(segment: &str) -> String {
+pub(super) fn decode_segment(segment: &str) -> String {
     percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
@@ -551,6 +530,61 @@ pub fn parse_redemption(
     Ok(Some(RedeemRequest { key, codes }))
 }
 
+/// What an inspected request asks of the lock store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Inspected {
+    /// A validation with `session`: take the lock. `stacked`: a sold-out answer takes the
+    /// stacked shape.
+    Lock { lock: LockRequest, stacked: bool },
+    /// A redemption with `session.key`: release the lock once the app accepts it.
+    Redeem(RedeemRequest),
+    /// Nothing to lock or release: forwarded as it is.
+    Plain,
+}
+
+/// Whether an inspected request's body is parsed (so must have been read in full).
+pub(super) fn reads_body(method: &Method, endpoint: Option<&Endpoint<'_>>) -> bool {
+    *method == Method::POST
+        && matches!(
+            endpoint,
+            Some(
+                Endpoint::Validation { .. } | Endpoint::Redemption { .. } | Endpoint::LegacyRedeem
+            )
+        )
+}
+
+/// Parses an inspected request to `endpoint` (`None`: any other path under the API).
+pub(super) fn inspect(
+    method: &Method,
+    endpoint: Option<Endpoint<'_>>,
+    query: Option<&str>,
+    body: &[u8],
+    max_ttl: Duration,
+) -> Result<Inspected, BadInput> {
+    let lock = |lock: Option<LockRequest>, stacked| match lock {
+        Some(lock) => Inspected::Lock { lock, stacked },
+        None => Inspected::Plain,
+    };
+    let redeem = |r: Option<RedeemRequest>| r.map_or(Inspected::Plain, Inspected::Redeem);
+    match (method.clone(), endpoint) {
+        (Method::POST, Some(e @ Endpoint::Validation { code })) => {
+            let code = code.map(decode_segment);
+            parse_validation(body, code.as_deref(), max_ttl).map(|l| lock(l, e.is_stacked()))
+        }
+        (Method::GET, Some(Endpoint::LegacyValidate)) => {
+            parse_legacy_validation(query, max_ttl).map(|l| lock(l, false))
+        }
+        (Method::POST, Some(Endpoint::Redemption { code })) => {
+            let code = code.map(decode_segment);
+            parse_redemption(body, code.as_deref()).map(redeem)
+        }
+        (Method::POST, Some(Endpoint::LegacyRedeem)) => {
+            parse_legacy_redemption(query, body).map(redeem)
+        }
+        _ => Ok(Inspected::Plain),
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Answers in Voucherify's shape
 
@@ -585,7 +619,12 @@ fn with_request_id(status: u16, body: &impl Serialize, request_id: &str) -> ApiR
     }
 }
 
-fn error(status: u16, key: &str, message: &str, details: impl Into<String>) -> ApiResponse {
+pub(super) fn error(
+    status: u16,
+    key: &str,
+    message: &str,
+    details: impl Into<String>,
+) -> ApiResponse {
     let request_id = new_request_id();
     let body = ErrorBody {
         code: status,
@@ -597,7 +636,7 @@ fn error(status: u16, key: &str, message: &str, details: impl Into<String>) -> A
     with_request_id(status, &body, &request_id)
 }
 
-const QUANTITY_EXCEEDED: &str = "quantity_exceeded";
+pub(super) const QUANTITY_EXCEEDED: &str = "quantity_exceeded";
 const QUANTITY_EXCEEDED_MESSAGE: &str = "Quantity exceeded";
 
 fn quantity_details(code: &str) -> String {
@@ -629,7 +668,7 @@ fn default_stacking_rules() -> Value {
 /// `valid: false`, as Voucherify answers a validation that fails, in the endpoint's own shape.
 /// Stacked: every refused code under `inapplicable_redeemables`; single voucher: the code
 /// with `reason` and `error`.
-fn sold_out(stacked: bool, refused: &[String]) -> ApiResponse {
+pub(super) fn sold_out(stacked: bool, refused: &[String]) -> ApiResponse {
     let request_id = new_request_id();
     let error_of = |code: &str| {
         serde_json::json!({
@@ -675,23 +714,21 @@ fn sold_out(stacked: bool, refused: &[String]) -> ApiResponse {
     with_request_id(200, &body, &request_id)
 }
 
-fn invalid_payload(e: BadInput) -> ApiResponse {
+pub(super) fn invalid_payload(e: BadInput) -> ApiResponse {
     error(400, "invalid_payload", "Invalid payload", e.0)
 }
 
-fn unauthorized(auth: &AuthResult) -> ApiResponse {
-    auth.record_failure();
-    let details = match auth {
-        AuthResult::Missing => {
-            "Missing credentials: send X-App-Id and X-App-Token, X-Client-Application-Id and X-Client-Token, or Authorization: Bearer."
-        }
-        _ => "The presented credentials are not valid.",
+/// The 401 for a request without valid credentials (`missing`: none were presented).
+pub(super) fn unauthorized(missing: bool) -> ApiResponse {
+    let details = if missing {
+        "Missing credentials: send X-App-Id and X-App-Token, X-Client-Application-Id and X-Client-Token, or Authorization: Bearer."
+    } else {
+        "The presented credentials are not valid."
     };
     error(401, "unauthorized", "Unauthorized", details)
 }
 
-fn store_unavailable(e: &crate::store::StoreError) -> ApiResponse {
-    log::warn!("voucherify: {e}");
+pub(super) fn store_unavailable() -> ApiResponse {
     error(
         503,
         "service_unavailable",
@@ -700,9 +737,52 @@ fn store_unavailable(e: &crate::store::StoreError) -> ApiResponse {
     )
 }
 
+pub(super) fn too_large(limit: usize) -> ApiResponse {
+    error(
+        413,
+        "payload_too_large",
+        "Payload too large",
+        format!("The request body is larger than {limit} bytes."),
+    )
+}
+
+/// An inspected body sent without a length (chunked): it cannot be read and still forwarded.
+pub(super) fn length_required() -> ApiResponse {
+    error(
+        411,
+        "length_required",
+        "Length required",
+        "Send the request body with a Content-Length.",
+    )
+}
+
+pub(super) fn release_not_allowed() -> ApiResponse {
+    error(
+        405,
+        "method_not_allowed",
+        "Method not allowed",
+        "Use DELETE to release a session.",
+    )
+    .with_header(http::header::ALLOW, HeaderValue::from_static("DELETE"))
+}
+
+pub(super) fn unknown_endpoint() -> ApiResponse {
+    error(404, "not_found", "Resource not found", "Unknown endpoint.")
+}
+
+/// A validation's key names a live session that is not a lock.
+pub(super) fn key_in_use() -> ApiResponse {
+    error(
+        409,
+        "duplicate_found",
+        "Duplicated resource found",
+        "The session key is in use by another kind of session.",
+    )
+}
+
 /// The release endpoint's 404, whose body SPEC §4.4 fixes exactly (the conformance suite
 /// compares it whole): its request id travels only in `X-Request-Id`.
-fn not_found(key: &str) -> ApiResponse {
+pub(super) fn not_found(key: &str) -> ApiResponse {
     let request_id = new_request_id();
     let body = ErrorBody {
         code: 404,
@@ -715,7 +795,7 @@ fn not_found(key: &str) -> ApiResponse {
 }
 
 /// The `session` object of a validation answer, as JSON text in Voucherify's field order.
-fn session_answer(key: &str, ttl: u64, unit: TtlUnit) -> String {
+pub(super) fn session_answer(key: &str, ttl: u64, unit: TtlUnit) -> String {
     format!(
         r#"{{"key":{},"type":"LOCK","ttl":{ttl},"ttl_unit":"{}"}}"#,
         Value::from(key),
@@ -726,7 +806,11 @@ fn session_answer(key: &str, ttl: u64, unit: TtlUnit) -> String {
 /// The app's 2xx answer with `session` added when it has none at the top level. Non-JSON
 /// answers (and answers that already carry a `session` object) are left alone (`None`).
 /// The app's bytes are kept as they are; the member is inserted before the closing brace.
-fn inject_session(content_type: Option<&str>, body: &[u8], session: &str) -> Option<Vec<u8>> {
+pub(super) fn inject_session(
+    content_type: Option<&str>,
+    body: &[u8],
+    session: &str,
+) -> Option<Vec<u8>> {
     if content_type.is_some() && !crate::api::is_json(content_type) {
         return None;
     }
@@ -770,7 +854,7 @@ fn locked_value<T: std::fmt::Display>(codes: &[String], values: &[T]) -> String 
 }
 
 /// The headers a forwarded validation or redemption with a session carries.
-fn session_headers(
+pub(super) fn session_headers(
     key: &str,
     codes: &[String],
     others: &[LockedTotals],
@@ -789,465 +873,6 @@ fn session_headers(
     // Keys and codes are checked to be visible ASCII, so every value converts.
     .filter_map(|(name, value)| HeaderValue::from_str(&value).ok().map(|v| (name, v)))
     .collect()
-}
-
-// ------------------------------------------------------------------------------------------
-// Following the forwarded request
-
-/// Undoes a lock acquisition: removes the new lock, or puts back the lock it replaced.
-struct Rollback {
-    sessions: Arc<SessionService>,
-    limits: Arc<HashMap<String, u64>>,
-    created: Session,
-    replaced: Option<Session>,
-}
-
-impl Rollback {
-    async fn run(self) {
-        let key = self.created.id.clone();
-        let store = self.sessions.store();
-        // Only undo our own lock: a concurrent validation may have overwritten the key since.
-        match store.get(&key).await {
-            Ok(Some(current))
-                if current.created_at == self.created.created_at
-                    && current.lock == self.created.lock => {}
-            Ok(_) => return,
-            Err(e) => {
-                log::warn!("voucherify: rolling back lock {} failed: {e}", redact(&key));
-                return;
-            }
-        }
-        if let Some(old) = self.replaced.filter(|s| s.is_live(now_millis())) {
-            match self.sessions.lock(old, &self.limits).await {
-                Ok(LockOutcome::Acquired { .. }) => return,
-                // The units the old lock held were taken meanwhile: the key ends instead.
-                Ok(LockOutcome::Refused { .. }) => {}
-                Err(e) => {
-                    log::warn!("voucherify: restoring lock {} failed: {e}", redact(&key));
-                    return;
-                }
-            }
-        }
-        if let Err(e) = store.remove(&key, EndReason::Released).await {
-            log::warn!("voucherify: removing lock {} failed: {e}", redact(&key));
-        }
-    }
-}
-
-/// What happens once the app has answered.
-enum AfterAnswer {
-    /// No session in the request: nothing (the hook only strips client copies of the headers).
-    Nothing,
-    /// A validation's lock: kept on 2xx (and `session` added to the answer), else rolled back.
-    Lock {
-        rollback: Option<Box<Rollback>>,
-        answer: String,
-    },
-    /// A redemption: the lock is released on 2xx.
-    Redeem {
-        sessions: Arc<SessionService>,
-        key: String,
-    },
-}
-
-struct LockHook {
-    headers: Vec<(HeaderName, HeaderValue)>,
-    after: AfterAnswer,
-}
-
-#[async_trait]
-impl ForwardHook for LockHook {
-    fn request_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        self.headers.clone()
-    }
-
-    fn remove_headers(&self) -> Vec<HeaderName> {
-        lock_header_names()
-    }
-
-    async fn on_response(&mut self, status: u16) {
-        if (100..200).contains(&status) {
-            return; // interim answer: the real one follows
-        }
-        let ok = (200..300).contains(&status);
-        match &mut self.after {
-            AfterAnswer::Nothing => {}
-            AfterAnswer::Lock { rollback, .. } => {
-                // Settled either way: a 2xx keeps the lock, anything else undoes it.
-                if let Some(r) = rollback.take() {
-                    if !ok {
-                        r.run().await;
-                    }
-                }
-            }
-            AfterAnswer::Redeem { sessions, key } => {
-                if ok {
-                    release_redeemed(sessions, key).await;
-                }
-                self.after = AfterAnswer::Nothing;
-            }
-        }
-    }
-
-    fn rewrites_body(&self) -> bool {
-        matches!(self.after, AfterAnswer::Lock { .. })
-    }
-
-    fn rewrite_body(&self, content_type: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
-        match &self.after {
-            AfterAnswer::Lock { answer, .. } => inject_session(content_type, body, answer),
-            _ => None,
-        }
-    }
-
-    async fn on_failure(&mut self) {
-        if let AfterAnswer::Lock { rollback, .. } = &mut self.after {
-            if let Some(r) = rollback.take() {
-                r.run().await;
-            }
-        }
-    }
-}
-
-impl Drop for LockHook {
-    fn drop(&mut self) {
-        // The request ended without an answer from the app (refused later, client gone):
-        // the lock it took must not outlive it.
-        if let AfterAnswer::Lock { rollback, .. } = &mut self.after {
-            if let Some(r) = rollback.take() {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(r.run());
-                }
-            }
-        }
-    }
-}
-
-/// Ends the lock a successful redemption used (the key is the capability, as for any
-/// forwarded request; only Voucherify locks end this way).
-async fn release_redeemed(sessions: &SessionService, key: &str) {
-    let store = sessions.store();
-    match store.get(key).await {
-        Ok(Some(s)) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
-            if let Err(e) = store.remove(key, EndReason::Redeemed).await {
-                log::warn!(
-                    "voucherify: releasing redeemed lock {} failed: {e}",
-                    redact(key)
-                );
-            }
-        }
-        Ok(_) => {}
-        Err(e) => log::warn!(
-            "voucherify: releasing redeemed lock {} failed: {e}",
-            redact(key)
-        ),
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// The API
-
-pub struct Voucherify {
-    sessions: Arc<SessionService>,
-    max_ttl: Duration,
-    limits: Arc<HashMap<String, u64>>,
-    /// `server.max_body`: the limit for the release endpoint.
-    max_body: usize,
-    /// Largest body that can be inspected (and still forwarded unchanged).
-    inspect_limit: usize,
-}
-
-impl Voucherify {
-    pub fn new(
-        settings: &VoucherifySettings,
-        max_body: usize,
-        sessions: Arc<SessionService>,
-    ) -> Voucherify {
-        Voucherify {
-            sessions,
-            max_ttl: settings.max_ttl,
-            limits: Arc::new(settings.limits.clone()),
-            max_body,
-            inspect_limit: max_body.min(MAX_INSPECTED_BODY),
-        }
-    }
-
-    fn too_large(limit: usize) -> ApiResponse {
-        error(
-            413,
-            "payload_too_large",
-            "Payload too large",
-            format!("The request body is larger than {limit} bytes."),
-        )
-    }
-
-    /// The answer for an inspected request whose body the proxy could not read, if so.
-    fn unreadable_body(&self, req: &ApiRequest<'_>) -> Option<ApiResponse> {
-        if !req.body.bytes().is_empty() {
-            return None;
-        }
-        let announced = req
-            .header("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if announced > 0 {
-            return Some(Self::too_large(self.inspect_limit));
-        }
-        if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            return Some(error(
-                411,
-                "length_required",
-                "Length required",
-                "Send the request body with a Content-Length.",
-            ));
-        }
-        None
-    }
-
-    async fn release(&self, req: &ApiRequest<'_>, code: &str, key: &str) -> ApiResponse {
-        if req.method != Method::DELETE {
-            return error(
-                405,
-                "method_not_allowed",
-                "Method not allowed",
-                "Use DELETE to release a session.",
-            )
-            .with_header(http::header::ALLOW, HeaderValue::from_static("DELETE"));
-        }
-        let Some(cred) = req.auth.credential() else {
-            return unauthorized(req.auth);
-        };
-        let code = decode_segment(code);
-        let key = decode_segment(key);
-        if !is_valid_client_id(&key) {
-            return not_found(&key);
-        }
-        let caller = Caller::named(&cred.name, cred.admin);
-        let found = match self.sessions.peek(&caller, &key).await {
-            Ok(found) => found,
-            Err(e) => return store_unavailable(&e),
-        };
-        // Only a lock on this voucher is released here (a lock that holds no code at all, e.g.
-        // one taken for a promotion, is released through any code).
-        let releasable = found.is_some_and(|s| {
-            s.flavor == Flavor::Voucherify
-                && s.lock
-                    .as_ref()
-                    .is_some_and(|l| l.holds.is_empty() || l.holds.iter().any(|h| h.code == code))
-        });
-        if !releasable {
-            return not_found(&key);
-        }
-        match self
-            .sessions
-            .close(&caller, &key, EndReason::Released)
-            .await
-        {
-            Ok(Some(_)) => ApiResponse::empty(204),
-            Ok(None) => not_found(&key),
-            Err(e) => store_unavailable(&e),
-        }
-    }
-
-    async fn validate(
-        &self,
-        req: &ApiRequest<'_>,
-        owner: &str,
-        lock: LockRequest,
-        stacked: bool,
-    ) -> ForwardDecision {
-        let store = self.sessions.store();
-        let (key, owner) = match &lock.key {
-            None => (new_lock_key(), owner.to_string()),
-            Some(key) => match store.get(key).await {
-                // Overwriting a live lock keeps who created it (so they may still release it).
-                Ok(Some(s)) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
-                    (key.clone(), s.owner.unwrap_or_else(|| owner.to_string()))
-                }
-                Ok(Some(_)) => {
-                    return ForwardDecision::Answer(error(
-                        409,
-                        "duplicate_found",
-                        "Duplicated resource found",
-                        "The session key is in use by another kind of session.",
-                    ))
-                }
-                Ok(None) => (key.clone(), owner.to_string()),
-                Err(e) => return ForwardDecision::Answer(store_unavailable(&e)),
-            },
-        };
-        let codes: Vec<String> = lock.holds.iter().map(|h| h.code.clone()).collect();
-        let asked = lock.holds.clone();
-        let mut session =
-            Session::with_fixed_ttl(key.clone(), Flavor::Voucherify, Some(owner), lock.duration);
-        session.lock = Some(Lock {
-            holds: lock.holds,
-            ttl: lock.ttl,
-            ttl_unit: lock.ttl_unit,
-        });
-        let created = session.clone();
-        match self.sessions.lock(session, &self.limits).await {
-            Ok(LockOutcome::Acquired { replaced, others }) => {
-                log::debug!(
-                    "voucherify: lock {} acquired on {} code(s) via {}",
-                    redact(&key),
-                    codes.len(),
-                    req.path
-                );
-                ForwardDecision::Forward(Some(Box::new(LockHook {
-                    headers: session_headers(&key, &codes, &others),
-                    after: AfterAnswer::Lock {
-                        rollback: Some(Box::new(Rollback {
-                            sessions: self.sessions.clone(),
-                            limits: self.limits.clone(),
-                            created,
-                            replaced,
-                        })),
-                        answer: session_answer(&key, lock.ttl, lock.ttl_unit),
-                    },
-                })))
-            }
-            Ok(LockOutcome::Refused { code }) => {
-                metrics::lock_rejected(QUANTITY_EXCEEDED);
-                let refused = self.refused_codes(&asked, &key, code).await;
-                ForwardDecision::Answer(sold_out(stacked, &refused))
-            }
-            Err(e) => ForwardDecision::Answer(store_unavailable(&e)),
-        }
-    }
-
-    /// Every code of a refused lock that other live sessions have used up, in request order,
-    /// `refused` (the one the store named) always among them.
-    async fn refused_codes(&self, asked: &[CodeHold], key: &str, refused: String) -> Vec<String> {
-        let codes: Vec<String> = asked.iter().map(|h| h.code.clone()).collect();
-        let Ok(others) = self.sessions.store().locked_by_others(&codes, key).await else {
-            return vec![refused];
-        };
-        let mut out: Vec<String> = asked
-            .iter()
-            .zip(&others)
-            .filter(|(h, o)| {
-                h.code == refused
-                    || self
-                        .limits
-                        .get(&h.code)
-                        .is_some_and(|limit| o.quantity.saturating_add(h.quantity) > *limit)
-            })
-            .map(|(h, _)| h.code.clone())
-            .collect();
-        if out.is_empty() {
-            out.push(refused);
-        }
-        out
-    }
-
-    async fn redeem(&self, redeem: RedeemRequest) -> ForwardDecision {
-        let others = match self
-            .sessions
-            .store()
-            .locked_by_others(&redeem.codes, &redeem.key)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => return ForwardDecision::Answer(store_unavailable(&e)),
-        };
-        ForwardDecision::Forward(Some(Box::new(LockHook {
-            headers: session_headers(&redeem.key, &redeem.codes, &others),
-            after: AfterAnswer::Redeem {
-                sessions: self.sessions.clone(),
-                key: redeem.key,
-            },
-        })))
-    }
-}
-
-/// What an inspected request asks of the lock store.
-enum Inspected {
-    /// A validation, with whether its answer takes the stacked shape.
-    Validation(Option<(LockRequest, bool)>),
-    Redemption(Option<RedeemRequest>),
-}
-
-/// A hook that only strips client copies of the lock headers.
-fn plain() -> ForwardDecision {
-    ForwardDecision::Forward(Some(Box::new(LockHook {
-        headers: Vec::new(),
-        after: AfterAnswer::Nothing,
-    })))
-}
-
-#[async_trait]
-impl SessionApi for Voucherify {
-    fn flavor(&self) -> Flavor {
-        Flavor::Voucherify
-    }
-
-    fn answers(&self, path: &str) -> bool {
-        matches!(endpoint(path), Some(Endpoint::Release { .. }))
-    }
-
-    fn body_too_large(&self) -> ApiResponse {
-        Self::too_large(self.max_body)
-    }
-
-    async fn answer(&self, req: &ApiRequest<'_>) -> ApiResponse {
-        match endpoint(req.path) {
-            Some(Endpoint::Release { code, key }) => self.release(req, code, key).await,
-            _ => error(404, "not_found", "Resource not found", "Unknown endpoint."),
-        }
-    }
-
-    fn inspects(&self, method: &Method, path: &str) -> bool {
-        // Every request under the API is credential-checked (SPEC §13.7), whatever the
-        // endpoint; CORS preflights carry no credentials and no body: the app answers them.
-        method != Method::OPTIONS && is_api_path(path)
-    }
-
-    async fn before_forward(&self, req: &ApiRequest<'_>) -> ForwardDecision {
-        let Some(cred) = req.auth.credential() else {
-            return ForwardDecision::Answer(unauthorized(req.auth));
-        };
-        let endpoint = endpoint(req.path);
-        let reads_body = matches!(
-            endpoint,
-            Some(
-                Endpoint::Validation { .. } | Endpoint::Redemption { .. } | Endpoint::LegacyRedeem
-            )
-        );
-        if reads_body && *req.method == Method::POST {
-            if let Some(refusal) = self.unreadable_body(req) {
-                return ForwardDecision::Answer(refusal);
-            }
-        }
-        let decision = match (req.method.clone(), endpoint) {
-            (Method::POST, Some(e @ Endpoint::Validation { code })) => {
-                let code = code.map(decode_segment);
-                parse_validation(req.body.bytes(), code.as_deref(), self.max_ttl)
-                    .map(|lock| lock.map(|l| (l, e.is_stacked())))
-                    .map(Inspected::Validation)
-            }
-            (Method::GET, Some(Endpoint::LegacyValidate)) => {
-                parse_legacy_validation(req.query, self.max_ttl)
-                    .map(|l| Inspected::Validation(l.map(|l| (l, false))))
-            }
-            (Method::POST, Some(Endpoint::Redemption { code })) => {
-                let code = code.map(decode_segment);
-                parse_redemption(req.body.bytes(), code.as_deref()).map(Inspected::Redemption)
-            }
-            (Method::POST, Some(Endpoint::LegacyRedeem)) => {
-                parse_legacy_redemption(req.query, req.body.bytes()).map(Inspected::Redemption)
-            }
-            _ => Ok(Inspected::Redemption(None)),
-        };
-        match decision {
-            Ok(Inspected::Validation(Some((lock, stacked)))) => {
-                self.validate(req, &cred.name, lock, stacked).await
-            }
-            Ok(Inspected::Redemption(Some(redeem))) => self.redeem(redeem).await,
-            Ok(Inspected::Validation(None) | Inspected::Redemption(None)) => plain(),
-            Err(e) => ForwardDecision::Answer(invalid_payload(e)),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1790,7 +1415,7 @@ mod tests {
 
     #[test]
     fn generated_keys() {
-        let k = new_lock_key();
+        let k = crate::session::id::new_lock_key();
         assert!(
             k.starts_with("ssn_")
                 && k.len() == 36
