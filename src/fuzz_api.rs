@@ -4,7 +4,8 @@
 
 use crate::auth::{AuthResult, Authenticator};
 use crate::config::{self, Config, HttpLimits, PathTemplate};
-use crate::flavors::{knowledge_center, spreadsheetweb, tessitura_wire, voucherify};
+use crate::flavors::tessitura::wire as tessitura_wire;
+use crate::flavors::{knowledge_center, spreadsheetweb, voucherify};
 use crate::proxy::{framing, locate};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::path::Path;

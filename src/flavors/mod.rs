@@ -9,10 +9,8 @@
 //! line in `mount_all`.
 
 pub mod knowledge_center;
-pub mod lenient_json;
 pub mod spreadsheetweb;
 pub mod tessitura;
-pub mod tessitura_wire;
 pub mod voucherify;
 
 #[cfg(test)]

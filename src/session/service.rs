@@ -92,12 +92,10 @@ impl SessionService {
         SessionService { store, settings }
     }
 
-    /// The store behind the service. Phase 2 of issue 15 removes this: only the Voucherify and
-    /// Tessitura flavours still reach past the service, until they switch to `acquire_lock`,
-    /// `roll_back_lock`, `release_redeemed`, `locked_by_others` and `open_fresh`.
-    #[doc(hidden)]
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
+    /// The flavour of the live session with this id, whoever owns it, without recording a
+    /// use: for routing a request (Tessitura's unencoded keys), never for answering one.
+    pub async fn flavor_of(&self, id: &str) -> StoreResult<Option<Flavor>> {
+        Ok(self.store.get(id).await?.map(|s| s.flavor))
     }
 
     pub fn settings(&self) -> &SessionSettings {

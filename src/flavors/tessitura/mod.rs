@@ -18,110 +18,31 @@
 //! without `/Transfer`, are answered here when they name a live session; a longer path whose
 //! leading segments name one (`…/<key>/Login`) is forwarded with that session located.
 
-use super::tessitura_wire::{
-    native_failure, native_json, negotiate, parse_create_request, parse_native_transfer,
-    parse_transfer_request, transfer_success, wrapper_failure, AnswerFormat, WireError,
-};
-use super::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
+mod lenient_json;
+pub mod wire;
+
+use crate::api::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
 use crate::auth::AuthResult;
 use crate::config::{AuthMode, TessituraSettings};
 use crate::session::id::{is_valid_client_id, new_tessitura_key, redact};
-use crate::session::{now_millis, Caller, Flavor, Session, SessionService};
-use crate::store::{CreateOutcome, IdentityTransfer, StoreError};
+use crate::session::{
+    Caller, Flavor, FreshOpen, IdentityTransfer, Session, SessionService, StoreError,
+};
 use async_trait::async_trait;
-use http::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::Method;
-use percent_encoding::percent_decode_str;
-use serde::Serialize;
 use std::sync::Arc;
+use wire::{
+    code, has_key_shape, native_failure, native_json, negotiate, parse_create_request,
+    parse_native_transfer, parse_transfer_request, path_key, route, transfer_success,
+    unencoded_rest, without_transfer, wrapper_failure, AnswerFormat, Endpoint, LoginInfo,
+    SessionKeyAnswer, SessionView, Shape, UNKNOWN_SESSION, UNKNOWN_TARGET,
+};
 
-/// `ErrorMessages[].Code` values.
-mod code {
-    pub const INVALID_REQUEST: &str = "InvalidRequest";
-    pub const INVALID_SESSION_KEY: &str = "InvalidSessionKey";
-    pub const SESSION_NOT_FOUND: &str = "SessionNotFound";
-    pub const UNAUTHORIZED: &str = "Unauthorized";
-    pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
-    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UnsupportedMediaType";
-    pub const REQUEST_TOO_LARGE: &str = "RequestTooLarge";
-    pub const SERVICE_UNAVAILABLE: &str = "ServiceUnavailable";
-}
-
-const UNKNOWN_SESSION: &str = "The session key is unknown or has expired.";
-const UNKNOWN_TARGET: &str = "The NewSessionKey is unknown or has expired.";
-const STORE_DOWN: &str = "The session store is unavailable; try again shortly.";
-
-/// A segment of `/Web/Session/...` that names a native endpoint rather than a session key;
-/// requests there are the app's.
-const NOT_KEYS: [&str; 1] = ["BusinessFacing"];
-
-/// One of this API's own endpoints; keys still percent-encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint<'p> {
-    TransferSession,
-    CreateSession,
-    Session(&'p str),
-    NativeTransfer(&'p str),
-}
-
-fn route(path: &str) -> Option<Endpoint<'_>> {
-    let path = path.strip_prefix('/')?;
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let is = |seg: &str, name: &str| seg.eq_ignore_ascii_case(name);
-    let mut segs = path.split('/');
-    let parts: [Option<&str>; 5] = std::array::from_fn(|_| segs.next());
-    match parts {
-        [Some(a), Some(t), None, ..] if is(a, "api") && is(t, "TransferSession") => {
-            Some(Endpoint::TransferSession)
-        }
-        [Some(w), Some(s), rest @ ..] if is(w, "Web") && is(s, "Session") => match rest {
-            [None, ..] => Some(Endpoint::CreateSession),
-            [Some(key), rest @ ..] if !key.is_empty() && !NOT_KEYS.iter().any(|n| is(key, n)) => {
-                match rest {
-                    [None, ..] => Some(Endpoint::Session(key)),
-                    [Some(t), None] if is(t, "Transfer") => Some(Endpoint::NativeTransfer(key)),
-                    _ => None,
-                }
-            }
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// The rest of a `/Web/Session/{rest}` path whose key may have been sent unencoded: more than
-/// one segment, and no endpoint `route` knows (still percent-encoded, trailing slash removed).
-fn unencoded_rest(path: &str) -> Option<&str> {
-    if route(path).is_some() {
-        return None;
-    }
-    let trimmed = path.strip_suffix('/').unwrap_or(path);
-    let (web, rest) = trimmed.strip_prefix('/')?.split_once('/')?;
-    let (session, rest) = rest.split_once('/')?;
-    (web.eq_ignore_ascii_case("Web")
-        && session.eq_ignore_ascii_case("Session")
-        && rest.contains('/')
-        && !rest.starts_with('/'))
-    .then_some(rest)
-}
-
-/// Whether a path's text is a key of the shape `POST Web/Session` generates (80 random bytes
-/// in standard base64, SPEC §3).
-fn has_key_shape(encoded: &str) -> bool {
-    use base64::Engine;
-    path_key(encoded).is_ok_and(|k| {
-        k.len() == 108
-            && base64::engine::general_purpose::STANDARD
-                .decode(k)
-                .is_ok_and(|raw| raw.len() == 80)
-    })
-}
-
-/// `rest` without a trailing `/Transfer` (any case), if it has one.
-fn without_transfer(rest: &str) -> Option<&str> {
-    let cut = rest.len().checked_sub("/Transfer".len())?;
-    let (head, tail) = (rest.get(..cut)?, rest.get(cut..)?);
-    (tail.eq_ignore_ascii_case("/Transfer") && !head.is_empty()).then_some(head)
+/// The 503 in `shape` when the store fails, logged.
+fn store_error(shape: Shape, e: &StoreError, key: &str) -> ApiResponse {
+    log::warn!("tessitura: session store failed for {}: {e}", redact(key));
+    shape.unavailable()
 }
 
 /// A forwarded request whose unencoded path names a live session the locators cannot read.
@@ -137,80 +58,6 @@ impl ForwardHook for UnencodedKey {
 
     fn session_key(&self) -> Option<&str> {
         Some(&self.0)
-    }
-}
-
-/// The native `Session` model, as far as the sidecar knows it.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct SessionView<'a> {
-    session_key: &'a str,
-    is_logged_in: bool,
-    mode_of_sale_id: i64,
-    original_mode_of_sale_id: i64,
-    source_id: i64,
-    login_info: LoginInfo<'a>,
-}
-
-/// `LoginInfo`; the values the sidecar does not track are null (or 0 failed attempts).
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct LoginInfo<'a> {
-    constituent_id: Option<&'a str>,
-    original_constituent_id: Option<&'a str>,
-    user_id: Option<&'a str>,
-    status: Option<&'a str>,
-    failed_attempts: u32,
-    locked_date: Option<&'a str>,
-    electronic_address: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct SessionKeyAnswer<'a> {
-    session_key: &'a str,
-}
-
-/// Which answer shape a failure takes: the wrapper's envelope or the native list.
-#[derive(Clone, Copy)]
-enum Shape {
-    Wrapper(AnswerFormat),
-    Native,
-}
-
-impl Shape {
-    fn failure(self, status: u16, code: &str, description: &str) -> ApiResponse {
-        match self {
-            Shape::Wrapper(format) => wrapper_failure(format, status, code, description),
-            Shape::Native => native_failure(status, code, description),
-        }
-    }
-
-    fn wire_error(self, e: WireError) -> ApiResponse {
-        match e {
-            WireError::Malformed(m) => self.failure(400, code::INVALID_REQUEST, &m),
-            WireError::UnsupportedMediaType(m) => {
-                self.failure(415, code::UNSUPPORTED_MEDIA_TYPE, &m)
-            }
-        }
-    }
-
-    fn method_not_allowed(self, allowed: &'static str) -> ApiResponse {
-        self.failure(
-            405,
-            code::METHOD_NOT_ALLOWED,
-            &format!("This endpoint accepts only {allowed}."),
-        )
-        .with_header(ALLOW, HeaderValue::from_static(allowed))
-    }
-
-    fn store_error(self, e: &StoreError, key: &str) -> ApiResponse {
-        log::warn!("tessitura: session store failed for {}: {e}", redact(key));
-        self.failure(503, code::SERVICE_UNAVAILABLE, STORE_DOWN)
-    }
-
-    fn not_found(self, description: &str) -> ApiResponse {
-        self.failure(404, code::SESSION_NOT_FOUND, description)
     }
 }
 
@@ -310,7 +157,7 @@ impl Tessitura {
         match self.find(&caller, key).await {
             Ok(Some(_)) => {}
             Ok(None) => return shape.not_found(UNKNOWN_SESSION),
-            Err(e) => return shape.store_error(&e, key),
+            Err(e) => return store_error(shape, &e, key),
         }
         let reset = request.reset_session_by_login;
         let grace = self.settings.transfer_grace;
@@ -322,7 +169,7 @@ impl Tessitura {
             Ok(Some(new)) => transfer_success(format, &new.id),
             // Lost a race with another transfer (or expiry) of the same key.
             Ok(None) => shape.not_found(UNKNOWN_SESSION),
-            Err(e) => shape.store_error(&e, key),
+            Err(e) => store_error(shape, &e, key),
         }
     }
 
@@ -332,11 +179,8 @@ impl Tessitura {
         let Ok(key) = path_key(encoded) else {
             return false;
         };
-        match self.sessions.store().get(&key).await {
-            Ok(Some(s)) => {
-                matches!(s.flavor, Flavor::Tessitura | Flavor::Admin) && s.is_live(now_millis())
-            }
-            Ok(None) => false,
+        match self.sessions.flavor_of(&key).await {
+            Ok(flavor) => matches!(flavor, Some(Flavor::Tessitura | Flavor::Admin)),
             Err(e) => {
                 log::warn!("tessitura: looking up {} failed: {e}", redact(&key));
                 false
@@ -358,28 +202,32 @@ impl Tessitura {
             Ok(r) => r,
             Err(e) => return shape.wire_error(e),
         };
-        let mut session =
-            self.sessions
-                .new_session(new_tessitura_key(), Flavor::Tessitura, caller.name);
-        session.mode_of_sale_id = Some(self.settings.default_mode_of_sale);
-        session.original_mode_of_sale_id = Some(self.settings.default_mode_of_sale);
-        session.source_id = Some(
-            request
-                .promotion_code
-                .unwrap_or(self.settings.default_source_id),
-        );
-        let key = session.id.clone();
-        match self.sessions.open(session, None).await {
-            Ok(CreateOutcome::Created) => native_json(&SessionKeyAnswer { session_key: &key }),
-            // 80 random bytes do not collide; an answer is still owed.
-            Ok(outcome) => {
-                log::error!(
-                    "tessitura: could not store new session {}: {outcome:?}",
-                    redact(&key)
-                );
-                shape.failure(503, code::SERVICE_UNAVAILABLE, STORE_DOWN)
+        let build = |key| {
+            let mut session = self
+                .sessions
+                .new_session(key, Flavor::Tessitura, caller.name);
+            session.mode_of_sale_id = Some(self.settings.default_mode_of_sale);
+            session.original_mode_of_sale_id = Some(self.settings.default_mode_of_sale);
+            session.source_id = Some(
+                request
+                    .promotion_code
+                    .unwrap_or(self.settings.default_source_id),
+            );
+            session
+        };
+        match self
+            .sessions
+            .open_fresh(new_tessitura_key, build, None)
+            .await
+        {
+            Ok(FreshOpen::Opened(s)) => native_json(&SessionKeyAnswer { session_key: &s.id }),
+            // No application limit applies, and 80 random bytes do not collide (the service
+            // logs it if they do); an answer is still owed.
+            Ok(FreshOpen::ApplicationFull | FreshOpen::NoFreeId) => shape.unavailable(),
+            Err(e) => {
+                log::warn!("tessitura: storing a new session failed: {e}");
+                shape.unavailable()
             }
-            Err(e) => shape.store_error(&e, &key),
         }
     }
 
@@ -414,7 +262,7 @@ impl Tessitura {
         match found {
             Ok(Some(s)) => native_json(&self.view(&s)),
             Ok(None) => shape.not_found(UNKNOWN_SESSION),
-            Err(e) => shape.store_error(&e, &key),
+            Err(e) => store_error(shape, &e, &key),
         }
     }
 
@@ -477,7 +325,7 @@ impl Tessitura {
             match self.find(&caller, key).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return shape.not_found(unknown),
-                Err(e) => return shape.store_error(&e, key),
+                Err(e) => return store_error(shape, &e, key),
             }
         }
         match self
@@ -488,26 +336,9 @@ impl Tessitura {
             Ok(IdentityTransfer::Moved) => ApiResponse::empty(200),
             Ok(IdentityTransfer::OldUnknown) => shape.not_found(UNKNOWN_SESSION),
             Ok(IdentityTransfer::TargetUnknown) => shape.not_found(UNKNOWN_TARGET),
-            Err(e) => shape.store_error(&e, &old),
+            Err(e) => store_error(shape, &e, &old),
         }
     }
-}
-
-/// A session key from a path segment: percent-decoded (`+` stays `+`), and of a shape a
-/// session key can have, else 400.
-fn path_key(encoded: &str) -> Result<String, ApiResponse> {
-    percent_decode_str(encoded)
-        .decode_utf8()
-        .ok()
-        .map(|k| k.into_owned())
-        .filter(|k| is_valid_client_id(k))
-        .ok_or_else(|| {
-            native_failure(
-                400,
-                code::INVALID_SESSION_KEY,
-                "The session key in the path is malformed.",
-            )
-        })
 }
 
 #[async_trait]
@@ -584,102 +415,11 @@ impl SessionApi for Tessitura {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SessionSettings;
-    use crate::store::memory::MemoryStore;
+    use crate::flavors::testing;
+    use crate::session::CreateOutcome;
     use std::time::Duration;
 
-    #[test]
-    fn routes() {
-        use Endpoint::*;
-        assert_eq!(route("/api/TransferSession"), Some(TransferSession));
-        assert_eq!(route("/API/transfersession/"), Some(TransferSession));
-        assert_eq!(route("/Web/Session"), Some(CreateSession));
-        assert_eq!(route("/web/session/"), Some(CreateSession));
-        assert_eq!(route("/Web/Session/a%2Bb%3D"), Some(Session("a%2Bb%3D")));
-        assert_eq!(route("/Web/Session/k/"), Some(Session("k")));
-        assert_eq!(route("/Web/Session/k/Transfer"), Some(NativeTransfer("k")));
-        assert_eq!(route("/Web/Session/k/transfer/"), Some(NativeTransfer("k")));
-        for forwarded in [
-            "",
-            "/",
-            "/api",
-            "/api/TransferSession/x",
-            "/api/Login",
-            "/Web",
-            "/Web/Session//Transfer",
-            "/Web/Session/k/Expiration",
-            "/Web/Session/k/Login",
-            "/Web/Session/k/Transfer/x",
-            "/Web/Session/BusinessFacing",
-            "/Web/Session/k/Login/SendCredentials",
-            "/Web/Sessions/k",
-            "/Web/Cart/k",
-        ] {
-            assert_eq!(route(forwarded), None, "{forwarded}");
-        }
-    }
-
-    #[test]
-    fn unencoded_paths() {
-        assert_eq!(unencoded_rest("/Web/Session/ab/cd="), Some("ab/cd="));
-        assert_eq!(unencoded_rest("/web/session/ab/cd=/"), Some("ab/cd="));
-        assert_eq!(
-            unencoded_rest("/Web/Session/a/b/Transfer"),
-            Some("a/b/Transfer")
-        );
-        assert_eq!(
-            unencoded_rest("/Web/Session/k/Expiration"),
-            Some("k/Expiration")
-        );
-        for not in [
-            "/Web/Session",
-            "/Web/Session/k",
-            "/Web/Session/k/Transfer",
-            "/Web/Session//x",
-            "/Web/Cart/a/b",
-            "/api/TransferSession",
-            "/Web",
-            "",
-        ] {
-            assert_eq!(unencoded_rest(not), None, "{not}");
-        }
-        assert_eq!(without_transfer("a/b/Transfer"), Some("a/b"));
-        assert_eq!(without_transfer("a/b/transfer"), Some("a/b"));
-        assert_eq!(without_transfer("/Transfer"), None);
-        assert_eq!(without_transfer("a/b"), None);
-        assert_eq!(without_transfer("é/Transfer"), Some("é"));
-        assert_eq!(without_transfer("x"), None);
-        let key = new_tessitura_key();
-        assert!(has_key_shape(&key));
-        assert!(has_key_shape(&key.replace('/', "%2F")));
-        assert!(!has_key_shape(&key[1..]));
-        assert!(!has_key_shape(&format!("{}/Expiration", &key[..97])));
-        assert!(!has_key_shape("k/Expiration"));
-    }
-
-    #[test]
-    fn path_keys() {
-        assert_eq!(path_key("a%2Bb%2F%3D").ok().as_deref(), Some("a+b/="));
-        assert_eq!(
-            path_key("a+b").ok().as_deref(),
-            Some("a+b"),
-            "+ in a path is a plus"
-        );
-        for bad in ["%ff", "a%20b", "a%0D%0Ab", "%"] {
-            let r = path_key(bad).expect_err(bad);
-            assert_eq!(r.status, 400, "{bad}");
-        }
-    }
-
     fn api(grace: Duration) -> Tessitura {
-        let settings = SessionSettings {
-            idle_timeout: Duration::from_secs(60),
-            absolute_timeout: Duration::from_secs(600),
-            max_sessions: 1000,
-            max_sessions_per_customer: 0,
-            isolate_by_credential: true,
-        };
-        let store = Arc::new(MemoryStore::new(1000));
         Tessitura::new(
             TessituraSettings {
                 base_path: String::new(),
@@ -688,7 +428,7 @@ mod tests {
                 default_source_id: 9,
                 transfer_grace: grace,
             },
-            Arc::new(SessionService::new(store, settings)),
+            testing::service(),
         )
     }
 

@@ -1,12 +1,16 @@
 //! The Tessitura wire codec (SPEC §4.3): request bodies in JSON, XML and form encoding in,
-//! answers in JSON or DataContractSerializer-style XML out, and `Accept` negotiation. Only
-//! bytes <-> typed values here; what the values mean is `tessitura.rs`'s job.
+//! answers in JSON or DataContractSerializer-style XML out, `Accept` negotiation, and the API's
+//! routes (which path is which endpoint, keys sent unencoded). No service, no pingora: only
+//! bytes <-> typed values here; what the values mean is `mod.rs`'s job.
 //!
 //! The XML reader is deliberately small and suspicious: no DOCTYPE (so no DTD, no entity
 //! definitions, no external entities), only the five predefined entities and character
 //! references, and bounds on size, depth and element count.
 
-use super::ApiResponse;
+use crate::api::ApiResponse;
+use crate::session::id::is_valid_client_id;
+use http::header::{HeaderValue, ALLOW};
+use percent_encoding::percent_decode_str;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
@@ -253,235 +257,249 @@ fn transfer_from_xml(text: &str) -> Result<TransferRequest, WireError> {
     }
     let mut reader = NsReader::from_str(text);
     reader.config_mut().check_end_names = true;
-
-    let mut depth = 0usize;
-    let mut elements = 0usize;
-    let mut root_seen = false;
-    let mut root_closed = false;
-    // The member being read (depth 2), and its text so far.
-    let mut current: Option<XmlField> = None;
-    let mut value = String::new();
-    let mut session_key: Option<Option<String>> = None;
-    let mut reset: Option<bool> = None;
-
+    let mut request = TransferXml::default();
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(xml_error)?;
-        let in_entities_ns =
-            matches!(ns, ResolveResult::Bound(n) if n.as_ref() == ENTITIES_NS.as_bytes());
         if let ResolveResult::Unknown(prefix) = ns {
             return Err(WireError::malformed(format!(
                 "The XML uses the undeclared namespace prefix {:?}.",
                 String::from_utf8_lossy(&prefix)
             )));
         }
+        let in_entities_ns =
+            matches!(ns, ResolveResult::Bound(n) if n.as_ref() == ENTITIES_NS.as_bytes());
         match event {
             Event::DocType(_) => {
                 return Err(WireError::malformed(
                     "DOCTYPE declarations are not allowed in the request body.",
                 ));
             }
-            Event::Decl(decl) => {
-                if let Some(enc) = decl.encoding() {
-                    let enc = enc.map_err(xml_error)?;
-                    if !enc.eq_ignore_ascii_case(b"utf-8") {
-                        return Err(WireError::malformed("The XML must be encoded in UTF-8."));
-                    }
-                }
+            Event::Decl(decl) => check_encoding(&decl)?,
+            Event::Start(ref start) => request.start(&reader, start, in_entities_ns)?,
+            Event::Empty(ref start) => {
+                request.start(&reader, start, in_entities_ns)?;
+                request.end()?;
             }
-            Event::Start(ref start) | Event::Empty(ref start) => {
-                let empty = matches!(event, Event::Empty(_));
-                if root_closed {
-                    return Err(WireError::malformed(
-                        "The XML has more than one root element.",
-                    ));
-                }
-                elements += 1;
-                depth += 1;
-                if elements > MAX_XML_ELEMENTS {
-                    return Err(WireError::malformed(format!(
-                        "The XML has more than {MAX_XML_ELEMENTS} elements."
-                    )));
-                }
-                if depth > MAX_XML_DEPTH {
-                    return Err(WireError::malformed(format!(
-                        "The XML is nested deeper than {MAX_XML_DEPTH} levels."
-                    )));
-                }
-                let local = start.local_name();
-                match depth {
-                    1 => {
-                        if !in_entities_ns || local.as_ref() != b"TransferSessionRequest" {
-                            return Err(WireError::malformed(format!(
-                                "The XML root element must be TransferSessionRequest in namespace {ENTITIES_NS}."
-                            )));
-                        }
-                        root_seen = true;
-                    }
-                    2 if in_entities_ns => {
-                        let field = match local.as_ref() {
-                            b"SessionKey" => Some(XmlField::SessionKey),
-                            b"ResetSessionByLogin" => Some(XmlField::ResetSessionByLogin),
-                            _ => None,
-                        };
-                        if let Some(f) = field {
-                            let seen = match f {
-                                XmlField::SessionKey => session_key.is_some(),
-                                XmlField::ResetSessionByLogin => reset.is_some(),
-                            };
-                            if seen {
-                                return Err(WireError::malformed(format!(
-                                    "{} appears more than once.",
-                                    f.name()
-                                )));
-                            }
-                            if is_nil(&reader, start)? {
-                                // A nil member is an absent one; mark it seen.
-                                match f {
-                                    XmlField::SessionKey => session_key = Some(None),
-                                    XmlField::ResetSessionByLogin => reset = Some(false),
-                                }
-                                if !empty {
-                                    current = None;
-                                }
-                            } else {
-                                current = Some(f);
-                                value.clear();
-                            }
-                        }
-                    }
-                    3.. if current.is_some() => {
-                        let name = current.map_or("", XmlField::name);
-                        return Err(WireError::malformed(format!(
-                            "{name} must hold text, not elements."
-                        )));
-                    }
-                    _ => {}
-                }
-                if empty {
-                    depth -= 1;
-                    if depth == 0 {
-                        root_closed = true;
-                    }
-                    if depth == 1 {
-                        if let Some(f) = current.take() {
-                            store_xml_field(f, "", &mut session_key, &mut reset)?;
-                        }
-                    }
-                }
-            }
-            Event::End(_) => {
-                if depth == 2 {
-                    if let Some(f) = current.take() {
-                        store_xml_field(f, &value, &mut session_key, &mut reset)?;
-                    }
-                }
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    root_closed = true;
-                }
-            }
-            Event::Text(t) => {
-                let t = t.decode().map_err(xml_error)?;
-                append_text(depth, current.is_some(), &mut value, &t)?;
-            }
+            Event::End(_) => request.end()?,
+            Event::Text(t) => request.text(&t.decode().map_err(xml_error)?)?,
             Event::CData(t) => {
                 let t = t.decode().map_err(xml_error)?;
-                if depth == 0 {
-                    return Err(WireError::malformed(
-                        "The XML has character data outside its root element.",
-                    ));
-                }
-                append_text(depth, current.is_some(), &mut value, &t)?;
+                request.require_root()?;
+                request.text(&t)?;
             }
             Event::GeneralRef(r) => {
-                let resolved = if r.is_char_ref() {
-                    r.resolve_char_ref().map_err(xml_error)?
-                } else {
-                    match &*r {
-                        b"lt" => Some('<'),
-                        b"gt" => Some('>'),
-                        b"amp" => Some('&'),
-                        b"apos" => Some('\''),
-                        b"quot" => Some('"'),
-                        _ => None,
-                    }
-                };
-                let Some(c) = resolved else {
-                    return Err(WireError::malformed(format!(
-                        "The XML refers to the undefined entity &{};.",
-                        String::from_utf8_lossy(&r)
-                    )));
-                };
-                if depth == 0 {
-                    return Err(WireError::malformed(
-                        "The XML has character data outside its root element.",
-                    ));
-                }
-                append_text(
-                    depth,
-                    current.is_some(),
-                    &mut value,
-                    c.encode_utf8(&mut [0; 4]),
-                )?;
+                let c = entity(&r)?;
+                request.require_root()?;
+                request.text(c.encode_utf8(&mut [0; 4]))?;
             }
             Event::Comment(_) | Event::PI(_) => {}
             Event::Eof => break,
         }
     }
-    if !root_seen || depth != 0 {
-        return Err(WireError::malformed("The XML document is incomplete."));
-    }
-    Ok(TransferRequest {
-        session_key: required_key(session_key.flatten())?,
-        reset_session_by_login: reset.unwrap_or(false),
-    })
+    request.finish()
 }
 
-/// Adds character data to the member being read; elsewhere only whitespace is allowed,
-/// except inside unknown members, whose content is skipped.
-fn append_text(
-    depth: usize,
-    reading: bool,
-    value: &mut String,
-    text: &str,
-) -> Result<(), WireError> {
-    if reading && depth == 2 {
-        if value.len() + text.len() > MAX_VALUE_CHARS {
-            return Err(WireError::malformed("A value in the XML is too long."));
-        }
-        value.push_str(text);
-        Ok(())
-    } else if depth <= 1 && !text.trim().is_empty() {
-        Err(WireError::malformed(
-            "The XML has character data outside the request's members.",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn store_xml_field(
-    field: XmlField,
-    text: &str,
-    session_key: &mut Option<Option<String>>,
-    reset: &mut Option<bool>,
-) -> Result<(), WireError> {
-    match field {
-        XmlField::SessionKey => *session_key = Some(Some(text.trim().to_string())),
-        // xs:boolean: true, false, 1, 0 (surrounding whitespace allowed).
-        XmlField::ResetSessionByLogin => {
-            *reset = Some(match text.trim() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => {
-                    return Err(WireError::malformed(
-                        "ResetSessionByLogin must be true or false.",
-                    ))
-                }
-            })
+/// Refuses an XML declaration naming an encoding other than UTF-8.
+fn check_encoding(decl: &quick_xml::events::BytesDecl<'_>) -> Result<(), WireError> {
+    if let Some(enc) = decl.encoding() {
+        let enc = enc.map_err(xml_error)?;
+        if !enc.eq_ignore_ascii_case(b"utf-8") {
+            return Err(WireError::malformed("The XML must be encoded in UTF-8."));
         }
     }
     Ok(())
+}
+
+/// The character an entity or character reference stands for: only the five predefined
+/// entities exist (there is no DTD to define others).
+fn entity(r: &quick_xml::events::BytesRef<'_>) -> Result<char, WireError> {
+    let resolved = if r.is_char_ref() {
+        r.resolve_char_ref().map_err(xml_error)?
+    } else {
+        match &**r {
+            b"lt" => Some('<'),
+            b"gt" => Some('>'),
+            b"amp" => Some('&'),
+            b"apos" => Some('\''),
+            b"quot" => Some('"'),
+            _ => None,
+        }
+    };
+    resolved.ok_or_else(|| {
+        WireError::malformed(format!(
+            "The XML refers to the undefined entity &{};.",
+            String::from_utf8_lossy(r)
+        ))
+    })
+}
+
+/// The state of reading a `TransferSessionRequest`: `transfer_from_xml` feeds it the
+/// document's start and end tags and its text, in order.
+#[derive(Default)]
+struct TransferXml {
+    depth: usize,
+    elements: usize,
+    root_seen: bool,
+    root_closed: bool,
+    /// The member being read (depth 2), and its text so far.
+    current: Option<XmlField>,
+    value: String,
+    /// `Some(None)`: present but nil.
+    session_key: Option<Option<String>>,
+    reset: Option<bool>,
+}
+
+impl TransferXml {
+    /// An element opens (`<x>`, or the first half of `<x/>`).
+    fn start(
+        &mut self,
+        reader: &NsReader<&[u8]>,
+        start: &BytesStart<'_>,
+        in_entities_ns: bool,
+    ) -> Result<(), WireError> {
+        if self.root_closed {
+            return Err(WireError::malformed(
+                "The XML has more than one root element.",
+            ));
+        }
+        self.elements += 1;
+        self.depth += 1;
+        if self.elements > MAX_XML_ELEMENTS {
+            return Err(WireError::malformed(format!(
+                "The XML has more than {MAX_XML_ELEMENTS} elements."
+            )));
+        }
+        if self.depth > MAX_XML_DEPTH {
+            return Err(WireError::malformed(format!(
+                "The XML is nested deeper than {MAX_XML_DEPTH} levels."
+            )));
+        }
+        let local = start.local_name();
+        match self.depth {
+            1 => {
+                if !in_entities_ns || local.as_ref() != b"TransferSessionRequest" {
+                    return Err(WireError::malformed(format!(
+                        "The XML root element must be TransferSessionRequest in namespace {ENTITIES_NS}."
+                    )));
+                }
+                self.root_seen = true;
+            }
+            2 if in_entities_ns => {
+                let field = match local.as_ref() {
+                    b"SessionKey" => XmlField::SessionKey,
+                    b"ResetSessionByLogin" => XmlField::ResetSessionByLogin,
+                    _ => return Ok(()),
+                };
+                self.member(field, is_nil(reader, start)?)?;
+            }
+            3.. if self.current.is_some() => {
+                let name = self.current.map_or("", XmlField::name);
+                return Err(WireError::malformed(format!(
+                    "{name} must hold text, not elements."
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A known member opens: it is read unless nil (an absent member, marked seen).
+    fn member(&mut self, field: XmlField, nil: bool) -> Result<(), WireError> {
+        let seen = match field {
+            XmlField::SessionKey => self.session_key.is_some(),
+            XmlField::ResetSessionByLogin => self.reset.is_some(),
+        };
+        if seen {
+            return Err(WireError::malformed(format!(
+                "{} appears more than once.",
+                field.name()
+            )));
+        }
+        if nil {
+            match field {
+                XmlField::SessionKey => self.session_key = Some(None),
+                XmlField::ResetSessionByLogin => self.reset = Some(false),
+            }
+            self.current = None;
+        } else {
+            self.current = Some(field);
+            self.value.clear();
+        }
+        Ok(())
+    }
+
+    /// An element closes (`</x>`, or the second half of `<x/>`).
+    fn end(&mut self) -> Result<(), WireError> {
+        if self.depth == 2 {
+            if let Some(field) = self.current.take() {
+                self.store(field)?;
+            }
+        }
+        self.depth = self.depth.saturating_sub(1);
+        if self.depth == 0 {
+            self.root_closed = true;
+        }
+        Ok(())
+    }
+
+    /// Character data outside the root element, other than whitespace text, is refused.
+    fn require_root(&self) -> Result<(), WireError> {
+        if self.depth == 0 {
+            return Err(WireError::malformed(
+                "The XML has character data outside its root element.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds character data to the member being read; elsewhere only whitespace is allowed,
+    /// except inside unknown members, whose content is skipped.
+    fn text(&mut self, text: &str) -> Result<(), WireError> {
+        if self.current.is_some() && self.depth == 2 {
+            if self.value.len() + text.len() > MAX_VALUE_CHARS {
+                return Err(WireError::malformed("A value in the XML is too long."));
+            }
+            self.value.push_str(text);
+            Ok(())
+        } else if self.depth <= 1 && !text.trim().is_empty() {
+            Err(WireError::malformed(
+                "The XML has character data outside the request's members.",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn store(&mut self, field: XmlField) -> Result<(), WireError> {
+        let text = self.value.trim();
+        match field {
+            XmlField::SessionKey => self.session_key = Some(Some(text.to_string())),
+            // xs:boolean: true, false, 1, 0 (surrounding whitespace allowed).
+            XmlField::ResetSessionByLogin => {
+                self.reset = Some(match text {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(WireError::malformed(
+                            "ResetSessionByLogin must be true or false.",
+                        ))
+                    }
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The request, once the document has ended.
+    fn finish(self) -> Result<TransferRequest, WireError> {
+        if !self.root_seen || self.depth != 0 {
+            return Err(WireError::malformed("The XML document is incomplete."));
+        }
+        Ok(TransferRequest {
+            session_key: required_key(self.session_key.flatten())?,
+            reset_session_by_login: self.reset.unwrap_or(false),
+        })
+    }
 }
 
 /// Reads a `SessionRequest` (JSON; an empty body, `{}` or `null` is fine).
@@ -759,10 +777,276 @@ pub fn native_json(value: &impl Serialize) -> ApiResponse {
     ApiResponse::bytes(200, APPLICATION_JSON, json_bytes(value))
 }
 
+// ------------------------------------------------------------------------------------------
+// Paths and answers of the API
+
+/// `ErrorMessages[].Code` values.
+pub(super) mod code {
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    pub const INVALID_SESSION_KEY: &str = "InvalidSessionKey";
+    pub const SESSION_NOT_FOUND: &str = "SessionNotFound";
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UnsupportedMediaType";
+    pub const REQUEST_TOO_LARGE: &str = "RequestTooLarge";
+    pub const SERVICE_UNAVAILABLE: &str = "ServiceUnavailable";
+}
+
+pub(super) const UNKNOWN_SESSION: &str = "The session key is unknown or has expired.";
+pub(super) const UNKNOWN_TARGET: &str = "The NewSessionKey is unknown or has expired.";
+const STORE_DOWN: &str = "The session store is unavailable; try again shortly.";
+
+/// A segment of `/Web/Session/...` that names a native endpoint rather than a session key;
+/// requests there are the app's.
+const NOT_KEYS: [&str; 1] = ["BusinessFacing"];
+
+/// One of this API's own endpoints; keys still percent-encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint<'p> {
+    TransferSession,
+    CreateSession,
+    Session(&'p str),
+    NativeTransfer(&'p str),
+}
+
+pub(super) fn route(path: &str) -> Option<Endpoint<'_>> {
+    let path = path.strip_prefix('/')?;
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let is = |seg: &str, name: &str| seg.eq_ignore_ascii_case(name);
+    let mut segs = path.split('/');
+    let parts: [Option<&str>; 5] = std::array::from_fn(|_| segs.next());
+    match parts {
+        [Some(a), Some(t), None, ..] if is(a, "api") && is(t, "TransferSession") => {
+            Some(Endpoint::TransferSession)
+        }
+        [Some(w), Some(s), rest @ ..] if is(w, "Web") && is(s, "Session") => match rest {
+            [None, ..] => Some(Endpoint::CreateSession),
+            [Some(key), rest @ ..] if !key.is_empty() && !NOT_KEYS.iter().any(|n| is(key, n)) => {
+                match rest {
+                    [None, ..] => Some(Endpoint::Session(key)),
+                    [Some(t), None] if is(t, "Transfer") => Some(Endpoint::NativeTransfer(key)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The rest of a `/Web/Session/{rest}` path whose key may have been sent unencoded: more than
+/// one segment, and no endpoint `route` knows (still percent-encoded, trailing slash removed).
+pub(super) fn unencoded_rest(path: &str) -> Option<&str> {
+    if route(path).is_some() {
+        return None;
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let (web, rest) = trimmed.strip_prefix('/')?.split_once('/')?;
+    let (session, rest) = rest.split_once('/')?;
+    (web.eq_ignore_ascii_case("Web")
+        && session.eq_ignore_ascii_case("Session")
+        && rest.contains('/')
+        && !rest.starts_with('/'))
+    .then_some(rest)
+}
+
+/// Whether a path's text is a key of the shape `POST Web/Session` generates (80 random bytes
+/// in standard base64, SPEC §3).
+pub(super) fn has_key_shape(encoded: &str) -> bool {
+    use base64::Engine;
+    path_key(encoded).is_ok_and(|k| {
+        k.len() == 108
+            && base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .is_ok_and(|raw| raw.len() == 80)
+    })
+}
+
+/// `rest` without a trailing `/Transfer` (any case), if it has one.
+pub(super) fn without_transfer(rest: &str) -> Option<&str> {
+    let cut = rest.len().checked_sub("/Transfer".len())?;
+    let (head, tail) = (rest.get(..cut)?, rest.get(cut..)?);
+    (tail.eq_ignore_ascii_case("/Transfer") && !head.is_empty()).then_some(head)
+}
+
+/// The native `Session` model, as far as the sidecar knows it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct SessionView<'a> {
+    pub(super) session_key: &'a str,
+    pub(super) is_logged_in: bool,
+    pub(super) mode_of_sale_id: i64,
+    pub(super) original_mode_of_sale_id: i64,
+    pub(super) source_id: i64,
+    pub(super) login_info: LoginInfo<'a>,
+}
+
+/// `LoginInfo`; the values the sidecar does not track are null (or 0 failed attempts).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct LoginInfo<'a> {
+    pub(super) constituent_id: Option<&'a str>,
+    pub(super) original_constituent_id: Option<&'a str>,
+    pub(super) user_id: Option<&'a str>,
+    pub(super) status: Option<&'a str>,
+    pub(super) failed_attempts: u32,
+    pub(super) locked_date: Option<&'a str>,
+    pub(super) electronic_address: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct SessionKeyAnswer<'a> {
+    pub(super) session_key: &'a str,
+}
+
+/// Which answer shape a failure takes: the wrapper's envelope or the native list.
+#[derive(Clone, Copy)]
+pub(super) enum Shape {
+    Wrapper(AnswerFormat),
+    Native,
+}
+
+impl Shape {
+    pub(super) fn failure(self, status: u16, code: &str, description: &str) -> ApiResponse {
+        match self {
+            Shape::Wrapper(format) => wrapper_failure(format, status, code, description),
+            Shape::Native => native_failure(status, code, description),
+        }
+    }
+
+    pub(super) fn wire_error(self, e: WireError) -> ApiResponse {
+        match e {
+            WireError::Malformed(m) => self.failure(400, code::INVALID_REQUEST, &m),
+            WireError::UnsupportedMediaType(m) => {
+                self.failure(415, code::UNSUPPORTED_MEDIA_TYPE, &m)
+            }
+        }
+    }
+
+    pub(super) fn method_not_allowed(self, allowed: &'static str) -> ApiResponse {
+        self.failure(
+            405,
+            code::METHOD_NOT_ALLOWED,
+            &format!("This endpoint accepts only {allowed}."),
+        )
+        .with_header(ALLOW, HeaderValue::from_static(allowed))
+    }
+
+    pub(super) fn unavailable(self) -> ApiResponse {
+        self.failure(503, code::SERVICE_UNAVAILABLE, STORE_DOWN)
+    }
+
+    pub(super) fn not_found(self, description: &str) -> ApiResponse {
+        self.failure(404, code::SESSION_NOT_FOUND, description)
+    }
+}
+
+/// A session key from a path segment: percent-decoded (`+` stays `+`), and of a shape a
+/// session key can have, else 400.
+pub(super) fn path_key(encoded: &str) -> Result<String, ApiResponse> {
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+        .filter(|k| is_valid_client_id(k))
+        .ok_or_else(|| {
+            native_failure(
+                400,
+                code::INVALID_SESSION_KEY,
+                "The session key in the path is malformed.",
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::id::new_tessitura_key;
     use proptest::prelude::*;
+
+    #[test]
+    fn routes() {
+        use Endpoint::*;
+        assert_eq!(route("/api/TransferSession"), Some(TransferSession));
+        assert_eq!(route("/API/transfersession/"), Some(TransferSession));
+        assert_eq!(route("/Web/Session"), Some(CreateSession));
+        assert_eq!(route("/web/session/"), Some(CreateSession));
+        assert_eq!(route("/Web/Session/a%2Bb%3D"), Some(Session("a%2Bb%3D")));
+        assert_eq!(route("/Web/Session/k/"), Some(Session("k")));
+        assert_eq!(route("/Web/Session/k/Transfer"), Some(NativeTransfer("k")));
+        assert_eq!(route("/Web/Session/k/transfer/"), Some(NativeTransfer("k")));
+        for forwarded in [
+            "",
+            "/",
+            "/api",
+            "/api/TransferSession/x",
+            "/api/Login",
+            "/Web",
+            "/Web/Session//Transfer",
+            "/Web/Session/k/Expiration",
+            "/Web/Session/k/Login",
+            "/Web/Session/k/Transfer/x",
+            "/Web/Session/BusinessFacing",
+            "/Web/Session/k/Login/SendCredentials",
+            "/Web/Sessions/k",
+            "/Web/Cart/k",
+        ] {
+            assert_eq!(route(forwarded), None, "{forwarded}");
+        }
+    }
+
+    #[test]
+    fn unencoded_paths() {
+        assert_eq!(unencoded_rest("/Web/Session/ab/cd="), Some("ab/cd="));
+        assert_eq!(unencoded_rest("/web/session/ab/cd=/"), Some("ab/cd="));
+        assert_eq!(
+            unencoded_rest("/Web/Session/a/b/Transfer"),
+            Some("a/b/Transfer")
+        );
+        assert_eq!(
+            unencoded_rest("/Web/Session/k/Expiration"),
+            Some("k/Expiration")
+        );
+        for not in [
+            "/Web/Session",
+            "/Web/Session/k",
+            "/Web/Session/k/Transfer",
+            "/Web/Session//x",
+            "/Web/Cart/a/b",
+            "/api/TransferSession",
+            "/Web",
+            "",
+        ] {
+            assert_eq!(unencoded_rest(not), None, "{not}");
+        }
+        assert_eq!(without_transfer("a/b/Transfer"), Some("a/b"));
+        assert_eq!(without_transfer("a/b/transfer"), Some("a/b"));
+        assert_eq!(without_transfer("/Transfer"), None);
+        assert_eq!(without_transfer("a/b"), None);
+        assert_eq!(without_transfer("é/Transfer"), Some("é"));
+        assert_eq!(without_transfer("x"), None);
+        let key = new_tessitura_key();
+        assert!(has_key_shape(&key));
+        assert!(has_key_shape(&key.replace('/', "%2F")));
+        assert!(!has_key_shape(&key[1..]));
+        assert!(!has_key_shape(&format!("{}/Expiration", &key[..97])));
+        assert!(!has_key_shape("k/Expiration"));
+    }
+
+    #[test]
+    fn path_keys() {
+        assert_eq!(path_key("a%2Bb%2F%3D").ok().as_deref(), Some("a+b/="));
+        assert_eq!(
+            path_key("a+b").ok().as_deref(),
+            Some("a+b"),
+            "+ in a path is a plus"
+        );
+        for bad in ["%ff", "a%20b", "a%0D%0Ab", "%"] {
+            let r = path_key(bad).expect_err(bad);
+            assert_eq!(r.status, 400, "{bad}");
+        }
+    }
 
     fn xml_request(inner: &str) -> String {
         format!(
