@@ -16,10 +16,6 @@ pub mod voucherify;
 #[cfg(test)]
 mod testing;
 
-// The API layer's types under their old names here, for the flavours not yet moved to the
-// one-directory shape (phase 2 of issue 15 imports them from `crate::api` directly).
-pub use crate::api::{ApiRequest, ApiResponse, ForwardDecision, ForwardHook, SessionApi};
-
 use crate::api::SessionApis;
 use std::sync::Arc;
 

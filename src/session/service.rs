@@ -444,15 +444,6 @@ impl SessionService {
         self.store.locked_by_others(codes, key).await
     }
 
-    /// Acquires (or overwrites) a lock session; see `SessionStore::acquire_lock`.
-    pub async fn lock(
-        &self,
-        session: Session,
-        limits: &HashMap<String, u64>,
-    ) -> StoreResult<LockOutcome> {
-        self.store.acquire_lock(session, limits).await
-    }
-
     /// Live sessions of a customer, oldest first.
     pub async fn customer_sessions(&self, customer_id: &str) -> StoreResult<Vec<Session>> {
         self.store.customer_sessions(customer_id).await
