@@ -11,6 +11,7 @@ pub mod auth;
 pub mod background;
 pub mod config;
 pub mod flavors;
+pub mod forwarding;
 #[doc(hidden)]
 pub mod fuzz_api;
 pub mod limits;
@@ -98,7 +99,7 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    let state = Arc::new(AppState::new(config, store));
+    let state = Arc::new(AppState::new(config, store, flavors::mount_all));
     let config = state.current();
     let config = &config.config;
 

@@ -3,17 +3,23 @@
 //! Everything SIGHUP may change (credentials, routes, limits, flavour settings) lives in one
 //! immutable `Generation`, swapped atomically; a request keeps the generation it started with.
 //! The session store outlives generations: reloading never drops sessions.
+//!
+//! The wire flavours sit above this module, so which APIs a generation mounts is given by the
+//! server that builds it (`lib.rs` passes `flavors::mount_all`): `state` only looks down.
 
 use crate::api::SessionApis;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::forwarding::identity::IdentityHeaders;
+use crate::forwarding::upstreams::Upstreams;
 use crate::limits::RateLimits;
-use crate::proxy::identity::IdentityHeaders;
-use crate::proxy::upstreams::Upstreams;
 use crate::session::SessionService;
 use crate::store::SessionStore;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
+
+/// Builds the session APIs a generation mounts for its config (`flavors::mount_all`).
+pub type MountApis = fn(&Config, &Arc<SessionService>) -> SessionApis;
 
 /// One consistent view of the configuration and everything built from it.
 pub struct Generation {
@@ -32,10 +38,11 @@ impl Generation {
     pub fn build(
         config: Config,
         store: Arc<dyn SessionStore>,
+        mount: MountApis,
         previous: Option<&Generation>,
     ) -> Generation {
         let sessions = Arc::new(SessionService::new(store, config.sessions.clone()));
-        let apis = crate::flavors::mount_all(&config, &sessions);
+        let apis = mount(&config, &sessions);
         Generation {
             auth: Authenticator::from_config_after(&config, previous.map(|g| &g.auth)),
             upstreams: Upstreams::from_config(&config),
@@ -51,13 +58,15 @@ impl Generation {
 pub struct AppState {
     current: ArcSwap<Generation>,
     store: Arc<dyn SessionStore>,
+    mount: MountApis,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<dyn SessionStore>) -> AppState {
+    pub fn new(config: Config, store: Arc<dyn SessionStore>, mount: MountApis) -> AppState {
         AppState {
-            current: ArcSwap::from_pointee(Generation::build(config, store.clone(), None)),
+            current: ArcSwap::from_pointee(Generation::build(config, store.clone(), mount, None)),
             store,
+            mount,
         }
     }
 
@@ -69,7 +78,7 @@ impl AppState {
     /// Makes `config` the one new requests use.
     pub fn install(&self, config: Config) {
         let previous = self.current.load_full();
-        let next = Generation::build(config, self.store.clone(), Some(&previous));
+        let next = Generation::build(config, self.store.clone(), self.mount, Some(&previous));
         self.current.store(Arc::new(next));
     }
 

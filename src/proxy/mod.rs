@@ -16,11 +16,9 @@ pub mod body;
 pub mod context;
 pub mod forward;
 pub mod framing;
-pub mod identity;
 pub mod locate;
 pub mod respond;
 pub mod response;
-pub mod upstreams;
 
 use crate::metrics;
 use crate::session::id::redact_path;
