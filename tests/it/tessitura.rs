@@ -928,6 +928,43 @@ fn key_with_slash(sc: &TestSidecar) -> String {
     panic!("60 keys without a '/'");
 }
 
+/// A key whose first character is `/` (1 in 64 keys) sent unencoded puts `//` in the path; it
+/// resolves like any other (SPEC §13.7).
+#[test]
+fn unencoded_key_with_leading_slash_resolves() {
+    let up = EchoUpstream::start();
+    let sc = start(&up, "");
+    let auth = bearer(WEB_TOKEN);
+    // (63/64)^2000 < 1e-13: the search cannot come back empty by chance.
+    let key = (0..2000)
+        .map(|_| create(&sc))
+        .find(|k| k.starts_with('/'))
+        .expect("a key starting with '/' among 2000");
+    let r = get(
+        sc.ports.proxy,
+        &format!("/Web/Session/{key}"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["SessionKey"], key.as_str());
+    let target = create(&sc);
+    let r = sc.proxy(
+        "POST",
+        &format!("/Web/Session/{key}/Transfer"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        format!("{{'NewSessionKey': '{target}'}}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_gone(&sc, &key);
+    assert!(
+        up.received_at("/Web/Session").is_empty(),
+        "nothing forwarded"
+    );
+}
+
 /// SPEC §13.7: a key sent unencoded (`/` as is) still resolves, for reads, native transfers
 /// and forwarded sub-resources; nothing of it reaches the app as an unknown path.
 #[test]

@@ -843,10 +843,10 @@ pub(super) fn unencoded_rest(path: &str) -> Option<&str> {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let (web, rest) = trimmed.strip_prefix('/')?.split_once('/')?;
     let (session, rest) = rest.split_once('/')?;
+    // A key may itself start with `/` (1 in 64 do), which makes `//` in the path.
     (web.eq_ignore_ascii_case("Web")
         && session.eq_ignore_ascii_case("Session")
-        && rest.contains('/')
-        && !rest.starts_with('/'))
+        && rest.contains('/'))
     .then_some(rest)
 }
 
@@ -1000,6 +1000,8 @@ mod tests {
     fn unencoded_paths() {
         assert_eq!(unencoded_rest("/Web/Session/ab/cd="), Some("ab/cd="));
         assert_eq!(unencoded_rest("/web/session/ab/cd=/"), Some("ab/cd="));
+        assert_eq!(unencoded_rest("/Web/Session//ab/cd="), Some("/ab/cd="));
+        assert_eq!(unencoded_rest("/Web/Session//x"), Some("/x"));
         assert_eq!(
             unencoded_rest("/Web/Session/a/b/Transfer"),
             Some("a/b/Transfer")
@@ -1012,7 +1014,6 @@ mod tests {
             "/Web/Session",
             "/Web/Session/k",
             "/Web/Session/k/Transfer",
-            "/Web/Session//x",
             "/Web/Cart/a/b",
             "/api/TransferSession",
             "/Web",
