@@ -264,10 +264,16 @@ impl TestSidecar {
         TestSidecar::start_with_clock(ports, &base_config(&ports, extra), Clock::manual())
     }
 
-    /// Moves the manual clock forward by `by`, then runs the store's upkeep (what housekeeping
-    /// does every 250 ms), so sessions the clock has passed are ended and counted at once.
+    /// Moves the manual clock forward by `by`, then runs the store's upkeep, so sessions the
+    /// clock has passed are ended and counted at once.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
+        self.maintain();
+    }
+
+    /// The store's upkeep now (housekeeping runs it every 250 ms): the memory store accounts
+    /// for expirations and evictions.
+    pub fn maintain(&self) {
         self.state
             .store()
             .maintain(&self.state.current().config.store);
