@@ -17,7 +17,7 @@ use mimalloc::MiMalloc;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
-use session_sidecar::session::{id::new_uuid, Flavor, Session};
+use session_sidecar::session::{id::new_uuid, now_millis, Flavor, Session};
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::SessionStore;
 use std::sync::Arc;
@@ -59,6 +59,7 @@ fn session(i: u64) -> Session {
         Some("bench-admin".to_string()),
         Duration::from_secs(1800),
         Duration::from_secs(12 * 3600),
+        now_millis(),
     );
     s.customer_id = Some(format!("c0-{i:09}"));
     s.logged_in = true;

@@ -414,6 +414,7 @@ mod tests {
             Some("owner".into()),
             Duration::from_secs(60),
             Duration::from_secs(600),
+            crate::session::now_millis(),
         );
         s.customer_id = Some("c".into());
         s.agent_id = Some("a".into());

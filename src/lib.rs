@@ -44,6 +44,9 @@ pub struct LaunchOptions {
     /// single-threaded runtime's handle by thread id, and ids of exited threads are reused,
     /// so a later server could be handed a runtime that has stopped.
     pub work_stealing: bool,
+    /// The time sessions live by: always the system clock in production (`main`); in-process
+    /// tests pass a manual one to advance instead of sleeping. The Redis store ignores it.
+    pub clock: session::Clock,
 }
 
 /// A built sidecar: the pingora server to run, and the state it shares with the caller.
@@ -90,7 +93,8 @@ fn server_conf(config: &Config, launch: &LaunchOptions) -> ServerConf {
 /// Builds the server for `config`: proxy listeners, admin listener, housekeeping and reload.
 pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, BuildError> {
     metrics::init();
-    let store = store::open(&config, launch.upgrade).map_err(BuildError::Store)?;
+    let store =
+        store::open(&config, launch.upgrade, launch.clock.clone()).map_err(BuildError::Store)?;
     let conf = server_conf(&config, launch);
     metrics::store_backend(store.backend());
     let opt = Opt {

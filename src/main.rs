@@ -52,6 +52,7 @@ fn main() -> ExitCode {
                     upgrade: cli.upgrade,
                     daemon: cli.daemon,
                     work_stealing: false,
+                    clock: session_sidecar::session::Clock::system(),
                 },
             ),
             None => {

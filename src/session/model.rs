@@ -1,16 +1,11 @@
 //! The one session model every flavour shares (SPEC §3).
 
+use super::clock::now_millis;
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Milliseconds since the Unix epoch: compact, and the same on every replica.
 pub type Millis = u64;
-
-pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Latest instant `rfc3339` writes: 9999-12-31T23:59:59.999Z (four-digit years only).
 const RFC3339_MAX: Millis = 253_402_300_799_999;
@@ -233,15 +228,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session with no identity that ends after `idle` without use, or `absolute` at most.
+    /// A new session, created at `now`, with no identity that ends after `idle` without use,
+    /// or `absolute` at most.
     pub fn new(
         id: String,
         flavor: Flavor,
         owner: Option<String>,
         idle: Duration,
         absolute: Duration,
+        now: Millis,
     ) -> Session {
-        let now = now_millis();
         let idle_ms = duration_millis(idle).max(1);
         let absolute_deadline = now.saturating_add(duration_millis(absolute));
         Session {
@@ -283,16 +279,29 @@ impl Session {
         }
     }
 
-    /// A session with a fixed lifetime (locks): use never extends it.
+    /// A session with a fixed lifetime on the system clock: `with_fixed_ttl_at` now.
+    /// Only for the Voucherify flavour's own lock path, which phase 2 of issue 15 replaces with
+    /// `SessionService::acquire_lock` (on the service's clock); then this goes.
     pub fn with_fixed_ttl(
         id: String,
         flavor: Flavor,
         owner: Option<String>,
         ttl: Duration,
     ) -> Session {
-        let now = now_millis();
+        Session::with_fixed_ttl_at(id, flavor, owner, ttl, now_millis())
+    }
+
+    /// A session with a fixed lifetime (locks, grace aliases), created at `now`: use never
+    /// extends it.
+    pub fn with_fixed_ttl_at(
+        id: String,
+        flavor: Flavor,
+        owner: Option<String>,
+        ttl: Duration,
+        now: Millis,
+    ) -> Session {
         let end = now.saturating_add(duration_millis(ttl));
-        let mut s = Session::new(id, flavor, owner, ttl, ttl);
+        let mut s = Session::new(id, flavor, owner, ttl, ttl, now);
         s.idle_ms = 0;
         s.created_at = now;
         s.last_access = now;
@@ -389,6 +398,9 @@ impl SessionPatch {
 mod tests {
     use super::*;
 
+    /// A fixed creation time: the model reads no clock of its own.
+    const T0: Millis = 1_700_000_000_000;
+
     #[test]
     fn touch_extends_idle_but_not_past_absolute() {
         let mut s = Session::new(
@@ -397,8 +409,10 @@ mod tests {
             None,
             Duration::from_secs(10),
             Duration::from_secs(15),
+            T0,
         );
         let t0 = s.created_at;
+        assert_eq!(t0, T0);
         assert_eq!(s.expires_at, t0 + 10_000);
         s.touch(t0 + 8_000);
         assert_eq!(s.expires_at, t0 + 15_000, "capped by the absolute deadline");
@@ -413,6 +427,7 @@ mod tests {
             None,
             Duration::from_secs(10),
             Duration::from_secs(100),
+            T0,
         );
         assert_eq!(s.expiry_reason(), EndReason::IdleExpired);
         assert!(s.is_live(s.created_at));
@@ -421,8 +436,13 @@ mod tests {
 
     #[test]
     fn fixed_ttl_is_not_touched() {
-        let mut s =
-            Session::with_fixed_ttl("k".into(), Flavor::Voucherify, None, Duration::from_secs(5));
+        let mut s = Session::with_fixed_ttl_at(
+            "k".into(),
+            Flavor::Voucherify,
+            None,
+            Duration::from_secs(5),
+            T0,
+        );
         let end = s.expires_at;
         s.touch(s.created_at + 4_000);
         assert_eq!(s.expires_at, end);
@@ -484,6 +504,7 @@ mod tests {
             None,
             Duration::from_secs(10),
             Duration::from_secs(10),
+            T0,
         );
         s.agent_id = Some("a".into());
         SessionPatch {
@@ -510,6 +531,7 @@ mod tests {
             None,
             Duration::from_secs(10),
             Duration::from_secs(10),
+            T0,
         );
         from.customer_id = Some("c1".into());
         from.logged_in = true;
@@ -521,6 +543,7 @@ mod tests {
             None,
             Duration::from_secs(10),
             Duration::from_secs(10),
+            T0,
         );
         to.agent_id = Some("agent".into());
         to.source_id = Some(5);

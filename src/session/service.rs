@@ -1,9 +1,11 @@
 //! `SessionService`: every operation on sessions, with the rules of SPEC §3 (expiry policy,
 //! isolation by credential, per-customer limits). Flavours, the proxy and the admin API call
-//! this; only this calls the store.
+//! this; only this calls the store. Time is its store's `Clock` (the system clock in
+//! production).
 
+use super::clock::Clock;
 use super::id::new_lock_key;
-use super::model::{now_millis, EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch};
+use super::model::{EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch};
 use crate::config::SessionSettings;
 use crate::store::{
     CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreError, StoreResult,
@@ -85,11 +87,17 @@ impl<'a> Caller<'a> {
 pub struct SessionService {
     store: Arc<dyn SessionStore>,
     settings: SessionSettings,
+    /// The store's clock: sessions are created on the time their store expires them by.
+    clock: Clock,
 }
 
 impl SessionService {
     pub fn new(store: Arc<dyn SessionStore>, settings: SessionSettings) -> SessionService {
-        SessionService { store, settings }
+        SessionService {
+            clock: store.clock(),
+            store,
+            settings,
+        }
     }
 
     /// The flavour of the live session with this id, whoever owns it, without recording a
@@ -102,6 +110,10 @@ impl SessionService {
         &self.settings
     }
 
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// A fresh session with the configured idle and absolute timeouts.
     pub fn new_session(&self, id: String, flavor: Flavor, owner: Option<&str>) -> Session {
         Session::new(
@@ -110,6 +122,7 @@ impl SessionService {
             owner.map(str::to_string),
             self.settings.idle_timeout,
             self.settings.absolute_timeout,
+            self.clock.now_millis(),
         )
     }
 
@@ -386,7 +399,8 @@ impl SessionService {
                 None => (key.to_string(), owner.to_string()),
             },
         };
-        let mut session = Session::with_fixed_ttl(key, flavor, Some(owner), ttl);
+        let now = self.clock.now_millis();
+        let mut session = Session::with_fixed_ttl_at(key, flavor, Some(owner), ttl, now);
         session.lock = Some(lock);
         let held = session.clone();
         Ok(match self.store.acquire_lock(session, limits).await? {
@@ -415,7 +429,7 @@ impl SessionService {
             }
             _ => return Ok(()),
         }
-        if let Some(old) = replaced.filter(|s| s.is_live(now_millis())) {
+        if let Some(old) = replaced.filter(|s| s.is_live(self.clock.now_millis())) {
             if let LockOutcome::Acquired { .. } = self.store.acquire_lock(old, limits).await? {
                 return Ok(());
             }

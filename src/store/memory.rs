@@ -4,12 +4,17 @@
 //! Locking discipline: `indexes` and `ledger` are plain mutexes that are never held while
 //! waiting on anything but moka. moka's eviction listener may run inside any cache call, so it
 //! only pushes onto `removals` (its own short-lived lock); `run_pending_tasks()` drains that queue.
+//!
+//! Time is the store's `Clock`. On the system clock moka expires each entry at its session's
+//! `expires_at`; moka's timer runs on real time, so on a manual clock (tests) entries never
+//! expire by themselves and `run_pending_tasks` sweeps out those the clock has passed. Reads
+//! check liveness against the clock either way.
 
 use super::snapshot::{self, Snapshots};
 use super::{grace_alias, CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreResult};
 use crate::config::StoreSettings;
 use crate::metrics;
-use crate::session::{now_millis, EndReason, LockedTotals, Millis, Session, SessionPatch};
+use crate::session::{Clock, EndReason, LockedTotals, Millis, Session, SessionPatch};
 use async_trait::async_trait;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -27,8 +32,19 @@ const BACKEND: &str = "memory";
 /// short test timeouts keep their precision).
 const TOUCH_GRANULARITY_MS: u64 = 1000;
 
-/// Expire each entry at its session's `expires_at`.
-struct SessionExpiry;
+/// Expire each entry at its session's `expires_at`: on the system clock, by moka's timer; on a
+/// manual clock, never by moka (its timer runs on real time) but by the sweep in
+/// `run_pending_tasks`.
+struct SessionExpiry(Clock);
+
+impl SessionExpiry {
+    fn lifetime(&self, value: &Session) -> Option<Duration> {
+        match &self.0 {
+            Clock::System => Some(value.remaining(self.0.now_millis())),
+            Clock::Manual(_) => None,
+        }
+    }
+}
 
 impl Expiry<String, Arc<Session>> for SessionExpiry {
     fn expire_after_create(
@@ -37,7 +53,7 @@ impl Expiry<String, Arc<Session>> for SessionExpiry {
         value: &Arc<Session>,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(value.remaining(now_millis()))
+        self.lifetime(value)
     }
 
     fn expire_after_update(
@@ -47,7 +63,7 @@ impl Expiry<String, Arc<Session>> for SessionExpiry {
         _now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.remaining(now_millis()))
+        self.lifetime(value)
     }
 }
 
@@ -197,22 +213,30 @@ pub struct MemoryStore {
     ledger: Mutex<LockLedger>,
     removals: RemovalQueue,
     snapshots: Snapshots,
+    clock: Clock,
 }
 
 impl MemoryStore {
+    /// An empty store on the system clock.
     pub fn new(max_sessions: u64) -> MemoryStore {
+        MemoryStore::with_clock(max_sessions, Clock::system())
+    }
+
+    /// An empty store whose sessions expire by `clock`.
+    pub fn with_clock(max_sessions: u64, clock: Clock) -> MemoryStore {
         let removals: RemovalQueue = Arc::default();
         let queue = removals.clone();
+        let listener_clock = clock.clone();
         let cache = Cache::builder()
             .max_capacity(max_sessions)
             // TinyLFU (moka's default) may refuse to admit a brand-new entry when full, which
             // would drop a session the moment it is created; LRU evicts the least recently used.
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(SessionExpiry)
+            .expire_after(SessionExpiry(clock.clone()))
             .eviction_listener(move |_key, value: Arc<Session>, cause| match cause {
                 RemovalCause::Expired | RemovalCause::Size => queue.lock().push((value, cause)),
                 // A replaced value that had already expired ended by expiry (see `run_pending_tasks`).
-                RemovalCause::Replaced if !value.is_live(now_millis()) => {
+                RemovalCause::Replaced if !value.is_live(listener_clock.now_millis()) => {
                     queue.lock().push((value, RemovalCause::Expired))
                 }
                 _ => {}
@@ -224,17 +248,20 @@ impl MemoryStore {
             ledger: Mutex::default(),
             removals,
             snapshots: Snapshots::new(None, None),
+            clock,
         }
     }
 
     /// The store `[store]` describes: the snapshot file's sessions restored, snapshots
-    /// scheduled (see `Snapshots`), restoring a predecessor's until `takeover_until`.
+    /// scheduled (see `Snapshots`), restoring a predecessor's until `takeover_until`; its
+    /// sessions expire by `clock`.
     pub fn open(
         settings: &StoreSettings,
         max_sessions: u64,
         takeover_until: Option<Instant>,
+        clock: Clock,
     ) -> MemoryStore {
-        let mut store = MemoryStore::new(max_sessions);
+        let mut store = MemoryStore::with_clock(max_sessions, clock);
         if let Some(path) = &settings.snapshot_file {
             snapshot::load_into(path, &store);
         }
@@ -245,6 +272,9 @@ impl MemoryStore {
     /// Runs moka's pending expirations and evictions, then accounts for them: metrics, indexes
     /// and lock ledger. Call periodically; cheap when nothing happened.
     pub fn run_pending_tasks(&self) {
+        if self.clock.is_manual() {
+            self.expire_by_manual_clock();
+        }
         self.cache.run_pending_tasks();
         let drained: Vec<_> = std::mem::take(&mut *self.removals.lock());
         if drained.is_empty() {
@@ -265,6 +295,32 @@ impl MemoryStore {
                     _ => s.expiry_reason(),
                 };
                 metrics::session_ended(&s, reason);
+            }
+        }
+    }
+
+    /// What moka's timer does on the system clock: removes the sessions the (manual) clock has
+    /// passed and queues them as expired. Walks every entry, which only tests can afford.
+    fn expire_by_manual_clock(&self) {
+        let now = self.clock.now_millis();
+        let passed: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(_, s)| !s.is_live(now))
+            .map(|(id, _)| id)
+            .collect();
+        for id in passed {
+            let result =
+                self.cache
+                    .entry_by_ref(id.as_str())
+                    .and_compute_with(|entry| match entry {
+                        Some(e) if !e.value().is_live(now) => Op::Remove,
+                        _ => Op::Nop,
+                    });
+            if let CompResult::Removed(e) = result {
+                self.removals
+                    .lock()
+                    .push((e.into_value(), RemovalCause::Expired));
             }
         }
     }
@@ -293,7 +349,7 @@ impl MemoryStore {
         reason: EndReason,
         wanted: impl FnOnce(&Session) -> bool,
     ) -> Option<Session> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let result = self
             .cache
             .entry_by_ref(id)
@@ -317,7 +373,7 @@ impl MemoryStore {
 
     /// Inserts a new session under the index lock, if its id is free.
     fn insert_new_locked(&self, idx: &mut Indexes, session: Session) -> bool {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let id = session.id.clone();
         let value = Arc::new(session);
         let result = self.cache.entry(id).and_compute_with(|entry| match entry {
@@ -338,7 +394,7 @@ impl MemoryStore {
 
     /// Applies `patch` to a live session and records a use, under the index lock.
     fn update_locked(&self, idx: &mut Indexes, id: &str, patch: &SessionPatch) -> Option<Session> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let mut before = None;
         let result = self
             .cache
@@ -376,6 +432,10 @@ impl SessionStore for MemoryStore {
         BACKEND
     }
 
+    fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
     /// Lets moka account for expirations (metrics, indexes); snapshots on schedule.
     fn maintain(&self, settings: &StoreSettings) {
         self.run_pending_tasks();
@@ -406,7 +466,11 @@ impl SessionStore for MemoryStore {
         Ok(self.timed("create", || {
             let mut idx = self.indexes.lock();
             if let (Some(limit), Some(app)) = (application_limit, &session.application_key) {
-                if self.count_live(idx.by_application.get(app.as_str()), now_millis()) >= limit {
+                if self.count_live(
+                    idx.by_application.get(app.as_str()),
+                    self.clock.now_millis(),
+                ) >= limit
+                {
                     return CreateOutcome::ApplicationFull;
                 }
             }
@@ -420,13 +484,14 @@ impl SessionStore for MemoryStore {
 
     async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
         Ok(self.timed("get", || {
-            self.live(id, now_millis()).map(|s| Session::clone(&s))
+            self.live(id, self.clock.now_millis())
+                .map(|s| Session::clone(&s))
         }))
     }
 
     async fn touch(&self, id: &str) -> StoreResult<Option<Arc<Session>>> {
         Ok(self.timed("touch", || {
-            let now = now_millis();
+            let now = self.clock.now_millis();
             // Hot path: a session used again within the touch granularity keeps its deadline
             // (off by at most that much), sparing a copy and a cache write per request.
             if let Some(s) = self.cache.get(id) {
@@ -475,7 +540,7 @@ impl SessionStore for MemoryStore {
 
     async fn customer_sessions(&self, customer_id: &str) -> StoreResult<Vec<Session>> {
         Ok(self.timed("customer_sessions", || {
-            let now = now_millis();
+            let now = self.clock.now_millis();
             let idx = self.indexes.lock();
             let mut out: Vec<Session> = idx
                 .by_customer
@@ -507,8 +572,9 @@ impl SessionStore for MemoryStore {
             let owner = new.owner.clone();
             self.insert_new_locked(&mut idx, new);
             if !grace.is_zero() {
+                let now = self.clock.now_millis();
                 let mut alias =
-                    Session::with_fixed_ttl(old_id.to_string(), old.flavor, owner, grace);
+                    Session::with_fixed_ttl_at(old_id.to_string(), old.flavor, owner, grace, now);
                 alias.moved_to = Some(new_id);
                 self.insert_new_locked(&mut idx, alias);
             }
@@ -523,7 +589,7 @@ impl SessionStore for MemoryStore {
         grace: Duration,
     ) -> StoreResult<IdentityTransfer> {
         Ok(self.timed("transfer_identity", || {
-            let now = now_millis();
+            let now = self.clock.now_millis();
             // Every change of identity or membership takes the index lock: holding it, the two
             // checks below stay true until both sessions are changed.
             let mut idx = self.indexes.lock();
@@ -546,7 +612,7 @@ impl SessionStore for MemoryStore {
             // `old` can only have expired in the last instant; it has ended either way.
             self.remove_locked(&mut idx, old_id, EndReason::Transferred);
             if !grace.is_zero() {
-                self.insert_new_locked(&mut idx, grace_alias(old_id, &old, target_id, grace));
+                self.insert_new_locked(&mut idx, grace_alias(old_id, &old, target_id, grace, now));
             }
             IdentityTransfer::Moved
         }))
@@ -558,7 +624,7 @@ impl SessionStore for MemoryStore {
         limits: &HashMap<String, u64>,
     ) -> StoreResult<LockOutcome> {
         Ok(self.timed("acquire_lock", || {
-            let now = now_millis();
+            let now = self.clock.now_millis();
             let Some(lock) = &session.lock else {
                 return LockOutcome::Refused {
                     code: String::new(),
@@ -620,13 +686,13 @@ impl SessionStore for MemoryStore {
         codes: &[String],
         key: &str,
     ) -> StoreResult<Vec<LockedTotals>> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let ledger = self.ledger.lock();
         Ok(codes.iter().map(|c| ledger.others(c, key, now)).collect())
     }
 
     async fn all_sessions(&self) -> StoreResult<Vec<Session>> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         Ok(self
             .cache
             .iter()
@@ -636,7 +702,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn restore(&self, sessions: Vec<Session>) -> StoreResult<usize> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let mut idx = self.indexes.lock();
         let mut ledger = self.ledger.lock();
         let mut restored = 0;
@@ -682,6 +748,7 @@ mod tests {
             Some("owner".into()),
             Duration::from_secs(60),
             Duration::from_secs(600),
+            crate::session::now_millis(),
         );
         s.customer_id = customer.map(str::to_string);
         s.application_key = app.map(str::to_string);
@@ -707,42 +774,46 @@ mod tests {
 
     #[test]
     fn touch_extends_and_expired_sessions_vanish() {
-        let store = MemoryStore::new(100);
+        let clock = Clock::manual();
+        let store = MemoryStore::with_clock(100, clock.clone());
+        let ms = Duration::from_millis;
         block(async {
             let mut s = Session::new(
                 "t".into(),
                 Flavor::Admin,
                 None,
-                Duration::from_millis(150),
-                Duration::from_secs(60),
+                Duration::from_secs(150),
+                Duration::from_secs(6000),
+                clock.now_millis(),
             );
             s.customer_id = Some("c".into());
             store.create(s, None).await.unwrap();
             for _ in 0..4 {
-                std::thread::sleep(Duration::from_millis(80));
+                clock.advance(ms(80_000));
                 assert!(
                     store.touch("t").await.unwrap().is_some(),
                     "use keeps it alive"
                 );
             }
-            std::thread::sleep(Duration::from_millis(200));
+            clock.advance(ms(149_999));
+            store.run_pending_tasks();
+            assert!(
+                store.get("t").await.unwrap().is_some(),
+                "live until the end"
+            );
+            assert!(!store.indexes.lock().by_customer.is_empty());
+            clock.advance(ms(1));
             assert!(store.touch("t").await.unwrap().is_none(), "idle too long");
             assert!(
                 store.customer_sessions("c").await.unwrap().is_empty(),
                 "reads never see it"
             );
-            // moka's timer wheel notices expirations within about a second.
-            for _ in 0..40 {
-                store.run_pending_tasks();
-                if store.indexes.lock().by_customer.is_empty() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            store.run_pending_tasks();
             assert!(
                 store.indexes.lock().by_customer.is_empty(),
                 "index entry dropped with the session"
             );
+            assert_eq!(store.session_count().await.unwrap(), 0, "swept out");
         });
     }
 

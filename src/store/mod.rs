@@ -7,13 +7,17 @@
 //! trait methods, so nothing above this module knows which backend runs. Adding a backend
 //! touches only `store/` and `config` (its settings and `StoreBackend` variant); the contract
 //! suite (`tests/it/common/store_contract.rs`) runs on every backend.
+//!
+//! Each store has a `Clock` that decides when its sessions expire; `SessionService` creates
+//! sessions on that same clock. The memory store takes one (manual in tests); Redis expires
+//! keys on its own wall clock, so the Redis store always runs on the system clock.
 
 pub mod memory;
 pub mod redis;
 pub mod snapshot;
 
 use crate::config::{Config, StoreBackend, StoreSettings};
-use crate::session::{EndReason, LockedTotals, Session, SessionPatch};
+use crate::session::{Clock, EndReason, LockedTotals, Millis, Session, SessionPatch};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,8 +44,13 @@ impl std::error::Error for OpenError {}
 
 /// Opens the backend `config.store` names: the one place outside `store/` and `config` that
 /// knows which backends exist. `upgrade`: this process takes over from a running one, whose
-/// last snapshots the memory store restores while it winds down.
-pub fn open(config: &Config, upgrade: bool) -> Result<Arc<dyn SessionStore>, OpenError> {
+/// last snapshots the memory store restores while it winds down. `clock`: the memory store's
+/// time (the system clock in production); the Redis store ignores it.
+pub fn open(
+    config: &Config,
+    upgrade: bool,
+    clock: Clock,
+) -> Result<Arc<dyn SessionStore>, OpenError> {
     let max_sessions = config.sessions.max_sessions;
     Ok(match config.store.backend {
         StoreBackend::Memory => {
@@ -55,6 +64,7 @@ pub fn open(config: &Config, upgrade: bool) -> Result<Arc<dyn SessionStore>, Ope
                 &config.store,
                 max_sessions,
                 takeover_until,
+                clock,
             ))
         }
         // The redis store runs its connection on a runtime of its own (see `store::redis`), so
@@ -120,10 +130,21 @@ pub enum IdentityTransfer {
     TargetUnknown,
 }
 
-/// The entry a transferred-away key leaves for `grace`: it resolves to `target_id`.
-pub fn grace_alias(old_id: &str, old: &Session, target_id: &str, grace: Duration) -> Session {
-    let mut alias =
-        Session::with_fixed_ttl(old_id.to_string(), old.flavor, old.owner.clone(), grace);
+/// The entry a transferred-away key leaves for `grace` from `now`: it resolves to `target_id`.
+pub fn grace_alias(
+    old_id: &str,
+    old: &Session,
+    target_id: &str,
+    grace: Duration,
+    now: Millis,
+) -> Session {
+    let mut alias = Session::with_fixed_ttl_at(
+        old_id.to_string(),
+        old.flavor,
+        old.owner.clone(),
+        grace,
+        now,
+    );
     alias.moved_to = Some(target_id.to_string());
     alias
 }
@@ -132,6 +153,11 @@ pub fn grace_alias(old_id: &str, old: &Session, target_id: &str, grace: Duration
 pub trait SessionStore: Send + Sync + 'static {
     /// `memory` or `redis`: the `backend` metric label.
     fn backend(&self) -> &'static str;
+
+    /// The time this store's sessions expire by.
+    fn clock(&self) -> Clock {
+        Clock::system()
+    }
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
@@ -210,7 +236,8 @@ pub trait SessionStore: Send + Sync + 'static {
             return Ok(IdentityTransfer::TargetUnknown);
         }
         if !grace.is_zero() {
-            self.create(grace_alias(old_id, &old, target_id, grace), None)
+            let now = self.clock().now_millis();
+            self.create(grace_alias(old_id, &old, target_id, grace, now), None)
                 .await?;
         }
         Ok(IdentityTransfer::Moved)
@@ -252,6 +279,9 @@ mod tests {
     impl SessionStore for StepByStep {
         fn backend(&self) -> &'static str {
             "step-by-step"
+        }
+        fn clock(&self) -> Clock {
+            self.0.clock()
         }
         async fn ping(&self) -> StoreResult<()> {
             self.0.ping().await
@@ -314,6 +344,7 @@ mod tests {
             Some("web".into()),
             Duration::from_secs(60),
             Duration::from_secs(600),
+            crate::session::now_millis(),
         )
     }
 

@@ -5,7 +5,7 @@
 use super::memory::MemoryStore;
 use super::SessionStore;
 use crate::config::StoreSettings;
-use crate::session::{now_millis, Session};
+use crate::session::{now_millis, Millis, Session};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -30,6 +30,7 @@ pub fn write(path: &Path, sessions: Vec<Session>) -> std::io::Result<usize> {
     let file = SnapshotFile {
         format: MAGIC.to_string(),
         version: FORMAT_VERSION,
+        // File metadata: wall-clock time, whatever the store's clock.
         written_at: now_millis(),
         sessions,
     };
@@ -59,8 +60,8 @@ pub fn write(path: &Path, sessions: Vec<Session>) -> std::io::Result<usize> {
     Ok(count)
 }
 
-/// Reads a snapshot; `Err` explains why it cannot be used.
-pub fn read(path: &Path) -> Result<Vec<Session>, String> {
+/// Reads a snapshot: the sessions still live at `now`. `Err` explains why it cannot be used.
+pub fn read(path: &Path, now: Millis) -> Result<Vec<Session>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let file: SnapshotFile =
         serde_json::from_slice(&bytes).map_err(|e| format!("corrupt snapshot: {e}"))?;
@@ -73,7 +74,6 @@ pub fn read(path: &Path) -> Result<Vec<Session>, String> {
             file.version
         ));
     }
-    let now = now_millis();
     Ok(file
         .sessions
         .into_iter()
@@ -91,7 +91,7 @@ pub fn load_into(path: &Path, store: &MemoryStore) {
         );
         return;
     }
-    match read(path) {
+    match read(path, store.clock().now_millis()) {
         Ok(sessions) => {
             let n = sessions.len();
             let restored = block_on_store(store.restore(sessions)).unwrap_or(0);
@@ -204,12 +204,13 @@ mod tests {
             None,
             Duration::from_secs(60),
             Duration::from_secs(60),
+            now_millis(),
         );
         let mut dead = live.clone();
         dead.id = "dead".into();
         dead.expires_at = 1;
         write(&path, vec![live.clone(), dead]).unwrap();
-        assert_eq!(read(&path).unwrap(), vec![live]);
+        assert_eq!(read(&path, live.created_at).unwrap(), vec![live]);
     }
 
     #[test]
@@ -223,13 +224,13 @@ mod tests {
             b"\x00\xff",
         ] {
             std::fs::write(&path, bad).unwrap();
-            assert!(read(&path).is_err());
+            assert!(read(&path, now_millis()).is_err());
         }
         std::fs::write(
             &path,
             br#"{"format":"session-sidecar-snapshot","version":99,"written_at":0,"sessions":[]}"#,
         )
         .unwrap();
-        assert!(read(&path).unwrap_err().contains("version"));
+        assert!(read(&path, now_millis()).unwrap_err().contains("version"));
     }
 }

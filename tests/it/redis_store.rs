@@ -91,7 +91,7 @@ async fn sessions_expire_inside_redis_at_their_deadline() {
         Duration::from_secs(1),
         MIN,
     ));
-    let s = session(Duration::from_secs(30), MIN);
+    let s = session(&*st, Duration::from_secs(30), MIN);
     st.create(s.clone(), None).await.unwrap();
     let key = format!("{p}s:{{{}}}", s.id);
     assert_eq!(
@@ -107,7 +107,7 @@ async fn sessions_expire_inside_redis_at_their_deadline() {
         "touch re-arms the expiry"
     );
     // A session that expires is gone from Redis itself, not just hidden.
-    let short = session(Duration::from_millis(100), MIN);
+    let short = session(&*st, Duration::from_millis(100), MIN);
     st.create(short.clone(), None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -142,7 +142,7 @@ async fn customer_index_entries_carry_the_live_sessions_deadline() {
     let index = format!("{p}c:{{{customer}}}");
     let score = |id: &str| score_reply(raw_command(redis.port, &format!("ZSCORE {index} {id}")));
 
-    let mut s = session(MIN, MIN);
+    let mut s = session(&*st, MIN, MIN);
     s.customer_id = Some(customer.clone());
     // Left by an ended session under the same id, not yet swept.
     raw_command(redis.port, &format!("ZADD {index} 1 {}", s.id));
@@ -174,7 +174,7 @@ async fn changes_on_one_replica_drop_the_copy_on_another() {
         MIN,
     );
     let (a, b) = (store(&s), store(&s));
-    let mut sess = session(MIN, MIN);
+    let mut sess = session(&*a, MIN, MIN);
     sess.agent_id = Some("agent-1".into());
     a.create(sess.clone(), None).await.unwrap();
     // Let both subscribers come up before the changes are announced.
@@ -227,7 +227,7 @@ async fn resubscribing_clears_the_near_cache() {
         Duration::from_secs(60),
         MIN,
     ));
-    let mut sess = session(MIN, MIN);
+    let mut sess = session(&*a, MIN, MIN);
     sess.agent_id = Some("before".into());
     a.create(sess.clone(), None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -264,7 +264,7 @@ async fn cluster_spreads_sessions_over_every_master() {
     ));
     for _ in 0..30 {
         assert_eq!(
-            st.create(session(MIN, MIN), None).await.unwrap(),
+            st.create(session(&*st, MIN, MIN), None).await.unwrap(),
             CreateOutcome::Created
         );
     }
@@ -288,8 +288,8 @@ async fn degraded_mode_serves_cached_sessions_for_the_grace_then_recovers() {
     let st = store(&s);
     // Created through another replica: this one never saw it.
     let other = store(&s);
-    let cached = session(MIN, MIN);
-    let uncached = session(MIN, MIN);
+    let cached = session(&*st, MIN, MIN);
+    let uncached = session(&*st, MIN, MIN);
     st.create(cached.clone(), None).await.unwrap();
     other.create(uncached.clone(), None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -310,7 +310,7 @@ async fn degraded_mode_serves_cached_sessions_for_the_grace_then_recovers() {
         unavailable(st.touch(&uncached.id).await),
         "no copy: the store cannot answer"
     );
-    assert!(unavailable(st.create(session(MIN, MIN), None).await));
+    assert!(unavailable(st.create(session(&*st, MIN, MIN), None).await));
     assert!(unavailable(st.remove(&cached.id, EndReason::Closed).await));
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert!(
@@ -321,7 +321,7 @@ async fn degraded_mode_serves_cached_sessions_for_the_grace_then_recovers() {
     redis.restart();
     let back = eventually(Duration::from_secs(5), || async { st.ping().await.is_ok() }).await;
     assert!(back, "the store did not reconnect by itself");
-    let fresh = session(MIN, MIN);
+    let fresh = session(&*st, MIN, MIN);
     assert_eq!(
         st.create(fresh.clone(), None).await.unwrap(),
         CreateOutcome::Created

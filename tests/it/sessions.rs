@@ -29,17 +29,21 @@ fn resolves(sc: &TestSidecar, up: &EchoUpstream, id: &str, tag: &str) -> bool {
         .is_empty()
 }
 
+const MS: Duration = Duration::from_millis(1);
+const MINUTE: Duration = Duration::from_secs(60);
+
 #[test]
 fn idle_timeout_is_extended_by_use() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(
+    let sc = TestSidecar::with_manual_clock(
         &up,
-        "[sessions]\nidle_timeout = \"600ms\"\nabsolute_timeout = \"1h\"\n",
+        "[sessions]\nidle_timeout = \"10m\"\nabsolute_timeout = \"1h\"\n",
     );
     let used = create(&sc, "idle-used");
     let unused = create(&sc, "idle-unused");
+    let idle_ended = || sc.metric("sessions_ended_total", &[("reason", "idle_expired")]);
     for i in 0..4 {
-        std::thread::sleep(Duration::from_millis(300));
+        sc.advance(5 * MINUTE);
         assert!(
             resolves(&sc, &up, &used, &format!("use-{i}")),
             "a session in use stays alive"
@@ -49,19 +53,29 @@ fn idle_timeout_is_extended_by_use() {
         !resolves(&sc, &up, &unused, "unused"),
         "an unused session ends after idle_timeout"
     );
-    std::thread::sleep(Duration::from_millis(800));
+    sc.advance(10 * MINUTE - MS);
+    assert!(
+        resolves(&sc, &up, &used, "idle-last-ms"),
+        "live until its idle deadline"
+    );
+    let before = idle_ended();
+    sc.advance(10 * MINUTE);
     assert!(
         !resolves(&sc, &up, &used, "after-idle"),
         "and so does the used one once left alone"
+    );
+    assert!(
+        idle_ended() > before,
+        "the housekeeping sweep counts it as idle_expired"
     );
 }
 
 #[test]
 fn absolute_timeout_ends_even_a_busy_session() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(
+    let sc = TestSidecar::with_manual_clock(
         &up,
-        "[sessions]\nidle_timeout = \"10m\"\nabsolute_timeout = \"1s\"\n",
+        "[sessions]\nidle_timeout = \"10m\"\nabsolute_timeout = \"1h\"\n",
     );
     let id = create(&sc, "abs");
     let r = sc.admin(
@@ -74,24 +88,25 @@ fn absolute_timeout_ends_even_a_busy_session() {
     let created = s["created_at"].as_str().unwrap().to_string();
     let expires = s["expires_at"].as_str().unwrap().to_string();
     assert_ne!(created, expires);
-    let mut alive_until_end = true;
-    for i in 0..4 {
-        std::thread::sleep(Duration::from_millis(200));
-        alive_until_end &= resolves(&sc, &up, &id, &format!("busy-{i}"));
+    // Used every 9 minutes (idle timeout 10): only the absolute deadline ends it.
+    for i in 0..6 {
+        sc.advance(9 * MINUTE);
+        assert!(resolves(&sc, &up, &id, &format!("busy-{i}")));
     }
-    assert!(alive_until_end);
-    std::thread::sleep(Duration::from_millis(500));
+    sc.advance(6 * MINUTE - MS);
+    assert!(
+        resolves(&sc, &up, &id, "last-ms"),
+        "live until its absolute deadline"
+    );
+    let absolute_ended = || sc.metric("sessions_ended_total", &[("reason", "absolute_expired")]);
+    let before = absolute_ended();
+    sc.advance(MS);
     assert!(!resolves(&sc, &up, &id, "past-absolute"));
-    // The expiry is accounted as absolute once moka's timer wheel has processed it.
-    let mut counted = false;
-    for _ in 0..40 {
-        if sc.metric("sessions_ended_total", &[("reason", "absolute_expired")]) >= 1.0 {
-            counted = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(counted, "absolute_expired was never counted");
+    // `advance` ran the housekeeping sweep: the expiry is accounted, as absolute.
+    assert!(
+        absolute_ended() > before,
+        "absolute_expired was never counted"
+    );
 }
 
 #[test]
@@ -103,14 +118,8 @@ fn capacity_evicts_and_counts() {
     for i in 0..60 {
         last = create(&sc, &format!("cap-{i}"));
     }
-    let mut evicted = 0.0;
-    for _ in 0..40 {
-        evicted = sc.metric("sessions_ended_total", &[("reason", "evicted")]);
-        if evicted >= 40.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sc.maintain();
+    let evicted = sc.metric("sessions_ended_total", &[("reason", "evicted")]);
     assert!(evicted >= 40.0, "evictions counted: {evicted}");
     assert!(
         resolves(&sc, &up, &last, "cap-last"),
@@ -125,11 +134,12 @@ fn capacity_evicts_and_counts() {
 #[test]
 fn per_customer_limit_ends_the_oldest() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "[sessions]\nmax_sessions_per_customer = 2\n");
+    let sc = TestSidecar::with_manual_clock(&up, "[sessions]\nmax_sessions_per_customer = 2\n");
+    // A millisecond apart: the oldest is the first created.
     let a = create(&sc, "pc");
-    std::thread::sleep(Duration::from_millis(5));
+    sc.advance(MS);
     let b = create(&sc, "pc");
-    std::thread::sleep(Duration::from_millis(5));
+    sc.advance(MS);
     let c = create(&sc, "pc");
     assert!(!resolves(&sc, &up, &a, "pc-a"));
     assert!(resolves(&sc, &up, &b, "pc-b"));

@@ -249,9 +249,20 @@ fn session_unknown_closed_or_of_another_application() {
 #[test]
 fn expired_session_is_invalid() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, &flavor_config("[sessions]\nidle_timeout = \"1s\"\n"));
-    let sid = open_ok(&sc, WEB_TOKEN, APP_KEY);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sc =
+        TestSidecar::with_manual_clock(&up, &flavor_config("[sessions]\nidle_timeout = \"10m\"\n"));
+    let (sid, other) = (
+        open_ok(&sc, WEB_TOKEN, APP_KEY),
+        open_ok(&sc, WEB_TOKEN, APP_KEY),
+    );
+    let idle = std::time::Duration::from_secs(600);
+    sc.advance(idle - std::time::Duration::from_millis(1));
+    assert_eq!(
+        close(&sc, Some(WEB_TOKEN), APP_KEY, &other).text(),
+        CLOSE_OK,
+        "live just before its idle deadline"
+    );
+    sc.advance(std::time::Duration::from_millis(1));
     assert_eq!(
         close(&sc, Some(WEB_TOKEN), APP_KEY, &sid).text(),
         close_failure_text(false, SESSION_MSG)

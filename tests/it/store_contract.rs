@@ -8,13 +8,15 @@ use common::redis_server::{RedisCluster, RedisServer};
 use common::store_contract::{self as contract, Store};
 use session_sidecar::config::RedisSettings;
 use session_sidecar::session::id::new_uuid;
+use session_sidecar::session::Clock;
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::redis::RedisStore;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// The memory store on a manual clock: the contract advances it instead of sleeping.
 fn memory() -> Store {
-    Arc::new(MemoryStore::new(100_000))
+    Arc::new(MemoryStore::with_clock(100_000, Clock::manual()))
 }
 
 fn memory_shared() -> Vec<Store> {

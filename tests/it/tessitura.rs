@@ -621,13 +621,22 @@ fn login_in_the_app_then_transfer_keeps_the_customer() {
 #[test]
 fn unknown_and_expired_keys_are_404() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(
+    let sc = TestSidecar::with_manual_clock(
         &up,
-        &format!("{}\n[sessions]\nidle_timeout = \"1s\"\n", tessitura("")),
+        &format!("{}\n[sessions]\nidle_timeout = \"10m\"\n", tessitura("")),
     );
+    let (idle, ms) = (Duration::from_secs(600), Duration::from_millis(1));
     let key = create(&sc);
+    sc.advance(idle - ms);
+    assert_eq!(
+        read(&sc, &key).status,
+        200,
+        "live just before its idle deadline"
+    );
+    sc.advance(ms);
     let target = create(&sc);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The key's last use was one idle timeout ago; the target's, one millisecond less.
+    sc.advance(idle - ms);
     assert_gone(&sc, &key);
     let r = transfer(&sc, &key, None);
     assert_eq!(r.status, 404);
@@ -661,7 +670,7 @@ fn grace_off_ends_the_old_key_at_once() {
 #[test]
 fn grace_on_keeps_the_old_key_resolving_to_the_new_session() {
     let up = EchoUpstream::start();
-    let sc = start(&up, "transfer_grace = \"2s\"");
+    let sc = TestSidecar::with_manual_clock(&up, &tessitura("transfer_grace = \"1m\""));
     let old = create(&sc);
     login(&sc, &up, &old, "cust-grace");
     let new = transfer_ok(&sc, &old, None);
@@ -674,7 +683,11 @@ fn grace_on_keeps_the_old_key_resolving_to_the_new_session() {
     assert_eq!(customer, vec!["cust-grace".to_string()]);
     // It cannot be transferred a second time.
     assert_eq!(transfer(&sc, &old, None).status, 404);
-    std::thread::sleep(Duration::from_millis(2500));
+    sc.advance(Duration::from_secs(60) - Duration::from_millis(1));
+    let r = read(&sc, &old);
+    assert_eq!(r.status, 200, "the grace's last millisecond: {}", r.text());
+    assert_eq!(r.json()["SessionKey"], new.as_str());
+    sc.advance(Duration::from_millis(1));
     assert_gone(&sc, &old);
     assert_eq!(
         read(&sc, &new).status,

@@ -230,7 +230,7 @@ pub fn from_fields(id: &str, flat: &[String]) -> Option<Session> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{CodeHold, TtlUnit};
+    use crate::session::{now_millis, CodeHold, TtlUnit};
     use std::time::Duration;
 
     fn full() -> Session {
@@ -240,6 +240,7 @@ mod tests {
             Some("web".into()),
             Duration::from_secs(60),
             Duration::from_secs(600),
+            now_millis(),
         );
         s.application_key = Some("app".into());
         s.customer_id = Some("cust 1".into());
@@ -275,6 +276,7 @@ mod tests {
                 None,
                 Duration::from_secs(1),
                 Duration::from_secs(2),
+                now_millis(),
             ),
         ] {
             let back = from_fields(&s.id, &to_fields(&s)).unwrap();
@@ -312,6 +314,7 @@ mod tests {
             None,
             Duration::from_secs(1),
             Duration::from_secs(1),
+            now_millis(),
         );
         let member = expiry_member(&bare);
         let parsed = parse_expiry_member(&member).map(|m| (m.application_key, m.customer_id));

@@ -106,7 +106,7 @@ mod tests {
     use crate::session::Flavor;
 
     fn session(id: &str, life: Duration) -> Session {
-        Session::new(id.into(), Flavor::Admin, None, life, life)
+        Session::new(id.into(), Flavor::Admin, None, life, life, now_millis())
     }
 
     #[test]

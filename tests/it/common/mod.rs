@@ -1,6 +1,7 @@
 //! Test harness: a real sidecar running in-process on free loopback ports (through
 //! `build_server` and `Server::run(RunArgs)`), a real echo upstream, and a raw HTTP client.
-//! A `TestSidecar` shuts its server down when dropped.
+//! A `TestSidecar` shuts its server down when dropped. One started `with_manual_clock` keeps
+//! its sessions on a manual clock: tests `advance` it instead of sleeping until they expire.
 
 #![allow(dead_code)]
 
@@ -13,6 +14,7 @@ pub mod store_contract;
 
 use async_trait::async_trait;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use session_sidecar::session::Clock;
 use session_sidecar::{build_server, config, LaunchOptions};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -199,6 +201,8 @@ pub struct TestSidecar {
     pub ports: Ports,
     pub dir: tempfile::TempDir,
     pub state: Arc<session_sidecar::state::AppState>,
+    /// The sessions' clock: the system clock unless started `with_manual_clock`.
+    pub clock: Clock,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
 }
@@ -207,6 +211,11 @@ impl TestSidecar {
     /// Starts a sidecar for `toml` (written to a temp dir as `config.toml`) and waits until
     /// `/readyz` answers 200.
     pub fn start(ports: Ports, toml: &str) -> TestSidecar {
+        TestSidecar::start_with_clock(ports, toml, Clock::system())
+    }
+
+    /// `start` with the sessions on `clock`.
+    pub fn start_with_clock(ports: Ports, toml: &str, clock: Clock) -> TestSidecar {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, toml).unwrap();
@@ -216,6 +225,7 @@ impl TestSidecar {
             // Several servers start and stop in this one process: see `work_stealing`.
             &LaunchOptions {
                 work_stealing: true,
+                clock: clock.clone(),
                 ..LaunchOptions::default()
             },
         )
@@ -234,6 +244,7 @@ impl TestSidecar {
             ports,
             dir,
             state,
+            clock,
             stop,
             thread: Some(thread),
         };
@@ -245,6 +256,27 @@ impl TestSidecar {
     pub fn with_upstream(upstream: &EchoUpstream, extra: &str) -> TestSidecar {
         let ports = Ports::new(upstream.port);
         TestSidecar::start(ports, &base_config(&ports, extra))
+    }
+
+    /// `with_upstream` with the sessions on a manual clock (see `advance`).
+    pub fn with_manual_clock(upstream: &EchoUpstream, extra: &str) -> TestSidecar {
+        let ports = Ports::new(upstream.port);
+        TestSidecar::start_with_clock(ports, &base_config(&ports, extra), Clock::manual())
+    }
+
+    /// Moves the manual clock forward by `by`, then runs the store's upkeep, so sessions the
+    /// clock has passed are ended and counted at once.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.maintain();
+    }
+
+    /// The store's upkeep now (housekeeping runs it every 250 ms): the memory store accounts
+    /// for expirations and evictions.
+    pub fn maintain(&self) {
+        self.state
+            .store()
+            .maintain(&self.state.current().config.store);
     }
 
     fn wait_ready(&self) {

@@ -4,10 +4,13 @@
 //! Each case gets a fresh, empty store (for Redis: a fresh key prefix). Cases that take
 //! several stores get handles on *one* shared store (for Redis: separate store instances,
 //! i.e. separate connections and near caches, as separate replicas would have).
+//!
+//! Time passes through `pass`: the memory store runs on a manual clock that it advances,
+//! Redis on real time, for which it sleeps.
 
 use session_sidecar::session::id::new_uuid;
 use session_sidecar::session::{
-    now_millis, CodeHold, EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch, TtlUnit,
+    CodeHold, EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch, TtlUnit,
 };
 use session_sidecar::store::{CreateOutcome, LockOutcome, SessionStore};
 use std::collections::HashMap;
@@ -18,19 +21,32 @@ pub type Store = Arc<dyn SessionStore>;
 
 const MIN: Duration = Duration::from_secs(60);
 
-pub fn session(idle: Duration, absolute: Duration) -> Session {
+/// A new session, created now on `store`'s clock.
+pub fn session(store: &dyn SessionStore, idle: Duration, absolute: Duration) -> Session {
     Session::new(
         new_uuid(),
         Flavor::KnowledgeCenter,
         Some("web".into()),
         idle,
         absolute,
+        store.clock().now_millis(),
     )
 }
 
-pub fn lock(key: &str, holds: &[(&str, u64, i64, i64)], ttl: Duration) -> Session {
-    let mut s =
-        Session::with_fixed_ttl(key.to_string(), Flavor::Voucherify, Some("pos".into()), ttl);
+/// A lock session, acquired now on `store`'s clock.
+pub fn lock(
+    store: &dyn SessionStore,
+    key: &str,
+    holds: &[(&str, u64, i64, i64)],
+    ttl: Duration,
+) -> Session {
+    let mut s = Session::with_fixed_ttl_at(
+        key.to_string(),
+        Flavor::Voucherify,
+        Some("pos".into()),
+        ttl,
+        store.clock().now_millis(),
+    );
     s.lock = Some(Lock {
         holds: holds
             .iter()
@@ -55,12 +71,19 @@ fn limits(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
     pairs.iter().map(|(c, q)| (c.to_string(), *q)).collect()
 }
 
-async fn sleep_ms(ms: u64) {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+/// Lets `ms` pass on `store`'s clock: advances a manual clock (the memory store's here), and
+/// sleeps for real on the system clock (Redis expires keys on its own wall clock).
+async fn pass(store: &dyn SessionStore, ms: u64) {
+    let clock = store.clock();
+    if clock.is_manual() {
+        clock.advance(Duration::from_millis(ms));
+    } else {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }
 
 pub async fn create_get_touch(store: Store) {
-    let mut s = session(Duration::from_millis(800), MIN);
+    let mut s = session(&*store, Duration::from_millis(800), MIN);
     s.customer_id = Some("c-1".into());
     s.lock = None;
     assert_eq!(
@@ -72,7 +95,7 @@ pub async fn create_get_touch(store: Store) {
         Some(&s),
         "stored exactly"
     );
-    sleep_ms(30).await;
+    pass(&*store, 30).await;
     let t = store.touch(&s.id).await.unwrap().expect("live");
     assert!(t.last_access > s.last_access, "touch records the use");
     assert_eq!(
@@ -90,15 +113,19 @@ pub async fn create_get_touch(store: Store) {
 }
 
 pub async fn touch_never_passes_the_absolute_deadline(store: Store) {
-    let s = session(Duration::from_millis(400), Duration::from_millis(500));
+    let s = session(
+        &*store,
+        Duration::from_millis(400),
+        Duration::from_millis(500),
+    );
     store.create(s.clone(), None).await.unwrap();
-    sleep_ms(250).await;
+    pass(&*store, 250).await;
     let t = store.touch(&s.id).await.unwrap().expect("live");
     assert_eq!(
         t.expires_at, s.absolute_deadline,
         "capped by the absolute deadline"
     );
-    sleep_ms(350).await;
+    pass(&*store, 350).await;
     assert_eq!(
         store.touch(&s.id).await.unwrap(),
         None,
@@ -108,12 +135,12 @@ pub async fn touch_never_passes_the_absolute_deadline(store: Store) {
 }
 
 pub async fn idle_sessions_expire_unless_used(store: Store) {
-    let used = session(Duration::from_millis(300), MIN);
-    let idle = session(Duration::from_millis(300), MIN);
+    let used = session(&*store, Duration::from_millis(300), MIN);
+    let idle = session(&*store, Duration::from_millis(300), MIN);
     store.create(used.clone(), None).await.unwrap();
     store.create(idle.clone(), None).await.unwrap();
     for _ in 0..3 {
-        sleep_ms(150).await;
+        pass(&*store, 150).await;
         assert!(
             store.touch(&used.id).await.unwrap().is_some(),
             "kept alive by use"
@@ -122,7 +149,7 @@ pub async fn idle_sessions_expire_unless_used(store: Store) {
     assert_eq!(store.get(&idle.id).await.unwrap(), None, "idle one expired");
     assert_eq!(store.touch(&idle.id).await.unwrap(), None);
     // An expired id is free again.
-    let mut again = session(MIN, MIN);
+    let mut again = session(&*store, MIN, MIN);
     again.id = idle.id.clone();
     assert_eq!(
         store.create(again, None).await.unwrap(),
@@ -134,10 +161,10 @@ pub async fn idle_sessions_expire_unless_used(store: Store) {
 /// that holds the id, even when both name the same customer.
 pub async fn a_refused_duplicate_leaves_the_live_sessions_indexes(store: Store) {
     let customer = format!("dup-{}", new_uuid());
-    let mut s = session(MIN, MIN);
+    let mut s = session(&*store, MIN, MIN);
     s.customer_id = Some(customer.clone());
     store.create(s.clone(), None).await.unwrap();
-    let mut twin = session(MIN, MIN);
+    let mut twin = session(&*store, MIN, MIN);
     twin.id = s.id.clone();
     twin.customer_id = Some(customer.clone());
     assert_eq!(
@@ -159,9 +186,9 @@ pub async fn a_refused_duplicate_leaves_the_live_sessions_indexes(store: Store) 
 }
 
 pub async fn ids_are_taken_while_live(store: Store) {
-    let s = session(MIN, MIN);
+    let s = session(&*store, MIN, MIN);
     store.create(s.clone(), None).await.unwrap();
-    let mut other = session(MIN, MIN);
+    let mut other = session(&*store, MIN, MIN);
     other.id = s.id.clone();
     other.customer_id = Some("intruder".into());
     assert_eq!(
@@ -190,8 +217,8 @@ pub async fn ids_are_taken_while_live(store: Store) {
     );
 }
 
-fn app_session(app: &str) -> Session {
-    let mut s = session(MIN, MIN);
+fn app_session(store: &dyn SessionStore, app: &str) -> Session {
+    let mut s = session(store, MIN, MIN);
     s.flavor = Flavor::Spreadsheetweb;
     s.application_key = Some(app.to_string());
     s
@@ -199,8 +226,8 @@ fn app_session(app: &str) -> Session {
 
 pub async fn application_limit(store: Store) {
     let app = format!("app-{}", new_uuid());
-    let a = app_session(&app);
-    let b = app_session(&app);
+    let a = app_session(&*store, &app);
+    let b = app_session(&*store, &app);
     assert_eq!(
         store.create(a.clone(), Some(2)).await.unwrap(),
         CreateOutcome::Created
@@ -210,19 +237,25 @@ pub async fn application_limit(store: Store) {
         CreateOutcome::Created
     );
     assert_eq!(
-        store.create(app_session(&app), Some(2)).await.unwrap(),
+        store
+            .create(app_session(&*store, &app), Some(2))
+            .await
+            .unwrap(),
         CreateOutcome::ApplicationFull
     );
     // Another application, and sessions without an application, are not affected.
     assert_eq!(
         store
-            .create(app_session("other-app"), Some(2))
+            .create(app_session(&*store, "other-app"), Some(2))
             .await
             .unwrap(),
         CreateOutcome::Created
     );
     assert_eq!(
-        store.create(session(MIN, MIN), Some(2)).await.unwrap(),
+        store
+            .create(session(&*store, MIN, MIN), Some(2))
+            .await
+            .unwrap(),
         CreateOutcome::Created
     );
     // A refused duplicate id does not take a place.
@@ -231,24 +264,33 @@ pub async fn application_limit(store: Store) {
         .await
         .unwrap()
         .unwrap();
-    let mut dup = app_session(&app);
+    let mut dup = app_session(&*store, &app);
     dup.id = b.id.clone();
     assert_eq!(
         store.create(dup, Some(2)).await.unwrap(),
         CreateOutcome::IdTaken
     );
     assert_eq!(
-        store.create(app_session(&app), Some(2)).await.unwrap(),
+        store
+            .create(app_session(&*store, &app), Some(2))
+            .await
+            .unwrap(),
         CreateOutcome::Created,
         "removal freed a place"
     );
     assert_eq!(
-        store.create(app_session(&app), Some(2)).await.unwrap(),
+        store
+            .create(app_session(&*store, &app), Some(2))
+            .await
+            .unwrap(),
         CreateOutcome::ApplicationFull
     );
     // Without a limit, creation is not refused.
     assert_eq!(
-        store.create(app_session(&app), None).await.unwrap(),
+        store
+            .create(app_session(&*store, &app), None)
+            .await
+            .unwrap(),
         CreateOutcome::Created
     );
 }
@@ -258,7 +300,7 @@ pub async fn application_limit_under_concurrency(stores: Vec<Store>) {
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let store = stores[i % stores.len()].clone();
-            let s = app_session(&app);
+            let s = app_session(&*store, &app);
             tokio::spawn(async move { store.create(s, Some(5)).await.unwrap() })
         })
         .collect();
@@ -272,10 +314,10 @@ pub async fn application_limit_under_concurrency(stores: Vec<Store>) {
 }
 
 pub async fn update_patches_and_records_a_use(store: Store) {
-    let mut s = session(Duration::from_millis(700), MIN);
+    let mut s = session(&*store, Duration::from_millis(700), MIN);
     s.agent_id = Some("agent-0".into());
     store.create(s.clone(), None).await.unwrap();
-    sleep_ms(30).await;
+    pass(&*store, 30).await;
     let patch = SessionPatch {
         customer_id: Some(Some("cust-u".into())),
         visit_id: Some("visit-1".into()),
@@ -317,7 +359,7 @@ pub async fn update_patches_and_records_a_use(store: Store) {
 }
 
 pub async fn removal_happens_once(store: Store) {
-    let s = session(MIN, MIN);
+    let s = session(&*store, MIN, MIN);
     store.create(s.clone(), None).await.unwrap();
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -342,16 +384,16 @@ pub async fn customer_index(store: Store) {
     let customer = format!("cust-{}", new_uuid());
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let mut s = session(MIN, MIN);
+        let mut s = session(&*store, MIN, MIN);
         s.customer_id = Some(customer.clone());
         store.create(s.clone(), None).await.unwrap();
         ids.push(s.id);
-        sleep_ms(3).await;
+        pass(&*store, 3).await;
     }
-    let mut short = session(Duration::from_millis(200), MIN);
+    let mut short = session(&*store, Duration::from_millis(200), MIN);
     short.customer_id = Some(customer.clone());
     store.create(short.clone(), None).await.unwrap();
-    let mut other = session(MIN, MIN);
+    let mut other = session(&*store, MIN, MIN);
     other.customer_id = Some("someone-else".into());
     store.create(other, None).await.unwrap();
 
@@ -365,7 +407,7 @@ pub async fn customer_index(store: Store) {
     assert_eq!(listed.len(), 4);
     assert_eq!(&listed[..3], &ids[..], "oldest first");
 
-    sleep_ms(300).await;
+    pass(&*store, 300).await;
     store
         .remove(&ids[1], EndReason::Revoked)
         .await
@@ -405,19 +447,19 @@ pub async fn customer_index(store: Store) {
     assert!(store.customer_sessions("nobody").await.unwrap().is_empty());
 }
 
-fn transferred(old: &Session) -> Session {
-    let mut new = session(MIN, MIN);
+fn transferred(store: &dyn SessionStore, old: &Session) -> Session {
+    let mut new = session(store, MIN, MIN);
     new.flavor = Flavor::Tessitura;
     new.customer_id = old.customer_id.clone();
     new
 }
 
 pub async fn transfer_without_grace(store: Store) {
-    let mut old = session(MIN, MIN);
+    let mut old = session(&*store, MIN, MIN);
     old.flavor = Flavor::Tessitura;
     old.customer_id = Some(format!("cust-{}", new_uuid()));
     store.create(old.clone(), None).await.unwrap();
-    let new = transferred(&old);
+    let new = transferred(&*store, &old);
     let ended = store
         .transfer(&old.id, new.clone(), Duration::ZERO)
         .await
@@ -438,7 +480,7 @@ pub async fn transfer_without_grace(store: Store) {
         .collect();
     assert_eq!(listed, vec![new.id.clone()]);
     // Unknown (or already transferred) keys change nothing.
-    let stray = transferred(&old);
+    let stray = transferred(&*store, &old);
     assert_eq!(
         store
             .transfer(&old.id, stray.clone(), Duration::ZERO)
@@ -454,9 +496,9 @@ pub async fn transfer_without_grace(store: Store) {
 }
 
 pub async fn transfer_with_grace(store: Store) {
-    let old = session(MIN, MIN);
+    let old = session(&*store, MIN, MIN);
     store.create(old.clone(), None).await.unwrap();
-    let new = transferred(&old);
+    let new = transferred(&*store, &old);
     store
         .transfer(&old.id, new.clone(), Duration::from_millis(300))
         .await
@@ -473,7 +515,7 @@ pub async fn transfer_with_grace(store: Store) {
         .await
         .unwrap()
         .is_some_and(|a| a.moved_to.as_deref() == Some(new.id.as_str())));
-    sleep_ms(400).await;
+    pass(&*store, 400).await;
     assert_eq!(
         store.get(&old.id).await.unwrap(),
         None,
@@ -483,12 +525,12 @@ pub async fn transfer_with_grace(store: Store) {
 }
 
 pub async fn concurrent_transfers_have_one_winner(stores: Vec<Store>) {
-    let old = session(MIN, MIN);
+    let old = session(&*stores[0], MIN, MIN);
     stores[0].create(old.clone(), None).await.unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = stores[i % stores.len()].clone();
-            let (old_id, new) = (old.id.clone(), transferred(&old));
+            let (old_id, new) = (old.id.clone(), transferred(&*store, &old));
             tokio::spawn(async move {
                 let won = store
                     .transfer(&old_id, new.clone(), Duration::ZERO)
@@ -519,7 +561,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
     let k2 = format!("ssn_{}", new_uuid());
     let k3 = format!("ssn_{}", new_uuid());
     let first = store
-        .acquire_lock(lock(&k1, &[(&code, 1, 10, 3)], MIN), &lim)
+        .acquire_lock(lock(&*store, &k1, &[(&code, 1, 10, 3)], MIN), &lim)
         .await
         .unwrap();
     assert_eq!(
@@ -531,7 +573,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
     );
     // The same key again replaces its lock and never double-counts.
     match store
-        .acquire_lock(lock(&k1, &[(&code, 1, 20, 4)], MIN), &lim)
+        .acquire_lock(lock(&*store, &k1, &[(&code, 1, 20, 4)], MIN), &lim)
         .await
         .unwrap()
     {
@@ -545,7 +587,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
         other => panic!("overwrite: {other:?}"),
     }
     let second = store
-        .acquire_lock(lock(&k2, &[(&code, 1, 5, 1)], MIN), &lim)
+        .acquire_lock(lock(&*store, &k2, &[(&code, 1, 5, 1)], MIN), &lim)
         .await
         .unwrap();
     assert_eq!(
@@ -561,7 +603,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
     );
     assert_eq!(
         store
-            .acquire_lock(lock(&k3, &[(&code, 1, 0, 0)], MIN), &lim)
+            .acquire_lock(lock(&*store, &k3, &[(&code, 1, 0, 0)], MIN), &lim)
             .await
             .unwrap(),
         LockOutcome::Refused { code: code.clone() }
@@ -608,7 +650,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
     assert_eq!(store.get(&k1).await.unwrap(), None);
     assert!(matches!(
         store
-            .acquire_lock(lock(&k3, &[(&code, 1, 0, 0)], MIN), &lim)
+            .acquire_lock(lock(&*store, &k3, &[(&code, 1, 0, 0)], MIN), &lim)
             .await
             .unwrap(),
         LockOutcome::Acquired { .. }
@@ -619,7 +661,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
         let k = format!("ssn_{}", new_uuid());
         assert!(matches!(
             store
-                .acquire_lock(lock(&k, &[(&free, 1, 0, 0)], MIN), &lim)
+                .acquire_lock(lock(&*store, &k, &[(&free, 1, 0, 0)], MIN), &lim)
                 .await
                 .unwrap(),
             LockOutcome::Acquired { .. }
@@ -637,13 +679,16 @@ pub async fn locks_are_all_or_nothing(store: Store) {
     let lim = limits(&[(&full, 1), (&open, 5)]);
     let holder = format!("ssn_{}", new_uuid());
     store
-        .acquire_lock(lock(&holder, &[(&full, 1, 0, 0)], MIN), &lim)
+        .acquire_lock(lock(&*store, &holder, &[(&full, 1, 0, 0)], MIN), &lim)
         .await
         .unwrap();
     let k = format!("ssn_{}", new_uuid());
     assert_eq!(
         store
-            .acquire_lock(lock(&k, &[(&open, 1, 0, 0), (&full, 1, 0, 0)], MIN), &lim)
+            .acquire_lock(
+                lock(&*store, &k, &[(&open, 1, 0, 0), (&full, 1, 0, 0)], MIN),
+                &lim
+            )
             .await
             .unwrap(),
         LockOutcome::Refused { code: full.clone() }
@@ -666,11 +711,11 @@ pub async fn locks_are_all_or_nothing(store: Store) {
     // Overwriting a lock with one that no longer names a code releases that code.
     let k2 = format!("ssn_{}", new_uuid());
     store
-        .acquire_lock(lock(&k2, &[(&open, 1, 0, 0)], MIN), &lim)
+        .acquire_lock(lock(&*store, &k2, &[(&open, 1, 0, 0)], MIN), &lim)
         .await
         .unwrap();
     store
-        .acquire_lock(lock(&holder, &[(&open, 1, 0, 0)], MIN), &lim)
+        .acquire_lock(lock(&*store, &holder, &[(&open, 1, 0, 0)], MIN), &lim)
         .await
         .unwrap();
     assert_eq!(
@@ -681,7 +726,7 @@ pub async fn locks_are_all_or_nothing(store: Store) {
         store.locked_by_others(&[open], "nobody").await.unwrap()[0].quantity,
         2
     );
-    let plain = session(MIN, MIN);
+    let plain = session(&*store, MIN, MIN);
     assert_eq!(
         store.acquire_lock(plain, &lim).await.unwrap(),
         LockOutcome::Refused {
@@ -701,7 +746,7 @@ pub async fn lock_capacity_under_concurrency(stores: Vec<Store>, n: usize, q: u6
             tokio::spawn(async move {
                 let k = format!("ssn_{}", new_uuid());
                 store
-                    .acquire_lock(lock(&k, &[(&code, 1, 0, 0)], MIN), &lim)
+                    .acquire_lock(lock(&*store, &k, &[(&code, 1, 0, 0)], MIN), &lim)
                     .await
                     .unwrap()
             })
@@ -727,7 +772,7 @@ pub async fn locks_expire(store: Store) {
     let k = format!("ssn_{}", new_uuid());
     store
         .acquire_lock(
-            lock(&k, &[(&code, 1, 0, 0)], Duration::from_millis(200)),
+            lock(&*store, &k, &[(&code, 1, 0, 0)], Duration::from_millis(200)),
             &lim,
         )
         .await
@@ -735,16 +780,16 @@ pub async fn locks_expire(store: Store) {
     let k2 = format!("ssn_{}", new_uuid());
     assert!(matches!(
         store
-            .acquire_lock(lock(&k2, &[(&code, 1, 0, 0)], MIN), &lim)
+            .acquire_lock(lock(&*store, &k2, &[(&code, 1, 0, 0)], MIN), &lim)
             .await
             .unwrap(),
         LockOutcome::Refused { .. }
     ));
-    sleep_ms(300).await;
+    pass(&*store, 300).await;
     assert_eq!(store.get(&k).await.unwrap(), None);
     assert!(matches!(
         store
-            .acquire_lock(lock(&k2, &[(&code, 1, 0, 0)], MIN), &lim)
+            .acquire_lock(lock(&*store, &k2, &[(&code, 1, 0, 0)], MIN), &lim)
             .await
             .unwrap(),
         LockOutcome::Acquired { .. }
@@ -757,8 +802,13 @@ pub async fn locks_expire(store: Store) {
 }
 
 pub async fn snapshot_and_restore(store: Store) {
-    let a = session(MIN, MIN);
-    let l = lock(&format!("ssn_{}", new_uuid()), &[("SNAP", 1, 0, 0)], MIN);
+    let a = session(&*store, MIN, MIN);
+    let l = lock(
+        &*store,
+        &format!("ssn_{}", new_uuid()),
+        &[("SNAP", 1, 0, 0)],
+        MIN,
+    );
     store.create(a.clone(), None).await.unwrap();
     store.acquire_lock(l.clone(), &no_limits()).await.unwrap();
     let all: Vec<String> = store
@@ -771,10 +821,10 @@ pub async fn snapshot_and_restore(store: Store) {
     assert!(all.contains(&a.id) && all.contains(&l.id), "{all:?}");
     store.session_count().await.unwrap();
 
-    let fresh = session(MIN, MIN);
-    let mut dead = session(MIN, MIN);
-    dead.expires_at = now_millis() - 1;
-    let mut clash = session(MIN, MIN);
+    let fresh = session(&*store, MIN, MIN);
+    let mut dead = session(&*store, MIN, MIN);
+    dead.expires_at = store.clock().now_millis() - 1;
+    let mut clash = session(&*store, MIN, MIN);
     clash.id = a.id.clone();
     clash.customer_id = Some("clash".into());
     let restored = store

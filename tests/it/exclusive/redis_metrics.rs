@@ -59,19 +59,20 @@ async fn redis_store_metrics() {
         ended("closed"),
     );
 
-    let mut idle = session(Duration::from_millis(300), MIN);
+    let mut idle = session(&a, Duration::from_millis(300), MIN);
     idle.customer_id = Some("metrics-cust".into());
-    let absolute = session(MIN, Duration::from_millis(400));
-    let closed = session(MIN, MIN);
+    let absolute = session(&a, MIN, Duration::from_millis(400));
+    let closed = session(&a, MIN, MIN);
     a.create(idle.clone(), None).await.unwrap();
     b.create(absolute.clone(), None).await.unwrap();
     a.create(closed.clone(), None).await.unwrap();
     let short_lock = lock(
+        &a,
         &format!("ssn_{}", new_uuid()),
         &[("M", 1, 0, 0)],
         Duration::from_millis(300),
     );
-    let long_lock = lock(&format!("ssn_{}", new_uuid()), &[("M", 1, 0, 0)], MIN);
+    let long_lock = lock(&a, &format!("ssn_{}", new_uuid()), &[("M", 1, 0, 0)], MIN);
     a.acquire_lock(short_lock, &HashMap::new()).await.unwrap();
     b.acquire_lock(long_lock, &HashMap::new()).await.unwrap();
     assert_eq!(value("sessions_created_total", &kc) - created, 3.0);
