@@ -1,6 +1,5 @@
 //! The one session model every flavour shares (SPEC §3).
 
-use super::clock::now_millis;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -277,18 +276,6 @@ impl Session {
             idle_ms: 0,
             absolute_deadline: 0,
         }
-    }
-
-    /// A session with a fixed lifetime on the system clock: `with_fixed_ttl_at` now.
-    /// Only for the Voucherify flavour's own lock path, which phase 2 of issue 15 replaces with
-    /// `SessionService::acquire_lock` (on the service's clock); then this goes.
-    pub fn with_fixed_ttl(
-        id: String,
-        flavor: Flavor,
-        owner: Option<String>,
-        ttl: Duration,
-    ) -> Session {
-        Session::with_fixed_ttl_at(id, flavor, owner, ttl, now_millis())
     }
 
     /// A session with a fixed lifetime (locks, grace aliases), created at `now`: use never

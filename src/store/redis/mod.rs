@@ -426,8 +426,14 @@ impl Inner {
         // The new session is written first: the old key never points at nothing.
         let written = self.write_new(&new).await?;
         let alias = (!grace.is_zero()).then(|| {
-            let mut a =
-                Session::with_fixed_ttl(old_id.to_string(), new.flavor, new.owner.clone(), grace);
+            // Redis expires keys on its own wall clock: the alias is on system time too.
+            let mut a = Session::with_fixed_ttl_at(
+                old_id.to_string(),
+                new.flavor,
+                new.owner.clone(),
+                grace,
+                now_millis(),
+            );
             a.moved_to = Some(new.id.clone());
             a
         });

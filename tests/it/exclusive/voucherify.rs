@@ -62,6 +62,13 @@ fn start() -> (EchoUpstream, TestSidecar) {
     (up, sc)
 }
 
+/// `start` with the locks on a manual clock (`TestSidecar::advance`).
+fn start_on_manual_clock() -> (EchoUpstream, TestSidecar) {
+    let up = EchoUpstream::start();
+    let sc = TestSidecar::with_manual_clock(&up, LIMITS);
+    (up, sc)
+}
+
 /// X-App-Id/X-App-Token of the `pos` credential.
 fn app_creds() -> Vec<(&'static str, String)> {
     vec![
@@ -752,23 +759,25 @@ fn release_endpoint_answers_204_then_404_and_is_never_forwarded() {
 #[test]
 fn expiry_frees_capacity() {
     let _g = serial();
-    let (_up, sc) = start();
+    let (_up, sc) = start_on_manual_clock();
     lock_ok(
         &sc,
         &["ONE"],
         json!({"type": "LOCK", "ttl": 300, "ttl_unit": "MILLISECONDS"}),
         "exp-ms",
     );
+    sc.advance(Duration::from_millis(299));
     assert_quantity_exceeded(&lock(&sc, &["ONE"], json!({"type": "LOCK"}), "exp-early"));
-    std::thread::sleep(Duration::from_millis(600));
+    sc.advance(Duration::from_millis(1));
     lock_ok(
         &sc,
         &["ONE"],
         json!({"type": "LOCK", "key": "exp-s", "ttl": 1, "ttl_unit": "SECONDS"}),
         "exp-late",
     );
+    sc.advance(Duration::from_millis(999));
     assert_quantity_exceeded(&lock(&sc, &["ONE"], json!({"type": "LOCK"}), "exp-early-2"));
-    std::thread::sleep(Duration::from_millis(1300));
+    sc.advance(Duration::from_millis(1));
     lock_ok(&sc, &["ONE"], json!({"type": "LOCK"}), "exp-late-2");
     assert_eq!(
         release(&sc, "ONE", "exp-s", &app_creds()).status,
@@ -1260,7 +1269,7 @@ fn sold_out_answers_list_every_refused_code() {
 #[test]
 fn fractional_ttls_and_lower_case_units() {
     let _g = serial();
-    let (_up, sc) = start();
+    let (_up, sc) = start_on_manual_clock();
     let active = sc.metric("locks_active", &[]);
     let r = lock(
         &sc,
@@ -1285,7 +1294,9 @@ fn fractional_ttls_and_lower_case_units() {
         "zero",
     );
     assert_error(&r, 400, "invalid_payload");
-    // The 0.75 s lock expires by itself.
-    std::thread::sleep(Duration::from_millis(1200));
+    // The 0.75 s lock expires by itself, at 750 ms and not before.
+    sc.advance(Duration::from_millis(749));
+    assert_eq!((sc.metric("locks_active", &[]) - active), 2.0);
+    sc.advance(Duration::from_millis(1));
     assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
 }
