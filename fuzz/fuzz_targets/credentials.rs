@@ -7,8 +7,6 @@
 mod fields;
 
 use libfuzzer_sys::fuzz_target;
-use session_sidecar::fuzz_api::Credentials;
-use std::sync::OnceLock;
 
 const NAMES: [&str; 5] = [
     "authorization",
@@ -19,17 +17,7 @@ const NAMES: [&str; 5] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
-    let credentials = CREDENTIALS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sidecar-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(
-            dir.join("jwks.json"),
-            include_str!("../../tests/fixtures/jwt/public-jwks.json"),
-        )
-        .expect("jwks");
-        Credentials::new(&dir)
-    });
+    let credentials = fields::credentials();
     let f = fields::fields(data, NAMES.len());
     let present: Vec<(&'static str, &[u8])> = NAMES
         .iter()

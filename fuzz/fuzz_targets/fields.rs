@@ -34,3 +34,20 @@ pub fn assert_unambiguous(head: &[u8]) {
         "accepted ambiguous framing: {names:?}"
     );
 }
+
+/// The credential checker with the test key set (tests/fixtures/jwt/public-jwks.json), built
+/// once per fuzzing process in a temp dir of its own.
+pub fn credentials() -> &'static session_sidecar::fuzz_api::Credentials {
+    static CREDENTIALS: std::sync::OnceLock<session_sidecar::fuzz_api::Credentials> =
+        std::sync::OnceLock::new();
+    CREDENTIALS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sidecar-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("jwks.json"),
+            include_str!("../../tests/fixtures/jwt/public-jwks.json"),
+        )
+        .expect("jwks");
+        session_sidecar::fuzz_api::Credentials::new(&dir)
+    })
+}

@@ -9,21 +9,9 @@ mod fields;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use session_sidecar::fuzz_api::Credentials;
-use std::sync::OnceLock;
 
 fuzz_target!(|data: &[u8]| {
-    static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
-    let credentials = CREDENTIALS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sidecar-fuzz-jwt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(
-            dir.join("jwks.json"),
-            include_str!("../../tests/fixtures/jwt/public-jwks.json"),
-        )
-        .expect("jwks");
-        Credentials::new(&dir)
-    });
+    let credentials = fields::credentials();
     let f = fields::fields(data, 3);
     let token = format!(
         "Bearer {}.{}.{}",
