@@ -87,10 +87,12 @@ pub enum EndReason {
     Released,
     Evicted,
     Revoked,
+    /// The id was replaced at login (SPEC §13.2); the session lives on under its new id.
+    Rotated,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 8] = [
+    pub const ALL: [EndReason; 9] = [
         EndReason::Closed,
         EndReason::IdleExpired,
         EndReason::AbsoluteExpired,
@@ -99,6 +101,7 @@ impl EndReason {
         EndReason::Released,
         EndReason::Evicted,
         EndReason::Revoked,
+        EndReason::Rotated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +114,7 @@ impl EndReason {
             EndReason::Released => "released",
             EndReason::Evicted => "evicted",
             EndReason::Revoked => "revoked",
+            EndReason::Rotated => "rotated",
         }
     }
 }

@@ -561,13 +561,12 @@ impl SessionStore for MemoryStore {
         old_id: &str,
         new: Session,
         grace: Duration,
+        reason: EndReason,
     ) -> StoreResult<Option<Session>> {
         Ok(self.timed("transfer", || {
             let mut idx = self.indexes.lock();
             // A key in its grace period is an alias, not a session: it cannot move again.
-            let old = self.remove_locked_if(&mut idx, old_id, EndReason::Transferred, |s| {
-                s.moved_to.is_none()
-            })?;
+            let old = self.remove_locked_if(&mut idx, old_id, reason, |s| s.moved_to.is_none())?;
             let new_id = new.id.clone();
             let owner = new.owner.clone();
             self.insert_new_locked(&mut idx, new);

@@ -196,14 +196,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Live sessions whose `customer_id` is this customer.
     async fn customer_sessions(&self, customer_id: &str) -> StoreResult<Vec<Session>>;
 
-    /// Ends `old_id` (reason `transferred`) and adds `new` in one step. With a non-zero `grace`,
-    /// `old_id` keeps resolving to `new` for that long. Returns the old session if it was
-    /// live; otherwise nothing changes. Of concurrent transfers of one id exactly one wins.
+    /// Ends `old_id` (with `reason`: `transferred`, or `rotated` at login) and adds `new` in
+    /// one step. With a non-zero `grace`, `old_id` keeps resolving to `new` for that long.
+    /// Returns the old session if it was live and not itself a grace alias; otherwise nothing
+    /// changes. Of concurrent transfers of one id exactly one wins.
     async fn transfer(
         &self,
         old_id: &str,
         new: Session,
         grace: Duration,
+        reason: EndReason,
     ) -> StoreResult<Option<Session>>;
 
     /// Gives the existing session `target_id` the identity of `old_id`
@@ -309,8 +311,9 @@ mod tests {
             old_id: &str,
             new: Session,
             grace: Duration,
+            reason: EndReason,
         ) -> StoreResult<Option<Session>> {
-            self.0.transfer(old_id, new, grace).await
+            self.0.transfer(old_id, new, grace, reason).await
         }
         async fn acquire_lock(
             &self,

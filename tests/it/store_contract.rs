@@ -143,6 +143,11 @@ macro_rules! contract_tests {
                 contract::concurrent_transfers_have_one_winner($shared).await
             }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_rotations_with_grace_have_one_winner() {
+                contract::concurrent_rotations_with_grace_have_one_winner($shared).await
+            }
+
             #[tokio::test]
             async fn locks_count_capacity_and_overwrite() {
                 contract::locks_count_capacity_and_overwrite($one).await

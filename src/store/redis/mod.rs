@@ -422,6 +422,7 @@ impl Inner {
         old_id: &str,
         new: Session,
         grace: Duration,
+        reason: EndReason,
     ) -> StoreResult<Option<Session>> {
         // The new session is written first: the old key never points at nothing.
         let written = self.write_new(&new).await?;
@@ -457,7 +458,7 @@ impl Inner {
             self.unindex(&old).await;
         }
         if is_indexed(&old) {
-            metrics::session_end_counted(EndReason::Transferred);
+            metrics::session_end_counted(reason);
         }
         Ok(Some(old))
     }
@@ -745,10 +746,11 @@ impl SessionStore for RedisStore {
         old_id: &str,
         new: Session,
         grace: Duration,
+        reason: EndReason,
     ) -> StoreResult<Option<Session>> {
         let old_id = old_id.to_string();
         on_runtime!(self, "transfer", |inner| inner
-            .transfer(&old_id, new, grace)
+            .transfer(&old_id, new, grace, reason)
             .await)
     }
 

@@ -79,12 +79,15 @@ return {before, redis.call('HGETALL', KEYS[1])}
 /// Ends a live session. When alias arguments follow, the key is replaced by that alias (a
 /// transferred key in its grace period) expiring at the alias's `expires_at`.
 /// KEYS: session. ARGV: now, channel, message, [alias expires_at, field, value, …].
-/// Returns the ended session's fields, or nil when it was not live (nothing changes).
+/// Returns the ended session's fields, or nil when it was not live (nothing changes). With an
+/// alias (a transfer or rotation), a key that is itself a grace alias (`mv`) is not live
+/// either: of two replicas moving one id concurrently, exactly one wins.
 pub static REMOVE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r#"
 local ea = redis.call('HGET', KEYS[1], 'ea')
 if not ea or tonumber(ea) <= tonumber(ARGV[1]) then return false end
+if #ARGV > 4 and redis.call('HEXISTS', KEYS[1], 'mv') == 1 then return false end
 local s = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
 if #ARGV > 4 then

@@ -461,7 +461,7 @@ pub async fn transfer_without_grace(store: Store) {
     store.create(old.clone(), None).await.unwrap();
     let new = transferred(&*store, &old);
     let ended = store
-        .transfer(&old.id, new.clone(), Duration::ZERO)
+        .transfer(&old.id, new.clone(), Duration::ZERO, EndReason::Transferred)
         .await
         .unwrap();
     assert_eq!(ended.as_ref().map(|s| s.id.as_str()), Some(old.id.as_str()));
@@ -483,7 +483,12 @@ pub async fn transfer_without_grace(store: Store) {
     let stray = transferred(&*store, &old);
     assert_eq!(
         store
-            .transfer(&old.id, stray.clone(), Duration::ZERO)
+            .transfer(
+                &old.id,
+                stray.clone(),
+                Duration::ZERO,
+                EndReason::Transferred
+            )
             .await
             .unwrap(),
         None
@@ -500,7 +505,12 @@ pub async fn transfer_with_grace(store: Store) {
     store.create(old.clone(), None).await.unwrap();
     let new = transferred(&*store, &old);
     store
-        .transfer(&old.id, new.clone(), Duration::from_millis(300))
+        .transfer(
+            &old.id,
+            new.clone(),
+            Duration::from_millis(300),
+            EndReason::Transferred,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -525,6 +535,31 @@ pub async fn transfer_with_grace(store: Store) {
 }
 
 pub async fn concurrent_transfers_have_one_winner(stores: Vec<Store>) {
+    transfer_race(stores, Duration::ZERO, EndReason::Transferred).await;
+}
+
+/// Rotation at login (SPEC §13.2) is a transfer that leaves a grace alias: racing replicas
+/// must not move the alias again (that would leave two live copies of one session).
+pub async fn concurrent_rotations_with_grace_have_one_winner(stores: Vec<Store>) {
+    let (old_id, winner) =
+        transfer_race(stores.clone(), Duration::from_secs(5), EndReason::Rotated).await;
+    for store in &stores {
+        let alias = store
+            .get(&old_id)
+            .await
+            .unwrap()
+            .expect("alias during grace");
+        assert_eq!(
+            alias.moved_to.as_deref(),
+            Some(winner.as_str()),
+            "every replica sees the winner"
+        );
+    }
+}
+
+/// Eight concurrent transfers of one session over `stores`: exactly one wins. Returns the old
+/// id and the winner's new id.
+async fn transfer_race(stores: Vec<Store>, grace: Duration, reason: EndReason) -> (String, String) {
     let old = session(&*stores[0], MIN, MIN);
     stores[0].create(old.clone(), None).await.unwrap();
     let tasks: Vec<_> = (0..8)
@@ -533,7 +568,7 @@ pub async fn concurrent_transfers_have_one_winner(stores: Vec<Store>) {
             let (old_id, new) = (old.id.clone(), transferred(&*store, &old));
             tokio::spawn(async move {
                 let won = store
-                    .transfer(&old_id, new.clone(), Duration::ZERO)
+                    .transfer(&old_id, new.clone(), grace, reason)
                     .await
                     .unwrap()
                     .is_some();
@@ -541,7 +576,7 @@ pub async fn concurrent_transfers_have_one_winner(stores: Vec<Store>) {
             })
         })
         .collect();
-    let mut winners = 0;
+    let mut winners = Vec::new();
     for t in tasks {
         let (won, new_id) = t.await.unwrap();
         let exists = stores[0].get(&new_id).await.unwrap().is_some();
@@ -549,9 +584,12 @@ pub async fn concurrent_transfers_have_one_winner(stores: Vec<Store>) {
             won, exists,
             "a new session exists exactly when its transfer won"
         );
-        winners += usize::from(won);
+        if won {
+            winners.push(new_id);
+        }
     }
-    assert_eq!(winners, 1);
+    assert_eq!(winners.len(), 1, "exactly one transfer wins");
+    (old.id, winners.remove(0))
 }
 
 pub async fn locks_count_capacity_and_overwrite(store: Store) {
