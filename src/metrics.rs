@@ -6,9 +6,9 @@
 use crate::session::{EndReason, Flavor, Session};
 use once_cell::sync::{Lazy, OnceCell};
 use pingora_prometheus::prometheus::{
-    self, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec,
+    self, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::collections::HashMap;
 
@@ -26,6 +26,8 @@ lazy_metric!(SESSIONS_CREATED: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_sessions_created_total", "Sessions created by flavor", &["flavor"]));
 lazy_metric!(SESSIONS_ENDED: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_sessions_ended_total", "Sessions ended by reason", &["reason"]));
+lazy_metric!(SESSIONS_ROTATED: IntCounter = register_int_counter!(
+    "session_sidecar_sessions_rotated_total", "Session ids replaced at login (SPEC §13.2)"));
 lazy_metric!(SESSION_LOOKUPS: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_session_lookups_total", "Session lookups of forwarded requests by result", &["result"]));
 lazy_metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
@@ -58,6 +60,7 @@ pub fn init() {
         .set(1);
     CONFIG_RELOAD_SUCCESS.set(1);
     LOCKS_ACTIVE.set(LOCKS_ACTIVE.get());
+    SESSIONS_ROTATED.inc_by(0);
     for f in Flavor::ALL {
         SESSIONS_ACTIVE.with_label_values(&[f.as_str()]);
         SESSIONS_CREATED.with_label_values(&[f.as_str()]);
@@ -129,6 +132,11 @@ pub fn session_ended(s: &Session, reason: EndReason) {
 
 /// A session was created in a shared store, whose own count sets `sessions_active`
 /// (`set_sessions_active`) rather than this process's increments.
+/// A session got a new id at login.
+pub fn session_rotated() {
+    SESSIONS_ROTATED.inc();
+}
+
 pub fn session_created(flavor: Flavor) {
     SESSIONS_CREATED.with_label_values(&[flavor.as_str()]).inc();
 }

@@ -106,6 +106,17 @@ pub enum AuthMode {
     Token,
 }
 
+/// When a login answer gives the session a new id (SPEC §13.2).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RotateOnLogin {
+    Never,
+    /// Only sessions the request carried in the locate cookie (browsers: fixation's target).
+    Cookie,
+    /// Sessions found by any locator.
+    Always,
+}
+
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionMode {
@@ -155,6 +166,8 @@ pub struct SessionsSection {
     pub max_sessions: u64,
     pub max_sessions_per_customer: u64,
     pub isolate_by_credential: bool,
+    pub rotate_on_login: RotateOnLogin,
+    pub rotation_grace: ConfigDuration,
     pub locate: LocateSection,
 }
 
@@ -166,6 +179,8 @@ impl Default for SessionsSection {
             max_sessions: 1_000_000,
             max_sessions_per_customer: 0,
             isolate_by_credential: true,
+            rotate_on_login: RotateOnLogin::Cookie,
+            rotation_grace: ConfigDuration::secs(10),
             locate: LocateSection::default(),
         }
     }

@@ -5,7 +5,7 @@
 //! parsing of their own.
 
 use super::file::{self, FileConfig};
-pub use super::file::{AuthMode, SessionMode, StoreBackend};
+pub use super::file::{AuthMode, RotateOnLogin, SessionMode, StoreBackend};
 use http::header::HeaderName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -141,6 +141,9 @@ pub struct SessionSettings {
     pub max_sessions: u64,
     pub max_sessions_per_customer: u64,
     pub isolate_by_credential: bool,
+    pub rotate_on_login: RotateOnLogin,
+    /// How long a rotated-away id still resolves to the session's new id.
+    pub rotation_grace: Duration,
 }
 
 /// A path template such as `/Web/Session/{key}`: literal text before and after the key.
@@ -349,6 +352,8 @@ pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError>
         max_sessions: f.sessions.max_sessions,
         max_sessions_per_customer: f.sessions.max_sessions_per_customer,
         isolate_by_credential: f.sessions.isolate_by_credential,
+        rotate_on_login: f.sessions.rotate_on_login,
+        rotation_grace: f.sessions.rotation_grace.0,
     };
     if sessions.idle_timeout.is_zero() || sessions.absolute_timeout.is_zero() {
         return err(

@@ -20,6 +20,8 @@ pub fn service() -> Arc<SessionService> {
         max_sessions: 1000,
         max_sessions_per_customer: 0,
         isolate_by_credential: true,
+        rotate_on_login: crate::config::RotateOnLogin::Cookie,
+        rotation_grace: Duration::from_secs(10),
     };
     Arc::new(SessionService::new(
         Arc::new(MemoryStore::new(1000)),

@@ -62,6 +62,11 @@ impl IdentityHeaders {
         }
     }
 
+    /// The session-id header, also sent to the client with a rotated id (SPEC §13.2).
+    pub fn session_id_header(&self) -> Option<&HeaderName> {
+        self.settings.session_id.as_ref()
+    }
+
     pub fn assert_customer_header(&self) -> Option<&HeaderName> {
         self.settings.assert_customer_id.as_ref()
     }

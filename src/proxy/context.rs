@@ -1,5 +1,6 @@
 //! Per-request state carried through pingora's hooks.
 
+use super::locate::Located;
 use crate::api::ForwardHook;
 use crate::auth::Credential;
 use crate::metrics::RequestKind;
@@ -23,6 +24,11 @@ pub struct RequestCtx {
     pub upstream: Option<Arc<str>>,
     /// The live session the request resolved to.
     pub session: Option<Arc<Session>>,
+    /// The session id the request carried, and where (set when the store was asked).
+    pub located: Option<Located>,
+    /// A flavour's API inspected this forwarded request: its session keys are that API's
+    /// protocol, never rotated (SPEC §13.2).
+    pub flavor_path: bool,
     /// The caller's credential, when one was presented and valid.
     pub credential: Option<Arc<Credential>>,
     /// The validated credential header to remove before forwarding (`strip_credentials`).
@@ -39,6 +45,8 @@ impl RequestCtx {
             kind: RequestKind::Forward,
             upstream: None,
             session: None,
+            located: None,
+            flavor_path: false,
             credential: None,
             strip_credential: None,
             hook: None,

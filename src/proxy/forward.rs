@@ -6,7 +6,7 @@
 
 use super::body::{self, Body};
 use super::context::RequestCtx;
-use super::locate;
+use super::locate::{self, Located, Locator};
 use super::respond;
 use crate::api::{self, ApiResponse, ForwardDecision, SessionApi};
 use crate::auth::AuthResult;
@@ -62,6 +62,7 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         None
     };
     let inspector = gen.apis.inspector(&method, path);
+    ctx.flavor_path = inspector.is_some();
     let body_locates = wants_session && located.is_none() && body_may_locate(&gen, session);
     let body = if inspector.is_some() || body_locates {
         body::read_for_forwarding(session, gen.config.server.max_body).await?
@@ -69,7 +70,8 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         Body::NotRead
     };
     if body_locates {
-        located = locate::from_json(&gen.config.locate.json_body, body.as_request().bytes());
+        located = locate::from_json(&gen.config.locate.json_body, body.as_request().bytes())
+            .map(|id| Located::new(id, Locator::JsonBody));
     }
 
     if let Some((api, rel)) = inspector {
@@ -84,15 +86,18 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
         }
         if let Some(key) = ctx.hook.as_ref().and_then(|h| h.session_key()) {
             if wants_session {
-                located = Some(key.to_string());
+                located = Some(Located::new(key.to_string(), Locator::Flavor));
             }
         }
     }
 
     let carried_id = located.is_some();
-    if let Some(id) = located {
-        match resolve(&gen.sessions, &id).await {
-            Ok(found) => ctx.session = found,
+    if let Some(located) = located {
+        match resolve(&gen.sessions, &located.id).await {
+            Ok(found) => {
+                ctx.session = found;
+                ctx.located = Some(located);
+            }
             // The store cannot say whether this session exists (Redis down, no near-cache
             // copy): forwarding it as anonymous would hide the outage from the app.
             Err(_) => {

@@ -6,30 +6,65 @@ use crate::config::{LocateSettings, PathTemplate};
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
+/// Where a request carried its session id: rotation at login (SPEC §13.2) depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locator {
+    Header,
+    Cookie,
+    Query,
+    Path,
+    JsonBody,
+    /// The key of a flavour's own protocol (a forwarded request a flavour inspects).
+    Flavor,
+}
+
+/// A session id as the client sent it, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub id: String,
+    pub by: Locator,
+}
+
+impl Located {
+    pub fn new(id: String, by: Locator) -> Located {
+        Located { id, by }
+    }
+}
+
 /// The session id carried in the request line or headers (header, cookie, query, path).
 pub fn from_head(
     settings: &LocateSettings,
     headers: &HeaderMap,
     path: &str,
     query: Option<&str>,
-) -> Option<String> {
+) -> Option<Located> {
+    let found = |by| move |id| Located::new(id, by);
     settings
         .header
         .as_ref()
         .and_then(|name| header_value(headers, name.as_str()))
+        .map(found(Locator::Header))
         .or_else(|| {
             settings
                 .cookie
                 .as_deref()
                 .and_then(|name| cookie(headers, name))
+                .map(found(Locator::Cookie))
         })
         .or_else(|| {
             settings
                 .query
                 .as_deref()
                 .and_then(|name| query_param(query?, name))
+                .map(found(Locator::Query))
         })
-        .or_else(|| settings.path.iter().find_map(|t| path_template(t, path)))
+        .or_else(|| {
+            settings
+                .path
+                .iter()
+                .find_map(|t| path_template(t, path))
+                .map(found(Locator::Path))
+        })
 }
 
 /// The first value of a header, trimmed; empty values count as absent.

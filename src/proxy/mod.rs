@@ -4,7 +4,8 @@
 //! * `request_filter`: a flavour's own endpoint → `api::answer`; else `forward::prepare`.
 //! * `upstream_peer`: the route's upstream (`upstreams`).
 //! * `upstream_request_filter`: strip and set identity headers (`identity`).
-//! * `response_filter` / `response_body_filter`: `response` (assertion, hooks, rewrites).
+//! * `response_filter` / `response_body_filter`: `response` (assertion, hooks, rewrites),
+//!   `rotation` (a new session id at login).
 //! * `fail_to_proxy`: 502/504 as JSON on a kept-alive connection (`respond`).
 //! * `logging`: metrics.
 //!
@@ -19,6 +20,7 @@ pub mod framing;
 pub mod locate;
 pub mod respond;
 pub mod response;
+pub mod rotation;
 
 use crate::metrics;
 use crate::session::id::redact_path;
@@ -170,11 +172,12 @@ impl ProxyHttp for SidecarProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response::on_header(upstream_response, ctx).await
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        response::on_header(upstream_response, ctx, tls).await
     }
 
     fn response_body_filter(

@@ -1,5 +1,5 @@
-//! The app's answer on its way back: identity assertion, the flavour hook's commit/rollback,
-//! and body rewriting.
+//! The app's answer on its way back: identity assertion (and rotation at login), the flavour
+//! hook's commit/rollback, and body rewriting.
 
 use super::context::{BodyRewrite, RequestCtx};
 use crate::session::id::redact;
@@ -11,7 +11,8 @@ use pingora::Result;
 /// Largest app answer buffered for rewriting; larger ones pass through unchanged.
 const REWRITE_LIMIT: usize = 1024 * 1024;
 
-pub async fn on_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+/// `tls`: the request came over TLS.
+pub async fn on_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx, tls: bool) -> Result<()> {
     let gen = ctx.gen.clone();
     if let Some(name) = gen.identity.assert_customer_header() {
         let asserted = resp
@@ -20,6 +21,7 @@ pub async fn on_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Resul
             .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string());
         while resp.remove_header(name).is_some() {}
         if let (Some(value), Some(s)) = (asserted, &ctx.session) {
+            let login = !value.is_empty();
             let patch = if value.is_empty() {
                 SessionPatch {
                     customer_id: Some(None),
@@ -33,11 +35,13 @@ pub async fn on_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Resul
                     ..Default::default()
                 }
             };
-            if let Err(e) = gen.sessions.update_resolved(&s.id, &patch).await {
-                log::warn!(
+            match gen.sessions.update_resolved(&s.id, &patch).await {
+                Ok(Some(_)) if login => super::rotation::after_login(resp, ctx, tls).await?,
+                Ok(_) => {}
+                Err(e) => log::warn!(
                     "identity assertion for session {} failed: {e}",
                     redact(&s.id)
-                );
+                ),
             }
         }
     }

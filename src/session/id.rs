@@ -1,5 +1,6 @@
 //! Session ids: generated from the OS CSPRNG, and checked when a client supplies one.
 
+use super::model::Flavor;
 use base64::Engine;
 
 /// A lowercase, hyphenated UUIDv4 (SpreadsheetWEB, Knowledge Center, admin sessions).
@@ -33,6 +34,15 @@ pub fn new_tessitura_key() -> String {
     let mut buf = [0u8; 80];
     fill_random(&mut buf);
     base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+/// A fresh id of the kind `flavor` issues (rotation keeps the kind a client expects).
+pub fn new_id_like(flavor: Flavor) -> String {
+    match flavor {
+        Flavor::Tessitura => new_tessitura_key(),
+        Flavor::Voucherify => new_lock_key(),
+        Flavor::Spreadsheetweb | Flavor::KnowledgeCenter | Flavor::Admin => new_uuid(),
+    }
 }
 
 fn fill_random(buf: &mut [u8]) {

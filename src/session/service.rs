@@ -4,9 +4,10 @@
 //! production).
 
 use super::clock::Clock;
-use super::id::new_lock_key;
+use super::id::{new_id_like, new_lock_key};
 use super::model::{EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch};
 use crate::config::SessionSettings;
+use crate::metrics;
 use crate::store::{
     CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreError, StoreResult,
 };
@@ -306,13 +307,51 @@ impl SessionService {
         id: &str,
         patch: &SessionPatch,
     ) -> StoreResult<Option<Session>> {
-        let updated = self.store.update(id, patch).await?;
+        let mut updated = self.store.update(id, patch).await?;
+        // Rotated (or transferred) since the request resolved it: the change belongs to the
+        // session the id moved to, not to the alias it left behind.
+        if let Some(target) = updated.as_ref().and_then(|s| s.moved_to.clone()) {
+            updated = self.store.update(&target, patch).await?;
+        }
         if let Some(u) = &updated {
             if let (Some(c), Some(Some(_))) = (&u.customer_id, &patch.customer_id) {
                 self.enforce_customer_limit(c, &u.id).await?;
             }
         }
         Ok(updated)
+    }
+
+    /// Gives the live session `id` a new id of the same kind (SPEC §13.2: rotation at login)
+    /// with the same identity and deadlines; `id` resolves to it for `rotation_grace`, then
+    /// ends (reason `rotated`). Returns the session's id from now on: the new one, or the one
+    /// a concurrent rotation (another request, another replica) already gave it, so every
+    /// racer tells its client the same id. `None` when `id` is not a live session, or is a
+    /// Voucherify lock (its key is the redemption's handle and the quantity ledger's).
+    pub async fn rotate(&self, id: &str) -> StoreResult<Option<String>> {
+        let Some(old) = self.store.get(id).await? else {
+            return Ok(None);
+        };
+        if old.lock.is_some() {
+            return Ok(None);
+        }
+        if let Some(current) = old.moved_to {
+            return Ok(Some(current));
+        }
+        let mut new = old;
+        new.id = new_id_like(new.flavor);
+        let new_id = new.id.clone();
+        let grace = self.settings.rotation_grace;
+        if self
+            .store
+            .transfer(id, new, grace, EndReason::Rotated)
+            .await?
+            .is_some()
+        {
+            metrics::session_rotated();
+            return Ok(Some(new_id));
+        }
+        // Lost to a concurrent rotation: follow it.
+        Ok(self.store.get(id).await?.and_then(|s| s.moved_to))
     }
 
     /// Ends a session `caller` may see. Of concurrent closes exactly one gets `Some`.
@@ -350,7 +389,7 @@ impl SessionService {
         let new_copy = new.clone();
         Ok(self
             .store
-            .transfer(old_id, new, grace)
+            .transfer(old_id, new, grace, EndReason::Transferred)
             .await?
             .map(|_| new_copy))
     }
@@ -497,6 +536,8 @@ mod tests {
             max_sessions: 1000,
             max_sessions_per_customer: 0,
             isolate_by_credential: isolate,
+            rotate_on_login: crate::config::RotateOnLogin::Cookie,
+            rotation_grace: Duration::from_secs(10),
         };
         SessionService::new(Arc::new(MemoryStore::new(1000)), settings)
     }

@@ -156,6 +156,15 @@ fn semantic_errors_point_at_the_offending_key() {
     let text = b.replacen("path = [", "path = [\"/no-key/\", ", 1);
     assert!(error_at(&text).1.contains("{key}"));
 
+    for bad in [
+        "rotate_on_login = \"sometimes\"",
+        "rotation_grace = \"soon\"",
+    ] {
+        let text = format!("{b}\n[sessions]\n{bad}\n");
+        let (line, msg) = error_at(&text);
+        assert_eq!(line, line_of(&text, bad), "{msg}");
+    }
+
     let text = format!("{b}\n[identity_headers]\nsigning_key_file = \"/nonexistent/key\"\n");
     assert_eq!(error_at(&text).0, line_of(&text, "signing_key_file"));
 }

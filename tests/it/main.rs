@@ -22,6 +22,7 @@ mod rate_limits;
 mod real_clients;
 mod redis_sidecar;
 mod redis_store;
+mod rotation;
 mod sessions;
 mod soak;
 mod spreadsheetweb;

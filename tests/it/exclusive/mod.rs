@@ -2,4 +2,5 @@
 //! main run and runs them afterwards in a process of their own, one at a time.
 
 mod redis_metrics;
+mod rotation;
 mod voucherify;
