@@ -119,6 +119,9 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         let mut options = pingora::apps::HttpServerOptions::default();
         options.keepalive_request_limit =
             Some(proxy::framing::keepalive_reuse_limit(&config.server.http));
+        // h2c by prior knowledge: pingora reads the connection preface and falls back to
+        // HTTP/1.1 for everything else.
+        options.h2c = config.server.http2;
         app.server_options = Some(options);
     }
     server.add_service(proxy);

@@ -56,6 +56,8 @@ pub struct ServerSection {
     /// Where pingora's upgrade socket lives (zero-downtime `--upgrade` hand-off).
     pub upgrade_sock: String,
     pub pid_file: String,
+    /// SPEC §13.3: h2 by ALPN on TLS listeners, h2c (prior knowledge) on plaintext ones.
+    pub http2: bool,
 }
 
 impl Default for ServerSection {
@@ -73,6 +75,7 @@ impl Default for ServerSection {
             keepalive_timeout: ConfigDuration::secs(60),
             upgrade_sock: "/tmp/session-sidecar-upgrade.sock".to_string(),
             pid_file: "/tmp/session-sidecar.pid".to_string(),
+            http2: true,
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     pub pid_file: String,
     pub http: HttpLimits,
+    /// Speak HTTP/2 to clients as well (SPEC §13.3).
+    pub http2: bool,
 }
 
 /// Client connection limits of SPEC §13.1, enforced by `proxy::framing` on every listener.
@@ -436,6 +438,7 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
         upgrade_sock: s.upgrade_sock.clone(),
         pid_file: s.pid_file.clone(),
         http,
+        http2: s.http2,
     })
 }
 
