@@ -155,8 +155,8 @@ impl RateLimits {
     }
 }
 
-/// Client addresses the admin failure limit remembers at most; beyond, the least recently seen
-/// are forgotten (each costs about a hundred bytes).
+/// Client addresses the admin failure limit remembers at most (a few hundred bytes each with
+/// the cache's bookkeeping); beyond, the least recently seen are forgotten.
 const ADMIN_CLIENTS: u64 = 100_000;
 
 /// Failed admin authentications per client IP (issue 16): `n` a minute, in bursts of up to `n`.
