@@ -1,10 +1,12 @@
 //! The admin listener (SPEC §8): metrics, health, readiness, and the session admin API.
 //! It is a separate pingora service on `server.admin_listen`, normally bound to loopback.
 //! Like the flavours, it answers through `api::ApiResponse`: `AdminRoute` names the resource,
-//! one handler per route calls `SessionService`.
+//! one handler per route calls `SessionService`. Failed admin authentications are limited per
+//! client address (`server.admin_auth_failures_per_minute`, issue 16; see `limits`).
 
 use crate::api::{error, ApiResponse};
 use crate::auth::{AuthResult, Credential};
+use crate::limits::RetryAfter;
 use crate::metrics;
 use crate::session::id::{is_valid_client_id, new_uuid};
 use crate::session::{
@@ -13,12 +15,13 @@ use crate::session::{
 use crate::state::AppState;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use http::{Method, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Largest admin request body accepted.
@@ -45,6 +48,22 @@ fn to_http(r: ApiResponse) -> Response<Vec<u8>> {
         .header(http::header::CONTENT_LENGTH, r.body.len())
         .body(r.body.to_vec())
         .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+/// 429 for an address with too many recent failed authentications, in the admin error shape.
+fn too_many_auth_failures(wait: RetryAfter) -> ApiResponse {
+    error(
+        429,
+        "too_many_auth_failures",
+        "Too many failed admin authentications from this address; retry later.",
+    )
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from(wait.0.max(1)))
+}
+
+/// The TCP peer of the admin connection. The admin listener takes no forwarding headers
+/// (`X-Forwarded-For` and the like): a client could write any address there.
+fn peer_ip(http: &ServerSession) -> Option<IpAddr> {
+    http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
 fn not_found() -> ApiResponse {
@@ -216,17 +235,35 @@ impl AdminRoute {
 }
 
 impl AdminApp {
-    /// The caller's admin credential, or the 401/403 refusal.
+    /// The caller's admin credential, or the 401/403 refusal, or 429 when the caller's address
+    /// has failed too often (issue 16).
     async fn admin_credential(&self, http: &ServerSession) -> Result<Arc<Credential>, ApiResponse> {
-        let auth = self
-            .state
-            .current()
-            .auth
-            .authenticate(&http.req_header().headers)
-            .await;
+        let gen = self.state.current();
+        // Brute force: an address whose failures used up the budget is refused before its
+        // credential is looked at, so a right guess is refused too and confirms nothing.
+        let limit = gen.admin_auth_limit.as_deref().zip(peer_ip(http));
+        if let Some((limit, ip)) = limit {
+            if let Err(wait) = limit.admit(ip) {
+                log::debug!("admin API: refused {ip}, too many failed authentications");
+                return Err(too_many_auth_failures(wait));
+            }
+        }
+        let auth = gen.auth.authenticate(&http.req_header().headers).await;
         match auth {
-            AuthResult::Valid(c) if c.admin => Ok(c),
+            AuthResult::Valid(c) if c.admin => {
+                if let Some((limit, ip)) = limit {
+                    limit.forgive(ip);
+                }
+                Ok(c)
+            }
             AuthResult::Valid(_) => {
+                // Not counted against the address (still `forbidden` in the metric): the
+                // caller holds a valid credential, so it is not guessing one, and a 403 tells
+                // nothing about admin secrets. Counting it would only let a client with a
+                // working non-admin token lock its own address out.
+                if let Some((limit, ip)) = limit {
+                    limit.forgive(ip);
+                }
                 metrics::auth_failure(metrics::AuthFailure::Forbidden);
                 Err(error(
                     403,
@@ -235,7 +272,17 @@ impl AdminApp {
                 ))
             }
             other => {
+                // Missing, invalid or expired: the reservation `admit` took stands.
                 other.record_failure();
+                if let Some((limit, ip)) = limit {
+                    if let Some(wait) = limit.refused_for(ip) {
+                        log::warn!(
+                            "admin API: too many failed authentications from {ip}; its admin \
+                             requests are refused for {} s",
+                            wait.0
+                        );
+                    }
+                }
                 Err(error(
                     401,
                     "unauthorized",

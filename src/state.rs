@@ -12,7 +12,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::forwarding::identity::IdentityHeaders;
 use crate::forwarding::upstreams::Upstreams;
-use crate::limits::RateLimits;
+use crate::limits::{AdminAuthLimit, RateLimits};
 use crate::session::SessionService;
 use crate::store::SessionStore;
 use arc_swap::ArcSwap;
@@ -30,6 +30,8 @@ pub struct Generation {
     pub upstreams: Upstreams,
     pub identity: IdentityHeaders,
     pub limits: RateLimits,
+    /// Failed admin authentications per client IP; `None` when the limit is off.
+    pub admin_auth_limit: Option<Arc<AdminAuthLimit>>,
 }
 
 impl Generation {
@@ -48,6 +50,10 @@ impl Generation {
             upstreams: Upstreams::from_config(&config),
             identity: IdentityHeaders::from_config(&config.identity_headers),
             limits: RateLimits::from_config(&config.rate_limits),
+            admin_auth_limit: AdminAuthLimit::from_config_after(
+                config.server.admin_auth_failures_per_minute,
+                previous.and_then(|g| g.admin_auth_limit.as_ref()),
+            ),
             sessions,
             apis,
             config,

@@ -43,6 +43,8 @@ pub struct FileConfig {
 pub struct ServerSection {
     pub listen: Vec<Spanned<String>>,
     pub admin_listen: Spanned<String>,
+    /// Failed admin authentications one client IP may make a minute (0 = no limit).
+    pub admin_auth_failures_per_minute: u32,
     pub threads: usize,
     pub grace_period: ConfigDuration,
     pub max_body: ConfigSize,
@@ -65,6 +67,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: vec![Spanned::new(0..0, "0.0.0.0:8080".to_string())],
             admin_listen: Spanned::new(0..0, "127.0.0.1:9091".to_string()),
+            admin_auth_failures_per_minute: 10,
             threads: 2,
             grace_period: ConfigDuration::secs(10),
             max_body: ConfigSize(64 * 1024),

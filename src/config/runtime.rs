@@ -56,6 +56,8 @@ pub struct Config {
 pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     pub admin_listen: SocketAddr,
+    /// Failed admin authentications one client IP may make a minute; 0 = no limit.
+    pub admin_auth_failures_per_minute: u32,
     pub threads: usize,
     pub grace_period: Duration,
     pub max_body: usize,
@@ -432,6 +434,7 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
     Ok(ServerSettings {
         listen,
         admin_listen,
+        admin_auth_failures_per_minute: s.admin_auth_failures_per_minute,
         threads: s.threads,
         grace_period: s.grace_period.0,
         max_body: usize::try_from(s.max_body.0).unwrap_or(usize::MAX),

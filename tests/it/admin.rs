@@ -4,6 +4,7 @@ use crate::common;
 
 use common::*;
 use serde_json::json;
+use std::time::Duration;
 
 fn admin_auth() -> String {
     bearer(ADMIN_TOKEN)
@@ -168,7 +169,9 @@ fn create_get_list_and_revoke() {
 #[test]
 fn admin_credential_required() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    // Ten refusals from one address: as many as the default failure limit allows, and the
+    // 403 round would then be refused with 429 (tested below).
+    let sc = TestSidecar::with_server_keys(&up, "admin_auth_failures_per_minute = 0", "");
     let id = create(&sc, json!({"customer_id": "c-guard"})).json()["id"]
         .as_str()
         .unwrap()
@@ -303,4 +306,213 @@ fn metrics_move_with_traffic() {
     let _ = active0;
     let text = sc.admin("GET", "/metrics", &[], b"").text();
     assert!(!text.contains(&id), "a session id leaked into /metrics");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Brute force (issue 16): failed admin authentications limited per client IP
+
+/// Two client addresses on Linux loopback.
+const CLIENT_A: [u8; 4] = [127, 0, 0, 1];
+const CLIENT_B: [u8; 4] = [127, 0, 0, 2];
+
+/// The failure limit of the tests below: one failure more every 2 s.
+const FAILURES_PER_MINUTE: usize = 30;
+
+/// A GET to the admin listener from `from`, with `Authorization: auth` if given.
+fn admin_from(
+    sc: &TestSidecar,
+    from: [u8; 4],
+    path: &str,
+    auth: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Response {
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if let Some(a) = auth {
+        headers.push(("Authorization", a));
+    }
+    sc.admin_from(from, "GET", path, &headers, b"")
+}
+
+/// Retry-After of a 429 in whole seconds, checked against the limit's design: one failure
+/// comes back every 60/N seconds, so the wait is never longer than that, and never 0.
+fn retry_after(r: &Response) -> u64 {
+    let secs: u64 = r
+        .header("Retry-After")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in whole seconds");
+    let per_failure = (60 / FAILURES_PER_MINUTE) as u64;
+    assert!((1..=per_failure).contains(&secs), "Retry-After {secs}");
+    secs
+}
+
+#[test]
+fn repeated_admin_auth_failures_are_refused_per_client_ip() {
+    let up = EchoUpstream::start();
+    let sc = TestSidecar::with_server_keys(
+        &up,
+        &format!("admin_auth_failures_per_minute = {FAILURES_PER_MINUTE}"),
+        "",
+    );
+    let list = "/admin/customers/c-bf/sessions";
+    let admin = bearer(ADMIN_TOKEN);
+    let web = bearer(WEB_TOKEN);
+    // N failures (missing and invalid credentials alike) are answered 401. A valid non-admin
+    // credential (403) is not guessing and does not count: it stays 403 throughout.
+    for i in 0..FAILURES_PER_MINUTE {
+        assert_eq!(admin_from(&sc, CLIENT_A, list, Some(&web), &[]).status, 403);
+        let auth = (i % 2 == 1).then_some("Bearer wrong-guess");
+        let r = admin_from(&sc, CLIENT_A, list, auth, &[]);
+        assert_eq!(r.status, 401, "failure {} of {FAILURES_PER_MINUTE}", i + 1);
+    }
+    // The next attempt is refused without its credential being evaluated: the right token
+    // too, so a correct guess confirms nothing.
+    for auth in [
+        Some(admin.as_str()),
+        Some("Bearer wrong-guess"),
+        Some(&web),
+        None,
+    ] {
+        let r = admin_from(&sc, CLIENT_A, list, auth, &[]);
+        assert_eq!(r.status, 429, "{auth:?}: {}", r.text());
+        assert_eq!(r.json()["error"], "too_many_auth_failures");
+        assert!(r.json()["message"].is_string());
+        retry_after(&r);
+    }
+    for path in ["/admin/sessions", "/admin/sessions/x", "/admin/nothing"] {
+        let r = admin_from(&sc, CLIENT_A, path, Some(&admin), &[]);
+        assert_eq!(
+            r.status, 429,
+            "every route behind the admin credential: {path}"
+        );
+    }
+    // The admin listener reads the TCP peer, never a forwarding header.
+    let r = admin_from(
+        &sc,
+        CLIENT_A,
+        list,
+        Some(&admin),
+        &[("X-Forwarded-For", "127.0.0.2"), ("X-Real-IP", "127.0.0.2")],
+    );
+    assert_eq!(r.status, 429);
+    // What needs no credential is served as before.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            admin_from(&sc, CLIENT_A, path, None, &[]).status,
+            200,
+            "{path}"
+        );
+    }
+    // Another address is not affected: its right token works, its wrong one is a plain 401.
+    assert_eq!(
+        admin_from(&sc, CLIENT_B, list, Some(&admin), &[]).status,
+        200
+    );
+    assert_eq!(
+        admin_from(&sc, CLIENT_B, list, Some("Bearer wrong-guess"), &[]).status,
+        401
+    );
+
+    // Retry-After is the time until the bucket holds one more attempt: after it, the right
+    // token works again from the refused address.
+    let wait = retry_after(&admin_from(&sc, CLIENT_A, list, Some(&admin), &[]));
+    std::thread::sleep(Duration::from_secs(wait) + Duration::from_millis(100));
+    let r = admin_from(&sc, CLIENT_A, list, Some(&admin), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The success did not wipe the earlier failures: one more and the address is refused.
+    assert_eq!(
+        admin_from(&sc, CLIENT_A, list, Some("Bearer wrong-guess"), &[]).status,
+        401
+    );
+    let r = admin_from(&sc, CLIENT_A, list, Some(&admin), &[]);
+    assert_eq!(r.status, 429);
+    retry_after(&r);
+}
+
+#[test]
+fn admin_auth_failure_limit_zero_is_off() {
+    let up = EchoUpstream::start();
+    let sc = TestSidecar::with_server_keys(&up, "admin_auth_failures_per_minute = 0", "");
+    for _ in 0..50 {
+        let r = admin_from(
+            &sc,
+            CLIENT_A,
+            "/admin/sessions/x",
+            Some("Bearer wrong"),
+            &[],
+        );
+        assert_eq!(r.status, 401);
+    }
+    let admin = bearer(ADMIN_TOKEN);
+    assert_eq!(
+        admin_from(&sc, CLIENT_A, "/admin/sessions/x", Some(&admin), &[]).status,
+        404
+    );
+}
+
+#[test]
+fn admin_auth_failure_limit_defaults_to_ten_a_minute() {
+    let up = EchoUpstream::start();
+    let sc = TestSidecar::with_upstream(&up, "");
+    for _ in 0..10 {
+        let r = admin_from(
+            &sc,
+            CLIENT_A,
+            "/admin/sessions/x",
+            Some("Bearer wrong"),
+            &[],
+        );
+        assert_eq!(r.status, 401);
+    }
+    let admin = bearer(ADMIN_TOKEN);
+    let r = admin_from(&sc, CLIENT_A, "/admin/sessions/x", Some(&admin), &[]);
+    assert_eq!(r.status, 429);
+    let secs: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!(
+        (1..=6).contains(&secs),
+        "one failure back every 6 s: {secs}"
+    );
+}
+
+#[test]
+fn a_reload_keeps_admin_auth_failures_unless_the_limit_changes() {
+    let up = EchoUpstream::start();
+    let ports = Ports::new(up.port);
+    let config = |per_minute: usize, extra: &str| {
+        config_with_server(
+            &ports,
+            &format!("admin_auth_failures_per_minute = {per_minute}"),
+            extra,
+        )
+    };
+    let sc = TestSidecar::start(ports, &config(FAILURES_PER_MINUTE, ""));
+    let reload = |text: &str| {
+        std::fs::write(sc.config_path(), text).unwrap();
+        assert!(session_sidecar::background::reload::Reloader::new(sc.state.clone()).reload());
+    };
+    let admin = bearer(ADMIN_TOKEN);
+    let path = "/admin/sessions/x";
+    for _ in 0..FAILURES_PER_MINUTE {
+        assert_eq!(admin_from(&sc, CLIENT_A, path, None, &[]).status, 401);
+    }
+    assert_eq!(
+        admin_from(&sc, CLIENT_A, path, Some(&admin), &[]).status,
+        429
+    );
+    // A reload that changes something else does not forgive the address.
+    let extra = format!(
+        "[[credentials]]\nname = \"late\"\ntoken_sha256 = \"{}\"\n",
+        sha256_hex("late-token")
+    );
+    reload(&config(FAILURES_PER_MINUTE, &extra));
+    assert_eq!(
+        admin_from(&sc, CLIENT_A, path, Some(&admin), &[]).status,
+        429
+    );
+    // A new limit starts its counts afresh.
+    reload(&config(FAILURES_PER_MINUTE + 1, &extra));
+    assert_eq!(
+        admin_from(&sc, CLIENT_A, path, Some(&admin), &[]).status,
+        404
+    );
 }

@@ -85,6 +85,7 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(c.server.max_body, 64 * 1024);
     assert!(c.sessions.isolate_by_credential);
     assert_eq!(&*c.routes.default.upstream, "app");
+    assert_eq!(c.server.admin_auth_failures_per_minute, 10);
 }
 
 #[test]
@@ -122,6 +123,19 @@ fn bad_values_are_errors_at_their_line() {
             line,
             line_of(&text, to.split(' ').next().unwrap()),
             "{to}: {msg}"
+        );
+    }
+    for bad in [
+        "admin_auth_failures_per_minute = -1",
+        "admin_auth_failures_per_minute = \"10/min\"",
+        "admin_auth_failures_per_minute = 4294967296",
+    ] {
+        let text = insert_after(&b, "[server]", bad);
+        let (line, msg) = error_at(&text);
+        assert_eq!(
+            line,
+            line_of(&text, "admin_auth_failures_per_minute"),
+            "{bad}: {msg}"
         );
     }
 }

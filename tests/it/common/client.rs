@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -55,7 +55,24 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        Conn::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+    }
+
+    /// A connection to 127.0.0.1:`port` from the local address `from` (any 127.x.y.z on
+    /// Linux loopback), so the server sees another client IP.
+    pub fn open_from(from: IpAddr, port: u16) -> Conn {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        socket
+            .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .expect("connect");
+        Conn::from_stream(socket.into())
+    }
+
+    fn from_stream(s: TcpStream) -> Conn {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         Conn {
             reader: BufReader::new(s.try_clone().unwrap()),

@@ -81,6 +81,11 @@ impl Ports {
 /// A config like SPEC §9's example, on the given ports, with the test credentials, one
 /// application, routes for the special cases, and `extra` appended (more tables).
 pub fn base_config(p: &Ports, extra: &str) -> String {
+    config_with_server(p, "", extra)
+}
+
+/// `base_config` with `server` (more `[server]` keys) at the end of its `[server]` table.
+pub fn config_with_server(p: &Ports, server: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -89,6 +94,7 @@ admin_listen = "127.0.0.1:{admin}"
 threads = 2
 grace_period = "1s"
 max_body = "64KiB"
+{server}
 
 [upstreams.app]
 address = "127.0.0.1:{upstream}"
@@ -182,6 +188,7 @@ max_sessions = 1000
         pos = sha256_hex(POS_TOKEN),
         admin_hash = sha256_hex(ADMIN_TOKEN),
         app = APP_KEY,
+        server = server,
         extra = extra,
     )
 }
@@ -258,6 +265,12 @@ impl TestSidecar {
         TestSidecar::start(ports, &base_config(&ports, extra))
     }
 
+    /// `with_upstream` with `server` added to the `[server]` table.
+    pub fn with_server_keys(upstream: &EchoUpstream, server: &str, extra: &str) -> TestSidecar {
+        let ports = Ports::new(upstream.port);
+        TestSidecar::start(ports, &config_with_server(&ports, server, extra))
+    }
+
     /// `with_upstream` with the sessions on a manual clock (see `advance`).
     pub fn with_manual_clock(upstream: &EchoUpstream, extra: &str) -> TestSidecar {
         let ports = Ports::new(upstream.port);
@@ -320,6 +333,20 @@ impl TestSidecar {
         body: &[u8],
     ) -> Response {
         request(self.ports.admin, method, path, headers, body)
+    }
+
+    /// A request to the admin listener from the local address `from` (127.x.y.z: another
+    /// client IP as the server sees it).
+    pub fn admin_from(
+        &self,
+        from: [u8; 4],
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        Conn::open_from(std::net::IpAddr::from(from), self.ports.admin)
+            .send(method, path, headers, body)
     }
 
     /// The value of a metric series (sum over series matching all `labels`), 0 if absent.
