@@ -50,11 +50,12 @@ fn to_http(r: ApiResponse) -> Response<Vec<u8>> {
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
-/// 429 for an address with too many recent failed authentications, in the admin error shape.
+/// 429 for an address with too many recent failed authentications: SPEC §12's one 429
+/// shape (`rate_limited`), with a message that says which limit.
 fn too_many_auth_failures(wait: RetryAfter) -> ApiResponse {
     error(
         429,
-        "too_many_auth_failures",
+        "rate_limited",
         "Too many failed admin authentications from this address; retry later.",
     )
     .with_header(http::header::RETRY_AFTER, HeaderValue::from(wait.0.max(1)))

@@ -315,8 +315,9 @@ fn metrics_move_with_traffic() {
 const CLIENT_A: [u8; 4] = [127, 0, 0, 1];
 const CLIENT_B: [u8; 4] = [127, 0, 0, 2];
 
-/// The failure limit of the tests below: one failure more every 2 s.
-const FAILURES_PER_MINUTE: usize = 30;
+/// The failure limit of the tests below. One failure comes back every 60/N = 5 s: the checks between two refills have that much
+/// slack on a loaded machine, and the wait for one refill stays short.
+const FAILURES_PER_MINUTE: usize = 12;
 
 /// A GET to the admin listener from `from`, with `Authorization: auth` if given.
 fn admin_from(
@@ -375,7 +376,7 @@ fn repeated_admin_auth_failures_are_refused_per_client_ip() {
     ] {
         let r = admin_from(&sc, CLIENT_A, list, auth, &[]);
         assert_eq!(r.status, 429, "{auth:?}: {}", r.text());
-        assert_eq!(r.json()["error"], "too_many_auth_failures");
+        assert_eq!(r.json()["error"], "rate_limited");
         assert!(r.json()["message"].is_string());
         retry_after(&r);
     }
