@@ -93,6 +93,18 @@ pub struct UpstreamSection {
     pub read_timeout: ConfigDuration,
     #[serde(default = "default_upstream_idle_timeout")]
     pub idle_timeout: ConfigDuration,
+    /// SPEC §13.3: HTTPS to the app.
+    #[serde(default)]
+    pub tls: bool,
+    /// The name sent in SNI and verified (default: the address's host).
+    pub sni: Option<Spanned<String>>,
+    /// PEM CA certificates the app's certificate must chain to (default: the system's roots).
+    pub ca_file: Option<Spanned<String>>,
+    /// PEM client certificate chain and key for mTLS to the app.
+    pub client_cert_file: Option<Spanned<String>>,
+    pub client_key_file: Option<Spanned<String>>,
+    /// `false` skips certificate verification (allowed, with a warning at start).
+    pub verify: Option<Spanned<bool>>,
 }
 
 fn default_connect_timeout() -> ConfigDuration {

@@ -4,6 +4,7 @@
 //! `check-config` and for a refused reload alike; keep new settings going through all three.
 
 pub mod file;
+pub mod pem;
 pub mod runtime;
 pub mod units;
 

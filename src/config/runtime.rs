@@ -96,6 +96,21 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTPS to the app (SPEC §13.3); `None` is plain HTTP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How the sidecar speaks TLS to an upstream. Certificates and keys are DER, checked at load.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Sent as SNI and verified against the certificate (a host name or an IP address).
+    pub sni: String,
+    /// Roots the app's certificate must chain to; `None`: the system's roots.
+    pub ca: Option<Vec<Vec<u8>>>,
+    /// Client certificate chain (leaf first) and key, for mTLS.
+    pub client: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    /// Verify the certificate and the name (`verify = false` skips both).
+    pub verify: bool,
 }
 
 /// What a route (or the `[proxy]` defaults) asks of a forwarded request.
@@ -348,7 +363,7 @@ pub struct VoucherifySettings {
 pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError> {
     let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
     let server = validate_server(&f.server)?;
-    let upstreams = validate_upstreams(&f.upstreams)?;
+    let upstreams = validate_upstreams(&f.upstreams, &base_dir)?;
     let routes = validate_routes(&f.proxy, &f.routes, &upstreams)?;
     let sessions = SessionSettings {
         idle_timeout: f.sessions.idle_timeout.0,
@@ -483,6 +498,7 @@ fn validate_http_limits(s: &file::ServerSection) -> Result<HttpLimits, Validatio
 
 fn validate_upstreams(
     ups: &BTreeMap<String, file::UpstreamSection>,
+    base_dir: &Path,
 ) -> Result<BTreeMap<String, UpstreamSettings>, ValidationError> {
     let mut out = BTreeMap::new();
     for (name, u) in ups {
@@ -506,10 +522,79 @@ fn validate_upstreams(
                 connect_timeout: u.connect_timeout.0,
                 read_timeout: u.read_timeout.0,
                 idle_timeout: u.idle_timeout.0,
+                tls: validate_upstream_tls(name, u, base_dir)?,
             },
         );
     }
     Ok(out)
+}
+
+/// `[upstreams.NAME]`'s TLS keys: files read and checked now, each error at its key.
+fn validate_upstream_tls(
+    name: &str,
+    u: &file::UpstreamSection,
+    base_dir: &Path,
+) -> Result<Option<UpstreamTls>, ValidationError> {
+    let key = |k: &str| format!("upstreams.{name}.{k}");
+    if !u.tls {
+        let stray = [&u.sni, &u.ca_file, &u.client_cert_file, &u.client_key_file]
+            .into_iter()
+            .flatten()
+            .next();
+        if let Some(s) = stray {
+            return err(
+                span_of(s),
+                format!("{}: TLS settings need `tls = true`", key("tls")),
+            );
+        }
+        return Ok(None);
+    }
+    let file = |v: &Spanned<String>| base_dir.join(v.get_ref());
+    let ca = match &u.ca_file {
+        Some(f) => Some(
+            super::pem::read_certificates(&file(f))
+                .or_else(|e| err(span_of(f), format!("{}: {e}", key("ca_file"))))?,
+        ),
+        None => None,
+    };
+    let client = match (&u.client_cert_file, &u.client_key_file) {
+        (Some(c), Some(k)) => {
+            let chain = super::pem::read_certificates(&file(c))
+                .or_else(|e| err(span_of(c), format!("{}: {e}", key("client_cert_file"))))?;
+            let private = super::pem::read_private_key(&file(k))
+                .or_else(|e| err(span_of(k), format!("{}: {e}", key("client_key_file"))))?;
+            Some((chain, private))
+        }
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => {
+            return err(
+                span_of(one),
+                format!(
+                    "{} and {} go together",
+                    key("client_cert_file"),
+                    key("client_key_file")
+                ),
+            )
+        }
+    };
+    let sni = match &u.sni {
+        Some(s) if !s.get_ref().trim().is_empty() => s.get_ref().trim().to_string(),
+        Some(s) => return err(span_of(s), format!("{} is empty", key("sni"))),
+        None => host_of(u.address.get_ref()).to_string(),
+    };
+    let verify = u.verify.as_ref().is_none_or(|v| *v.get_ref());
+    Ok(Some(UpstreamTls {
+        sni,
+        ca,
+        client,
+        verify,
+    }))
+}
+
+/// The host of `host:port` (`[v6]:port` → `v6`).
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn check_upstream(

@@ -46,6 +46,15 @@ impl SidecarProxy {
     }
 }
 
+/// A failed TLS handshake with an upstream (its certificate did not verify, among others).
+fn is_tls_failure(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+    )
+}
+
 /// Status, error code and message for a failure to proxy.
 fn classify(e: &Error) -> (u16, &'static str, &'static str, &'static str) {
     use ErrorType::*;
@@ -132,10 +141,19 @@ impl ProxyHttp for SidecarProxy {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
-        _ctx: &mut RequestCtx,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if is_tls_failure(&e) {
+            // Says why (unknown issuer, name mismatch, expired, …): certificates are public.
+            log::warn!(
+                "upstream {} ({}, sni {:?}): TLS handshake failed: {e}",
+                ctx.upstream.as_deref().unwrap_or(""),
+                peer._address,
+                peer.sni
+            );
+        }
         // A refused or timed-out connect will not succeed on an immediate retry; answering
         // 502/504 at once beats multiplying the connect timeout.
         e.set_retry(false);

@@ -28,6 +28,7 @@ mod soak;
 mod spreadsheetweb;
 mod store_contract;
 mod tessitura;
+mod upstream_tls;
 mod websocket;
 
 mod exclusive;

@@ -8,9 +8,11 @@
 pub mod client;
 pub mod echo;
 pub mod jwt;
+pub mod pki;
 pub mod process;
 pub mod redis_server;
 pub mod store_contract;
+pub mod tls_front;
 
 use async_trait::async_trait;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
