@@ -328,7 +328,7 @@ impl AdminApp {
                 })
             }
             AdminRoute::RevokeCustomer(customer) => sessions
-                .revoke_customer(&customer)
+                .revoke_customer(&credential.name, &customer)
                 .await
                 .map(|n| ApiResponse::json(200, &json!({ "revoked": n }))),
             AdminRoute::MethodNotAllowed => Ok(error(

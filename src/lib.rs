@@ -4,6 +4,7 @@
 //! `build_server` is the whole product: `main.rs` parses arguments and calls it; tests call it
 //! too and run the result in-process.
 
+pub mod access_log;
 pub mod admin;
 pub mod admin_listener;
 pub mod api;
@@ -59,12 +60,14 @@ pub struct Sidecar {
 #[derive(Debug)]
 pub enum BuildError {
     Store(store::OpenError),
+    AccessLog(String),
 }
 
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BuildError::Store(e) => e.fmt(f),
+            BuildError::AccessLog(e) => write!(f, "access_log.path: {e}"),
         }
     }
 }
@@ -103,7 +106,17 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    let state = Arc::new(AppState::new(config, store, flavors::mount_all));
+    // Opened even when disabled, so a reload can turn it on; a path that cannot be opened is
+    // a start-up error rather than a silently missing log.
+    let access_log = access_log::AccessLog::open(&config.access_log)
+        .map(Arc::new)
+        .map_err(|e| BuildError::AccessLog(e.to_string()))?;
+    let state = Arc::new(AppState::new(
+        config,
+        store,
+        flavors::mount_all,
+        Some(access_log),
+    ));
     let config = state.current();
     let config = &config.config;
 
@@ -141,6 +154,10 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
     server.add_service(background_service(
         "session-sidecar reload",
         background::reload::Reloader::new(state.clone()),
+    ));
+    server.add_service(background_service(
+        "session-sidecar access log reopen",
+        background::log_reopen::LogReopener::new(state.clone()),
     ));
     server.add_service(background_service(
         "session-sidecar jwks refresh",

@@ -28,6 +28,8 @@ lazy_metric!(SESSIONS_ENDED: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_sessions_ended_total", "Sessions ended by reason", &["reason"]));
 lazy_metric!(SESSIONS_ROTATED: IntCounter = register_int_counter!(
     "session_sidecar_sessions_rotated_total", "Session ids replaced at login (SPEC §13.2)"));
+lazy_metric!(ACCESS_LOG_DROPPED: IntCounter = register_int_counter!(
+    "session_sidecar_access_log_dropped_total", "Access-log and audit lines dropped because the writer was behind"));
 lazy_metric!(SESSION_LOOKUPS: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_session_lookups_total", "Session lookups of forwarded requests by result", &["result"]));
 lazy_metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
@@ -61,6 +63,7 @@ pub fn init() {
     CONFIG_RELOAD_SUCCESS.set(1);
     LOCKS_ACTIVE.set(LOCKS_ACTIVE.get());
     SESSIONS_ROTATED.inc_by(0);
+    ACCESS_LOG_DROPPED.inc_by(0);
     for f in Flavor::ALL {
         SESSIONS_ACTIVE.with_label_values(&[f.as_str()]);
         SESSIONS_CREATED.with_label_values(&[f.as_str()]);
@@ -132,6 +135,11 @@ pub fn session_ended(s: &Session, reason: EndReason) {
 
 /// A session was created in a shared store, whose own count sets `sessions_active`
 /// (`set_sessions_active`) rather than this process's increments.
+/// An access-log or audit line could not be queued.
+pub fn access_log_dropped() {
+    ACCESS_LOG_DROPPED.inc();
+}
+
 /// A session got a new id at login.
 pub fn session_rotated() {
     SESSIONS_ROTATED.inc();

@@ -7,12 +7,14 @@
 //! The wire flavours sit above this module, so which APIs a generation mounts is given by the
 //! server that builds it (`lib.rs` passes `flavors::mount_all`): `state` only looks down.
 
+use crate::access_log::{AccessLog, AuditLog};
 use crate::api::SessionApis;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::forwarding::identity::IdentityHeaders;
 use crate::forwarding::upstreams::Upstreams;
 use crate::limits::{AdminAuthLimit, RateLimits};
+use crate::session::audit::AuditSink;
 use crate::session::SessionService;
 use crate::store::SessionStore;
 use arc_swap::ArcSwap;
@@ -32,6 +34,8 @@ pub struct Generation {
     pub limits: RateLimits,
     /// Failed admin authentications per client IP; `None` when the limit is off.
     pub admin_auth_limit: Option<Arc<AdminAuthLimit>>,
+    /// Where request lines go; `None` when `access_log.enabled` is off.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Generation {
@@ -41,9 +45,18 @@ impl Generation {
         config: Config,
         store: Arc<dyn SessionStore>,
         mount: MountApis,
+        access_log: Option<&Arc<AccessLog>>,
         previous: Option<&Generation>,
     ) -> Generation {
-        let sessions = Arc::new(SessionService::new(store, config.sessions.clone()));
+        let access_log = access_log.filter(|_| config.access_log.enabled).cloned();
+        let audit = access_log.as_ref().map(|log| {
+            Arc::new(AuditLog {
+                log: log.clone(),
+                format: config.access_log.format,
+            }) as Arc<dyn AuditSink>
+        });
+        let sessions =
+            Arc::new(SessionService::new(store, config.sessions.clone()).with_audit(audit));
         let apis = mount(&config, &sessions);
         Generation {
             auth: Authenticator::from_config_after(&config, previous.map(|g| &g.auth)),
@@ -56,6 +69,7 @@ impl Generation {
             ),
             sessions,
             apis,
+            access_log,
             config,
         }
     }
@@ -65,15 +79,29 @@ pub struct AppState {
     current: ArcSwap<Generation>,
     store: Arc<dyn SessionStore>,
     mount: MountApis,
+    /// The access-log sink, opened once at start (its path does not follow reloads).
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<dyn SessionStore>, mount: MountApis) -> AppState {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn SessionStore>,
+        mount: MountApis,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> AppState {
+        let first = Generation::build(config, store.clone(), mount, access_log.as_ref(), None);
         AppState {
-            current: ArcSwap::from_pointee(Generation::build(config, store.clone(), mount, None)),
+            current: ArcSwap::from_pointee(first),
             store,
             mount,
+            access_log,
         }
+    }
+
+    /// The access-log sink, if the sidecar started with one.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.as_ref()
     }
 
     /// The generation new requests should use.
@@ -84,7 +112,13 @@ impl AppState {
     /// Makes `config` the one new requests use.
     pub fn install(&self, config: Config) {
         let previous = self.current.load_full();
-        let next = Generation::build(config, self.store.clone(), self.mount, Some(&previous));
+        let next = Generation::build(
+            config,
+            self.store.clone(),
+            self.mount,
+            self.access_log.as_ref(),
+            Some(&previous),
+        );
         self.current.store(Arc::new(next));
     }
 

@@ -65,6 +65,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.sessions.max_sessions != new.sessions.max_sessions {
         out.push("sessions.max_sessions");
     }
+    if old.access_log.path != new.access_log.path {
+        out.push("access_log.path");
+    }
     out
 }
 

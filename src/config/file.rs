@@ -36,6 +36,39 @@ pub struct FileConfig {
     pub applications: Vec<ApplicationSection>,
     #[serde(default)]
     pub flavors: FlavorsSection,
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+}
+
+/// SPEC §13.5: one line per request, and audit events, to stdout or a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSection {
+    pub enabled: bool,
+    /// `-` is stdout; a file is appended to and reopened on SIGUSR1.
+    pub path: Spanned<String>,
+    pub format: AccessLogFormat,
+    /// Share of successful (< 400) requests logged; errors are always logged.
+    pub sample_ratio: Spanned<f64>,
+}
+
+impl Default for AccessLogSection {
+    fn default() -> Self {
+        AccessLogSection {
+            enabled: true,
+            path: Spanned::new(0..0, "-".to_string()),
+            format: AccessLogFormat::Json,
+            sample_ratio: Spanned::new(0..0, 1.0),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    Json,
+    /// nginx's `combined`.
+    Combined,
 }
 
 #[derive(Debug, Deserialize)]

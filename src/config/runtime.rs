@@ -5,7 +5,7 @@
 //! parsing of their own.
 
 use super::file::{self, FileConfig};
-pub use super::file::{AuthMode, RotateOnLogin, SessionMode, StoreBackend};
+pub use super::file::{AccessLogFormat, AuthMode, RotateOnLogin, SessionMode, StoreBackend};
 use http::header::HeaderName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -50,6 +50,18 @@ pub struct Config {
     pub jwt: Option<JwtSettings>,
     pub applications: HashMap<String, ApplicationSettings>,
     pub flavors: FlavorSettings,
+    pub access_log: AccessLogSettings,
+}
+
+/// The access log and audit events (SPEC §13.5). The sink (`path`) is opened once at start;
+/// `enabled`, `format` and `sample_ratio` follow reloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogSettings {
+    pub enabled: bool,
+    /// `None`: stdout.
+    pub path: Option<PathBuf>,
+    pub format: AccessLogFormat,
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +128,8 @@ pub struct UpstreamTls {
 /// What a route (or the `[proxy]` defaults) asks of a forwarded request.
 #[derive(Debug, Clone)]
 pub struct RoutePolicy {
+    /// The route's `path_prefix` (access log `route`); `None` for the `[proxy]` defaults.
+    pub name: Option<Arc<str>>,
     /// Shared, so a forwarded request takes its upstream's name without copying it.
     pub upstream: Arc<str>,
     pub auth: AuthMode,
@@ -399,6 +413,7 @@ pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError>
         .transpose()?;
     let applications = validate_applications(&f.applications)?;
     let flavors = validate_flavors(&f.flavors)?;
+    let access_log = validate_access_log(&f.access_log, &base_dir)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -413,6 +428,36 @@ pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError>
         jwt,
         applications,
         flavors,
+        access_log,
+    })
+}
+
+fn validate_access_log(
+    a: &file::AccessLogSection,
+    base_dir: &Path,
+) -> Result<AccessLogSettings, ValidationError> {
+    let ratio = *a.sample_ratio.get_ref();
+    if !(0.0..=1.0).contains(&ratio) {
+        return err(
+            span_of(&a.sample_ratio),
+            "access_log.sample_ratio must be between 0.0 and 1.0",
+        );
+    }
+    let path = match a.path.get_ref().trim() {
+        "-" => None,
+        "" => {
+            return err(
+                span_of(&a.path),
+                "access_log.path is empty (\"-\" is stdout)",
+            )
+        }
+        p => Some(base_dir.join(p)),
+    };
+    Ok(AccessLogSettings {
+        enabled: a.enabled,
+        path,
+        format: a.format,
+        sample_ratio: ratio,
     })
 }
 
@@ -628,6 +673,7 @@ fn validate_routes(
 ) -> Result<RouteSettings, ValidationError> {
     check_upstream(&proxy.default_upstream, upstreams, "proxy.default_upstream")?;
     let default = RoutePolicy {
+        name: None,
         upstream: proxy.default_upstream.get_ref().as_str().into(),
         auth: proxy.default_auth,
         session: proxy.default_session,
@@ -669,6 +715,7 @@ fn validate_routes(
             path_prefix: prefix.clone(),
             methods,
             policy: RoutePolicy {
+                name: Some(prefix.as_str().into()),
                 upstream,
                 auth: r.auth.unwrap_or(default.auth),
                 session: r.session.unwrap_or(default.session),

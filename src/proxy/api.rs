@@ -45,6 +45,7 @@ pub async fn answer(
     rel_path: &str,
 ) -> Result<bool> {
     ctx.kind = RequestKind::SessionApi;
+    ctx.flavor = Some(api.flavor());
     let gen = ctx.gen.clone();
     let body = match body::read_all(session, gen.config.server.max_body).await? {
         Body::Complete(b) => b,
@@ -56,6 +57,7 @@ pub async fn answer(
         }
     };
     let auth = gen.auth.authenticate(&session.req_header().headers).await;
+    ctx.credential = auth.credential().cloned();
     let client_ip = client_ip(session);
     if api.creates_session(&session.req_header().method, rel_path) {
         let credential = auth.credential().map(|c| &*c.name);

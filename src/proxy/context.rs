@@ -4,7 +4,7 @@ use super::locate::Located;
 use crate::api::ForwardHook;
 use crate::auth::Credential;
 use crate::metrics::RequestKind;
-use crate::session::Session;
+use crate::session::{Flavor, Session};
 use crate::state::Generation;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +35,13 @@ pub struct RequestCtx {
     pub strip_credential: Option<http::HeaderName>,
     pub hook: Option<Box<dyn ForwardHook>>,
     pub rewrite: Option<BodyRewrite>,
+    /// The matched route's `path_prefix` (access log).
+    pub route: Option<Arc<str>>,
+    /// The flavour that answered or inspected the request (access log).
+    pub flavor: Option<Flavor>,
+    /// When the upstream was chosen, and how long its answer's header took (access log).
+    pub upstream_started: Option<Instant>,
+    pub upstream_ms: Option<f64>,
 }
 
 impl RequestCtx {
@@ -51,6 +58,10 @@ impl RequestCtx {
             strip_credential: None,
             hook: None,
             rewrite: None,
+            route: None,
+            flavor: None,
+            upstream_started: None,
+            upstream_ms: None,
         }
     }
 }

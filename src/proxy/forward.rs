@@ -40,6 +40,7 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     let (path, query) = (uri.path(), uri.query());
     let policy = gen.config.routes.select(method.as_str(), path);
     ctx.upstream = Some(policy.upstream.clone());
+    ctx.route = policy.name.clone();
 
     let auth = gen.auth.authenticate(&session.req_header().headers).await;
     if let Err(refusal) = authorize(policy, &auth) {
@@ -63,6 +64,7 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     };
     let inspector = gen.apis.inspector(&method, path);
     ctx.flavor_path = inspector.is_some();
+    ctx.flavor = inspector.as_ref().map(|(api, _)| api.flavor());
     let body_locates = wants_session && located.is_none() && body_may_locate(&gen, session);
     let body = if inspector.is_some() || body_locates {
         body::read_for_forwarding(session, gen.config.server.max_body).await?

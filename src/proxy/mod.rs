@@ -7,11 +7,12 @@
 //! * `response_filter` / `response_body_filter`: `response` (assertion, hooks, rewrites),
 //!   `rotation` (a new session id at login).
 //! * `fail_to_proxy`: 502/504 as JSON on a kept-alive connection (`respond`).
-//! * `logging`: metrics.
+//! * `logging`: metrics, the access-log line (`access`).
 //!
 //! Keep it so: a hook holds no policy of its own, and this table is the map of the proxy. What
 //! a flavour sees of a request is built in `api.rs` (`api_request`); flavours never see pingora.
 
+pub mod access;
 pub mod api;
 pub mod body;
 pub mod context;
@@ -133,6 +134,7 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let name = ctx.upstream.as_deref().unwrap_or("");
+        ctx.upstream_started = Some(std::time::Instant::now());
         ctx.gen.upstreams.peer(name).ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "route names an unknown upstream")
         })
@@ -194,6 +196,9 @@ impl ProxyHttp for SidecarProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(t) = ctx.upstream_started {
+            ctx.upstream_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+        }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         response::on_header(upstream_response, ctx, tls).await
     }
@@ -254,6 +259,7 @@ impl ProxyHttp for SidecarProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         metrics::request_done(ctx.kind, status, ctx.started.elapsed().as_secs_f64());
+        access::record(session, ctx, status);
         if log::log_enabled!(log::Level::Debug) {
             let h = session.req_header();
             log::debug!(

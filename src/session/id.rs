@@ -59,6 +59,14 @@ pub fn is_valid_client_id(id: &str) -> bool {
         })
 }
 
+/// An id as logs may name it (SPEC §13.5): the first 8 hex digits of its SHA-256. The same id
+/// always gives the same tag, so lines about one session can be found together.
+pub fn tag(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    hex::encode(&digest[..4])
+}
+
 /// The first 8 characters of an id, for logs (SPEC §5: never log a full id).
 pub fn redact(id: &str) -> String {
     let short: String = id.chars().take(8).collect();

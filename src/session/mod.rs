@@ -2,6 +2,7 @@
 //! `SessionService`, which holds every operation on sessions (open, get, update, close,
 //! transfer, lock, release). Nothing in here knows about HTTP.
 
+pub mod audit;
 pub mod clock;
 pub mod id;
 pub mod model;

@@ -3,6 +3,7 @@
 //! this; only this calls the store. Time is its store's `Clock` (the system clock in
 //! production).
 
+use super::audit::{AuditAction, AuditEvent, AuditSink};
 use super::clock::Clock;
 use super::id::{new_id_like, new_lock_key};
 use super::model::{EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch};
@@ -90,6 +91,8 @@ pub struct SessionService {
     settings: SessionSettings,
     /// The store's clock: sessions are created on the time their store expires them by.
     clock: Clock,
+    /// Where the life of each session is written down (SPEC §13.5), if anywhere.
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl SessionService {
@@ -98,6 +101,26 @@ impl SessionService {
             clock: store.clock(),
             store,
             settings,
+            audit: None,
+        }
+    }
+
+    /// The same service, telling `sink` about every session it creates, moves or ends.
+    pub fn with_audit(mut self, sink: Option<Arc<dyn AuditSink>>) -> SessionService {
+        self.audit = sink;
+        self
+    }
+
+    fn audit(&self, action: AuditAction, actor: Option<&str>, s: &Session, new_id: Option<&str>) {
+        if let Some(sink) = &self.audit {
+            sink.record(&AuditEvent {
+                action,
+                actor,
+                flavor: s.flavor,
+                session_id: &s.id,
+                new_session_id: new_id,
+                customer_id: s.customer_id.as_deref(),
+            });
         }
     }
 
@@ -142,8 +165,12 @@ impl SessionService {
     ) -> StoreResult<CreateOutcome> {
         let customer = session.customer_id.clone();
         let id = session.id.clone();
+        let audited = self.audit.is_some().then(|| session.clone());
         let outcome = self.store.create(session, application_limit).await?;
         if outcome == CreateOutcome::Created {
+            if let Some(s) = &audited {
+                self.audit(AuditAction::Created, s.owner.as_deref(), s, None);
+            }
             if let Some(c) = customer {
                 self.enforce_customer_limit(&c, &id).await?;
             }
@@ -231,7 +258,9 @@ impl SessionService {
         let sessions = self.store.customer_sessions(customer).await?;
         let excess = sessions.len().saturating_sub(max as usize);
         for s in sessions.iter().filter(|s| s.id != keep).take(excess) {
-            self.store.remove(&s.id, EndReason::Evicted).await?;
+            if let Some(ended) = self.store.remove(&s.id, EndReason::Evicted).await? {
+                self.audit(AuditAction::Evicted, None, &ended, None);
+            }
         }
         Ok(())
     }
@@ -341,13 +370,13 @@ impl SessionService {
         new.id = new_id_like(new.flavor);
         let new_id = new.id.clone();
         let grace = self.settings.rotation_grace;
-        if self
+        if let Some(old) = self
             .store
             .transfer(id, new, grace, EndReason::Rotated)
             .await?
-            .is_some()
         {
             metrics::session_rotated();
+            self.audit(AuditAction::Rotated, None, &old, Some(&new_id));
             return Ok(Some(new_id));
         }
         // Lost to a concurrent rotation: follow it.
@@ -367,7 +396,16 @@ impl SessionService {
         if s.moved_to.is_some() || !self.visible(caller, &s) {
             return Ok(None);
         }
-        self.store.remove(id, reason).await
+        let ended = self.store.remove(id, reason).await?;
+        if let Some(s) = &ended {
+            let action = match reason {
+                EndReason::Revoked => AuditAction::Revoked,
+                EndReason::Released | EndReason::Redeemed => AuditAction::Released,
+                _ => AuditAction::Closed,
+            };
+            self.audit(action, caller.name, s, None);
+        }
+        Ok(ended)
     }
 
     /// Moves `old_id`'s identity onto a new session built by `make_new` from the old one.
@@ -387,11 +425,19 @@ impl SessionService {
         }
         let new = make_new(&old);
         let new_copy = new.clone();
-        Ok(self
+        let ended = self
             .store
             .transfer(old_id, new, grace, EndReason::Transferred)
-            .await?
-            .map(|_| new_copy))
+            .await?;
+        if let Some(old) = &ended {
+            self.audit(
+                AuditAction::Transferred,
+                caller.name,
+                old,
+                Some(&new_copy.id),
+            );
+        }
+        Ok(ended.map(|_| new_copy))
     }
 
     /// Moves `old_id`'s identity onto the existing session `target_id` and ends `old_id`
@@ -412,7 +458,18 @@ impl SessionService {
                 _ => return Ok(unknown),
             }
         }
-        self.store.transfer_identity(old_id, target_id, grace).await
+        let old = match &self.audit {
+            Some(_) => self.store.get(old_id).await?,
+            None => None,
+        };
+        let outcome = self
+            .store
+            .transfer_identity(old_id, target_id, grace)
+            .await?;
+        if let (IdentityTransfer::Moved, Some(old)) = (&outcome, &old) {
+            self.audit(AuditAction::Transferred, caller.name, old, Some(target_id));
+        }
+        Ok(outcome)
     }
 
     /// Acquires a Voucherify lock for `lock.holds` under `limits` (code -> quantity), lasting
@@ -443,11 +500,16 @@ impl SessionService {
         session.lock = Some(lock);
         let held = session.clone();
         Ok(match self.store.acquire_lock(session, limits).await? {
-            LockOutcome::Acquired { replaced, others } => LockAcquire::Acquired {
-                held,
-                replaced,
-                others,
-            },
+            LockOutcome::Acquired { replaced, others } => {
+                if replaced.is_none() {
+                    self.audit(AuditAction::Created, held.owner.as_deref(), &held, None);
+                }
+                LockAcquire::Acquired {
+                    held,
+                    replaced,
+                    others,
+                }
+            }
             LockOutcome::Refused { code } => LockAcquire::Refused { code },
         })
     }
@@ -473,7 +535,9 @@ impl SessionService {
                 return Ok(());
             }
         }
-        self.store.remove(&held.id, EndReason::Released).await?;
+        if let Some(ended) = self.store.remove(&held.id, EndReason::Released).await? {
+            self.audit(AuditAction::Released, None, &ended, None);
+        }
         Ok(())
     }
 
@@ -482,7 +546,11 @@ impl SessionService {
     pub async fn release_redeemed(&self, key: &str) -> StoreResult<bool> {
         match self.store.get(key).await? {
             Some(s) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
-                Ok(self.store.remove(key, EndReason::Redeemed).await?.is_some())
+                let ended = self.store.remove(key, EndReason::Redeemed).await?;
+                if let Some(s) = &ended {
+                    self.audit(AuditAction::Released, None, s, None);
+                }
+                Ok(ended.is_some())
             }
             _ => Ok(false),
         }
@@ -502,16 +570,12 @@ impl SessionService {
         self.store.customer_sessions(customer_id).await
     }
 
-    /// Revokes every live session of a customer; returns how many ended.
-    pub async fn revoke_customer(&self, customer_id: &str) -> StoreResult<usize> {
+    /// Revokes every live session of a customer (at `actor`'s request); returns how many ended.
+    pub async fn revoke_customer(&self, actor: &str, customer_id: &str) -> StoreResult<usize> {
         let mut n = 0;
         for s in self.store.customer_sessions(customer_id).await? {
-            if self
-                .store
-                .remove(&s.id, EndReason::Revoked)
-                .await?
-                .is_some()
-            {
+            if let Some(ended) = self.store.remove(&s.id, EndReason::Revoked).await? {
+                self.audit(AuditAction::Revoked, Some(actor), &ended, None);
                 n += 1;
             }
         }

@@ -149,6 +149,14 @@ fn no_secret_or_full_session_id_in_debug_logs() {
         log.contains("DEBUG") || log.contains("debug"),
         "the sidecar ran at debug level"
     );
+    // The access log and the audit events share stdout with the process log: the scan below
+    // covers them too (SPEC §13.5).
+    for kind in ["forward", "session_api", "rejected", "audit"] {
+        assert!(
+            log.contains(&format!("\"kind\":\"{kind}\"")),
+            "no {kind} line in the access log"
+        );
+    }
     let secrets = [
         WEB_TOKEN,
         OTHER_TOKEN,

@@ -8,6 +8,7 @@
 
 mod common;
 
+mod access_log;
 mod admin;
 mod config;
 mod credentials;

@@ -223,10 +223,16 @@ impl TestSidecar {
         TestSidecar::start_with_clock(ports, toml, Clock::system())
     }
 
-    /// `start` with the sessions on `clock`.
+    /// `start` with the sessions on `clock`. Unless `toml` says otherwise, the access log goes
+    /// to `access.log` in the sidecar's directory (see `access_log_lines`), not to stdout.
     pub fn start_with_clock(ports: Ports, toml: &str, clock: Clock) -> TestSidecar {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
+        let toml = if toml.contains("[access_log]") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n[access_log]\npath = \"access.log\"\n")
+        };
         std::fs::write(&path, toml).unwrap();
         let config = config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let sidecar = build_server(
@@ -309,6 +315,24 @@ impl TestSidecar {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("sidecar did not become ready");
+    }
+
+    /// The access-log lines written so far (the writer flushes as soon as its queue is empty:
+    /// this waits until `at_least` lines are there, up to 5 s).
+    pub fn access_log_lines(&self, at_least: usize) -> Vec<String> {
+        let path = self.dir.path().join("access.log");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines: Vec<String> = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= at_least || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn config_path(&self) -> std::path::PathBuf {
