@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod trace;
 
 use config::Config;
 use pingora::prelude::Opt;
@@ -60,14 +61,14 @@ pub struct Sidecar {
 #[derive(Debug)]
 pub enum BuildError {
     Store(store::OpenError),
-    AccessLog(String),
+    Sink(String),
 }
 
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BuildError::Store(e) => e.fmt(f),
-            BuildError::AccessLog(e) => write!(f, "access_log.path: {e}"),
+            BuildError::Sink(e) => f.write_str(e),
         }
     }
 }
@@ -110,13 +111,23 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
     // a start-up error rather than a silently missing log.
     let access_log = access_log::AccessLog::open(&config.access_log)
         .map(Arc::new)
-        .map_err(|e| BuildError::AccessLog(e.to_string()))?;
-    let state = Arc::new(AppState::new(
-        config,
-        store,
-        flavors::mount_all,
-        Some(access_log),
-    ));
+        .map_err(|e| BuildError::Sink(format!("access_log.path: {e}")))?;
+    // Started only when tracing is on at start: the endpoint is fixed for the process.
+    let exporter = if config.tracing.enabled {
+        let t = &config.tracing;
+        Some(Arc::new(
+            trace::Exporter::start(&t.otlp_endpoint, &t.service_name).map_err(|e| {
+                BuildError::Sink(format!("tracing: cannot start the exporter: {e}"))
+            })?,
+        ))
+    } else {
+        None
+    };
+    let sinks = state::Sinks {
+        access_log: Some(access_log),
+        exporter,
+    };
+    let state = Arc::new(AppState::new(config, store, flavors::mount_all, sinks));
     let config = state.current();
     let config = &config.config;
 

@@ -30,6 +30,8 @@ lazy_metric!(SESSIONS_ROTATED: IntCounter = register_int_counter!(
     "session_sidecar_sessions_rotated_total", "Session ids replaced at login (SPEC §13.2)"));
 lazy_metric!(ACCESS_LOG_DROPPED: IntCounter = register_int_counter!(
     "session_sidecar_access_log_dropped_total", "Access-log and audit lines dropped because the writer was behind"));
+lazy_metric!(TRACE_EXPORT_ERRORS: IntCounter = register_int_counter!(
+    "session_sidecar_trace_export_errors_total", "Spans dropped or exports to the OTLP collector that failed"));
 lazy_metric!(SESSION_LOOKUPS: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_session_lookups_total", "Session lookups of forwarded requests by result", &["result"]));
 lazy_metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
@@ -64,6 +66,7 @@ pub fn init() {
     LOCKS_ACTIVE.set(LOCKS_ACTIVE.get());
     SESSIONS_ROTATED.inc_by(0);
     ACCESS_LOG_DROPPED.inc_by(0);
+    TRACE_EXPORT_ERRORS.inc_by(0);
     for f in Flavor::ALL {
         SESSIONS_ACTIVE.with_label_values(&[f.as_str()]);
         SESSIONS_CREATED.with_label_values(&[f.as_str()]);
@@ -135,6 +138,11 @@ pub fn session_ended(s: &Session, reason: EndReason) {
 
 /// A session was created in a shared store, whose own count sets `sessions_active`
 /// (`set_sessions_active`) rather than this process's increments.
+/// A span could not be queued, or an export to the collector failed.
+pub fn trace_export_error() {
+    TRACE_EXPORT_ERRORS.inc();
+}
+
 /// An access-log or audit line could not be queued.
 pub fn access_log_dropped() {
     ACCESS_LOG_DROPPED.inc();

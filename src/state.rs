@@ -17,6 +17,7 @@ use crate::limits::{AdminAuthLimit, RateLimits};
 use crate::session::audit::AuditSink;
 use crate::session::SessionService;
 use crate::store::SessionStore;
+use crate::trace::Exporter;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -36,6 +37,16 @@ pub struct Generation {
     pub admin_auth_limit: Option<Arc<AdminAuthLimit>>,
     /// Where request lines go; `None` when `access_log.enabled` is off.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Where spans go; `None` when `tracing.enabled` is off.
+    pub exporter: Option<Arc<Exporter>>,
+}
+
+/// Where the sidecar writes what happened (SPEC §13.5): opened once at start, shared by every
+/// generation; each generation uses those its config enables.
+#[derive(Default, Clone)]
+pub struct Sinks {
+    pub access_log: Option<Arc<AccessLog>>,
+    pub exporter: Option<Arc<Exporter>>,
 }
 
 impl Generation {
@@ -45,10 +56,14 @@ impl Generation {
         config: Config,
         store: Arc<dyn SessionStore>,
         mount: MountApis,
-        access_log: Option<&Arc<AccessLog>>,
+        sinks: &Sinks,
         previous: Option<&Generation>,
     ) -> Generation {
-        let access_log = access_log.filter(|_| config.access_log.enabled).cloned();
+        let access_log = sinks
+            .access_log
+            .clone()
+            .filter(|_| config.access_log.enabled);
+        let exporter = sinks.exporter.clone().filter(|_| config.tracing.enabled);
         let audit = access_log.as_ref().map(|log| {
             Arc::new(AuditLog {
                 log: log.clone(),
@@ -70,6 +85,7 @@ impl Generation {
             sessions,
             apis,
             access_log,
+            exporter,
             config,
         }
     }
@@ -79,8 +95,8 @@ pub struct AppState {
     current: ArcSwap<Generation>,
     store: Arc<dyn SessionStore>,
     mount: MountApis,
-    /// The access-log sink, opened once at start (its path does not follow reloads).
-    access_log: Option<Arc<AccessLog>>,
+    /// Opened once at start (their paths and endpoints do not follow reloads).
+    sinks: Sinks,
 }
 
 impl AppState {
@@ -88,20 +104,20 @@ impl AppState {
         config: Config,
         store: Arc<dyn SessionStore>,
         mount: MountApis,
-        access_log: Option<Arc<AccessLog>>,
+        sinks: Sinks,
     ) -> AppState {
-        let first = Generation::build(config, store.clone(), mount, access_log.as_ref(), None);
+        let first = Generation::build(config, store.clone(), mount, &sinks, None);
         AppState {
             current: ArcSwap::from_pointee(first),
             store,
             mount,
-            access_log,
+            sinks,
         }
     }
 
     /// The access-log sink, if the sidecar started with one.
     pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
-        self.access_log.as_ref()
+        self.sinks.access_log.as_ref()
     }
 
     /// The generation new requests should use.
@@ -116,7 +132,7 @@ impl AppState {
             config,
             self.store.clone(),
             self.mount,
-            self.access_log.as_ref(),
+            &self.sinks,
             Some(&previous),
         );
         self.current.store(Arc::new(next));

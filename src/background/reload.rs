@@ -68,6 +68,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.access_log.path != new.access_log.path {
         out.push("access_log.path");
     }
+    if old.tracing.otlp_endpoint != new.tracing.otlp_endpoint
+        || old.tracing.service_name != new.tracing.service_name
+    {
+        out.push("tracing.otlp_endpoint / service_name");
+    }
     out
 }
 

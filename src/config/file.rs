@@ -38,6 +38,30 @@ pub struct FileConfig {
     pub flavors: FlavorsSection,
     #[serde(default)]
     pub access_log: AccessLogSection,
+    #[serde(default)]
+    pub tracing: TracingSection,
+}
+
+/// SPEC §13.5: spans exported with OTLP over HTTP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    pub enabled: bool,
+    pub otlp_endpoint: Spanned<String>,
+    /// Share of traces started here that are sampled (incoming traces keep their flag).
+    pub sample_ratio: Spanned<f64>,
+    pub service_name: String,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            enabled: false,
+            otlp_endpoint: Spanned::new(0..0, "http://127.0.0.1:4318".to_string()),
+            sample_ratio: Spanned::new(0..0, 1.0),
+            service_name: "session-sidecar".to_string(),
+        }
+    }
 }
 
 /// SPEC §13.5: one line per request, and audit events, to stdout or a file.

@@ -51,6 +51,17 @@ pub struct Config {
     pub applications: HashMap<String, ApplicationSettings>,
     pub flavors: FlavorSettings,
     pub access_log: AccessLogSettings,
+    pub tracing: TracingSettings,
+}
+
+/// Tracing (SPEC §13.5). The exporter (endpoint, service name) starts with the process;
+/// `enabled` and `sample_ratio` follow reloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    pub enabled: bool,
+    pub otlp_endpoint: String,
+    pub sample_ratio: f64,
+    pub service_name: String,
 }
 
 /// The access log and audit events (SPEC §13.5). The sink (`path`) is opened once at start;
@@ -414,6 +425,7 @@ pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError>
     let applications = validate_applications(&f.applications)?;
     let flavors = validate_flavors(&f.flavors)?;
     let access_log = validate_access_log(&f.access_log, &base_dir)?;
+    let tracing = validate_tracing(&f.tracing)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -429,6 +441,34 @@ pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError>
         applications,
         flavors,
         access_log,
+        tracing,
+    })
+}
+
+fn validate_tracing(t: &file::TracingSection) -> Result<TracingSettings, ValidationError> {
+    let ratio = *t.sample_ratio.get_ref();
+    if !(0.0..=1.0).contains(&ratio) {
+        return err(
+            span_of(&t.sample_ratio),
+            "tracing.sample_ratio must be between 0.0 and 1.0",
+        );
+    }
+    let endpoint = t.otlp_endpoint.get_ref().trim();
+    let parsed = endpoint.parse::<http::Uri>().ok();
+    if !parsed
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+    {
+        return err(
+            span_of(&t.otlp_endpoint),
+            format!("tracing.otlp_endpoint: {endpoint:?} is not an http(s):// URL"),
+        );
+    }
+    Ok(TracingSettings {
+        enabled: t.enabled,
+        otlp_endpoint: endpoint.to_string(),
+        sample_ratio: ratio,
+        service_name: t.service_name.clone(),
     })
 }
 

@@ -41,7 +41,7 @@ pub fn record(session: &Session, ctx: &RequestCtx, status: u16) {
             .map(|a| a.ip().to_string()),
         session: ctx.session.as_ref().map(|s| tag(&s.id)),
         credential: ctx.credential.as_ref().map(|c| &*c.name),
-        trace_id: None,
+        trace_id: ctx.trace_id.as_deref(),
         protocol,
     };
     log.write(entry.format(settings.format));
@@ -49,7 +49,7 @@ pub fn record(session: &Session, ctx: &RequestCtx, status: u16) {
 
 /// True with probability `ratio` (a per-thread xorshift: sampling needs no cryptography and
 /// no lock).
-fn sampled(ratio: f64) -> bool {
+pub(super) fn sampled(ratio: f64) -> bool {
     if ratio >= 1.0 {
         return true;
     }

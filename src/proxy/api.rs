@@ -67,7 +67,12 @@ pub async fn answer(
         }
     }
     let request = api_request(session, rel_path, RequestBody::Complete(&body), &auth);
+    let timing = ctx.trace.as_ref().map(|_| super::trace::Timing::begin());
     let response = api.answer(&request).await;
+    if let (Some(t), Some(mut timing)) = (ctx.trace.as_mut(), timing) {
+        timing.end();
+        t.store = Some(timing);
+    }
     respond::write(session, &response).await?;
     Ok(true)
 }

@@ -1,6 +1,7 @@
 //! Per-request state carried through pingora's hooks.
 
 use super::locate::Located;
+use super::trace::RequestTrace;
 use crate::api::ForwardHook;
 use crate::auth::Credential;
 use crate::metrics::RequestKind;
@@ -42,6 +43,10 @@ pub struct RequestCtx {
     /// When the upstream was chosen, and how long its answer's header took (access log).
     pub upstream_started: Option<Instant>,
     pub upstream_ms: Option<f64>,
+    /// The distributed trace this request is part of, if any.
+    pub trace: Option<RequestTrace>,
+    /// Its trace id, once the request is done (access log).
+    pub trace_id: Option<String>,
 }
 
 impl RequestCtx {
@@ -62,6 +67,8 @@ impl RequestCtx {
             flavor: None,
             upstream_started: None,
             upstream_ms: None,
+            trace: None,
+            trace_id: None,
         }
     }
 }

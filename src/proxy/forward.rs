@@ -95,7 +95,13 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
 
     let carried_id = located.is_some();
     if let Some(located) = located {
-        match resolve(&gen.sessions, &located.id).await {
+        let timing = ctx.trace.as_ref().map(|_| super::trace::Timing::begin());
+        let resolved = resolve(&gen.sessions, &located.id).await;
+        if let (Some(t), Some(mut timing)) = (ctx.trace.as_mut(), timing) {
+            timing.end();
+            t.store = Some(timing);
+        }
+        match resolved {
             Ok(found) => {
                 ctx.session = found;
                 ctx.located = Some(located);

@@ -7,7 +7,8 @@
 //! * `response_filter` / `response_body_filter`: `response` (assertion, hooks, rewrites),
 //!   `rotation` (a new session id at login).
 //! * `fail_to_proxy`: 502/504 as JSON on a kept-alive connection (`respond`).
-//! * `logging`: metrics, the access-log line (`access`).
+//! * `logging`: metrics, the spans (`trace`, begun in `request_filter`, passed to the app in
+//!   `upstream_request_filter`), the access-log line (`access`).
 //!
 //! Keep it so: a hook holds no policy of its own, and this table is the map of the proxy. What
 //! a flavour sees of a request is built in `api.rs` (`api_request`); flavours never see pingora.
@@ -22,6 +23,7 @@ pub mod locate;
 pub mod respond;
 pub mod response;
 pub mod rotation;
+pub mod trace;
 
 use crate::metrics;
 use crate::session::id::redact_path;
@@ -121,6 +123,7 @@ impl ProxyHttp for SidecarProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let gen = ctx.gen.clone();
+        ctx.trace = trace::begin(&gen, session.req_header());
         let uri = session.req_header().uri.clone(); // shares the bytes; frees `session`
         if let Some((api, rel)) = gen.apis.endpoint(uri.path()) {
             return api::answer(session, ctx, api, rel).await;
@@ -178,6 +181,9 @@ impl ProxyHttp for SidecarProxy {
             ctx.session.as_deref(),
             ctx.credential.as_ref().map(|c| &*c.name),
         )?;
+        if let Some(t) = ctx.trace.as_mut() {
+            trace::to_upstream(t, upstream_request)?;
+        }
         if let Some(hook) = &ctx.hook {
             for name in hook.remove_headers() {
                 while upstream_request.remove_header(&name).is_some() {}
@@ -198,6 +204,9 @@ impl ProxyHttp for SidecarProxy {
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        if let Some(t) = ctx.trace.as_mut() {
+            trace::upstream_answered(t, upstream_response.status.as_u16());
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         response::on_header(upstream_response, ctx, tls).await
@@ -259,6 +268,7 @@ impl ProxyHttp for SidecarProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         metrics::request_done(ctx.kind, status, ctx.started.elapsed().as_secs_f64());
+        trace::finish(session, ctx, status);
         access::record(session, ctx, status);
         if log::log_enabled!(log::Level::Debug) {
             let h = session.req_header();

@@ -130,6 +130,11 @@ impl SessionService {
         Ok(self.store.get(id).await?.map(|s| s.flavor))
     }
 
+    /// `memory` or `redis` (trace attributes).
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
     pub fn settings(&self) -> &SessionSettings {
         &self.settings
     }

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod echo;
 pub mod jwt;
+pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod redis_server;

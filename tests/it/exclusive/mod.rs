@@ -4,4 +4,5 @@
 mod admin_brute_force;
 mod redis_metrics;
 mod rotation;
+mod tracing;
 mod voucherify;
