@@ -193,6 +193,11 @@ credential = "X-Auth-Subject"
 
 $store
 
+# nginx runs with access_log off; the sidecar too unless a row measures its access log.
+[access_log]
+enabled = ${BENCH_ACCESS_LOG:-false}
+path = "$dir/access.log"
+
 [[credentials]]
 name = "bench-admin"
 token_sha256 = "$(sha256 "$ADMIN_TOKEN")"
