@@ -467,7 +467,7 @@ fn kustomizations_build_and_pass_the_kubernetes_schemas() {
     assert!(version.status.success(), "{}", text_of(&version));
     let tmp = tempfile::tempdir().unwrap();
     let mut built = Vec::new();
-    for dir in ["memory", "redis", "monitoring"] {
+    for dir in ["memory", "redis", "monitoring", "tracing"] {
         let path = deploy_path(&format!("kubernetes/{dir}"));
         let out = Command::new("kubectl")
             .arg("kustomize")
