@@ -76,7 +76,7 @@ fn session_not_found() -> ApiResponse {
 }
 
 fn store_failed(e: StoreError) -> ApiResponse {
-    log::error!("admin API: {e}");
+    crate::error_throttled!("store failures", "admin API: {e}");
     error(
         503,
         "store_unavailable",

@@ -79,7 +79,7 @@ fn server_conf(config: &Config, launch: &LaunchOptions) -> ServerConf {
     let mut conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(2),
+        graceful_shutdown_timeout_seconds: Some(config.server.drain_timeout.as_secs()),
         upgrade_sock: config.server.upgrade_sock.clone(),
         pid_file: config.server.pid_file.clone(),
         ..ServerConf::default()

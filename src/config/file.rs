@@ -104,6 +104,8 @@ pub struct ServerSection {
     pub admin_auth_failures_per_minute: u32,
     pub threads: usize,
     pub grace_period: ConfigDuration,
+    /// Shutdown's second phase: how long the runtimes get to finish after the grace period.
+    pub drain_timeout: ConfigDuration,
     pub max_body: ConfigSize,
     /// SPEC §13.1: request line + headers, header count, request target length.
     pub max_header_size: Spanned<ConfigSize>,
@@ -127,6 +129,7 @@ impl Default for ServerSection {
             admin_auth_failures_per_minute: 10,
             threads: 2,
             grace_period: ConfigDuration::secs(10),
+            drain_timeout: ConfigDuration::secs(2),
             max_body: ConfigSize(64 * 1024),
             max_header_size: Spanned::new(0..0, ConfigSize(16 * 1024)),
             max_headers: Spanned::new(0..0, 100),

@@ -82,7 +82,12 @@ pub struct ServerSettings {
     /// Failed admin authentications one client IP may make a minute; 0 = no limit.
     pub admin_auth_failures_per_minute: u32,
     pub threads: usize,
+    /// Shutdown, phase one: connections already accepted are served this long (pingora's
+    /// `grace_period_seconds`, slept in full).
     pub grace_period: Duration,
+    /// Shutdown, phase two: then the runtimes get this long to finish what is left
+    /// (`graceful_shutdown_timeout_seconds`).
+    pub drain_timeout: Duration,
     pub max_body: usize,
     pub upgrade_sock: String,
     pub pid_file: String,
@@ -537,6 +542,7 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
         admin_auth_failures_per_minute: s.admin_auth_failures_per_minute,
         threads: s.threads,
         grace_period: s.grace_period.0,
+        drain_timeout: s.drain_timeout.0,
         max_body: usize::try_from(s.max_body.0).unwrap_or(usize::MAX),
         upgrade_sock: s.upgrade_sock.clone(),
         pid_file: s.pid_file.clone(),

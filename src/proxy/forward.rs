@@ -178,7 +178,11 @@ async fn resolve(
             Ok(found)
         }
         Err(e) => {
-            log::warn!("session lookup for {} failed: {e}", redact(id));
+            crate::warn_throttled!(
+                "store failures",
+                "session lookup for {} failed: {e}",
+                redact(id)
+            );
             Err(e)
         }
     }

@@ -152,7 +152,8 @@ impl ProxyHttp for SidecarProxy {
     ) -> Box<Error> {
         if is_tls_failure(&e) {
             // Says why (unknown issuer, name mismatch, expired, …): certificates are public.
-            log::warn!(
+            crate::warn_throttled!(
+                "upstream TLS failures",
                 "upstream {} ({}, sni {:?}): TLS handshake failed: {e}",
                 ctx.upstream.as_deref().unwrap_or(""),
                 peer._address,

@@ -38,7 +38,8 @@ pub async fn on_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx, tls: boo
             match gen.sessions.update_resolved(&s.id, &patch).await {
                 Ok(Some(_)) if login => super::rotation::after_login(resp, ctx, tls).await?,
                 Ok(_) => {}
-                Err(e) => log::warn!(
+                Err(e) => crate::warn_throttled!(
+                    "store failures",
                     "identity assertion for session {} failed: {e}",
                     redact(&s.id)
                 ),

@@ -40,7 +40,11 @@ pub async fn after_login(resp: &mut ResponseHeader, ctx: &RequestCtx, tls: bool)
             Ok(id) => id,
             Err(e) => {
                 // The login itself stands; the id stays as it was, as before rotation existed.
-                log::warn!("rotating session {} failed: {e}", redact(&session.id));
+                crate::warn_throttled!(
+                    "store failures",
+                    "rotating session {} failed: {e}",
+                    redact(&session.id)
+                );
                 None
             }
         }

@@ -53,6 +53,14 @@ fn sigterm_snapshots_and_restart_restores() {
         Some(0),
         "SIGTERM exits 0 within the grace period"
     );
+    // The log says why a quiet SIGTERM still takes the grace period, and what comes next.
+    let log = p.log_text();
+    assert!(
+        log.contains("shutdown: listeners closed")
+            && log.contains("server.grace_period (1s")
+            && log.contains("server.drain_timeout (2s)"),
+        "{log}"
+    );
     let snapshot = dir.path().join("state.snapshot");
     assert!(snapshot.exists());
     let text = std::fs::read_to_string(&snapshot).unwrap();

@@ -25,7 +25,7 @@ pub use wire::{
 
 /// The 503 for a store that did not answer (logged; the client learns nothing more).
 fn store_failed(e: StoreError) -> KcError {
-    log::error!("Knowledge Center: {e}");
+    crate::error_throttled!("store failures", "Knowledge Center: {e}");
     KcError::new(503, "The session store is unavailable")
 }
 

@@ -58,7 +58,7 @@ impl DedicatedSessions {
     }
 
     fn store_failed(&self, e: StoreError) -> Answer {
-        log::error!("SpreadsheetWEB {:?}: {e}", self.endpoint);
+        crate::error_throttled!("store failures", "SpreadsheetWEB {:?}: {e}", self.endpoint);
         self.endpoint.failure(false, STORE_MESSAGE)
     }
 

@@ -41,7 +41,11 @@ use wire::{
 
 /// The 503 in `shape` when the store fails, logged.
 fn store_error(shape: Shape, e: &StoreError, key: &str) -> ApiResponse {
-    log::warn!("tessitura: session store failed for {}: {e}", redact(key));
+    crate::warn_throttled!(
+        "store failures",
+        "tessitura: session store failed for {}: {e}",
+        redact(key)
+    );
     shape.unavailable()
 }
 
@@ -182,7 +186,11 @@ impl Tessitura {
         match self.sessions.flavor_of(&key).await {
             Ok(flavor) => matches!(flavor, Some(Flavor::Tessitura | Flavor::Admin)),
             Err(e) => {
-                log::warn!("tessitura: looking up {} failed: {e}", redact(&key));
+                crate::warn_throttled!(
+                    "store failures",
+                    "tessitura: looking up {} failed: {e}",
+                    redact(&key)
+                );
                 false
             }
         }
@@ -225,7 +233,10 @@ impl Tessitura {
             // logs it if they do); an answer is still owed.
             Ok(FreshOpen::ApplicationFull | FreshOpen::NoFreeId) => shape.unavailable(),
             Err(e) => {
-                log::warn!("tessitura: storing a new session failed: {e}");
+                crate::warn_throttled!(
+                    "store failures",
+                    "tessitura: storing a new session failed: {e}"
+                );
                 shape.unavailable()
             }
         }

@@ -34,7 +34,7 @@ use wire::{Endpoint, Inspected, LockRequest, RedeemRequest};
 
 /// The 503 when the store fails, logged.
 fn store_unavailable(e: &StoreError) -> ApiResponse {
-    log::warn!("voucherify: {e}");
+    crate::warn_throttled!("store failures", "voucherify: {e}");
     wire::store_unavailable()
 }
 
@@ -64,7 +64,10 @@ impl Rollback {
             .await;
         if let Err(e) = rolled_back {
             let key = redact(&self.held.id);
-            log::warn!("voucherify: rolling back lock {key} failed: {e}");
+            crate::warn_throttled!(
+                "store failures",
+                "voucherify: rolling back lock {key} failed: {e}"
+            );
         }
     }
 }
@@ -162,7 +165,8 @@ impl Drop for LockHook {
 /// forwarded request; only Voucherify locks end this way).
 async fn release_redeemed(sessions: &SessionService, key: &str) {
     if let Err(e) = sessions.release_redeemed(key).await {
-        log::warn!(
+        crate::warn_throttled!(
+            "store failures",
             "voucherify: releasing redeemed lock {} failed: {e}",
             redact(key)
         );

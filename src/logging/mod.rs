@@ -3,6 +3,8 @@
 //! pingora's debug output carries every request header (`Authorization`, `X-App-Token`,
 //! cookies, session ids), and SPEC §5 allows no secret in any log.
 
+pub mod throttle;
+
 use log::{Level, Log, Metadata, Record};
 
 /// Target prefixes that never log below `info`.
