@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod runtime;
+pub mod tls;
 pub mod units;
 
 pub use runtime::*;
