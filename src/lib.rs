@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use config::Config;
 use pingora::prelude::Opt;
@@ -59,12 +60,15 @@ pub struct Sidecar {
 #[derive(Debug)]
 pub enum BuildError {
     Store(store::OpenError),
+    /// pingora refused the TLS settings of a listener.
+    Tls(Box<pingora::Error>),
 }
 
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BuildError::Store(e) => e.fmt(f),
+            BuildError::Tls(e) => write!(f, "TLS listener: {e}"),
         }
     }
 }
@@ -115,6 +119,14 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(certs) = &state.tls().proxy {
+        for addr in &config.server.tls_listen {
+            let settings = certs
+                .listener_settings(config.server.http2)
+                .map_err(BuildError::Tls)?;
+            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
+    }
     if let Some(app) = proxy.app_logic_mut() {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.keepalive_request_limit =
@@ -130,7 +142,15 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         "session-sidecar admin".to_string(),
         admin_listener::AdminListener::new(state.clone()),
     );
-    admin.add_tcp(&config.server.admin_listen.to_string());
+    match &state.tls().admin {
+        // The admin listener speaks HTTP/1.1 only (AdminListener), over TLS too.
+        Some(certs) => admin.add_tls_with_settings(
+            &config.server.admin_listen.to_string(),
+            None,
+            certs.listener_settings(false).map_err(BuildError::Tls)?,
+        ),
+        None => admin.add_tcp(&config.server.admin_listen.to_string()),
+    }
     admin.threads = Some(1);
     server.add_service(admin);
 

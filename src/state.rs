@@ -4,6 +4,9 @@
 //! immutable `Generation`, swapped atomically; a request keeps the generation it started with.
 //! The session store outlives generations: reloading never drops sessions.
 //!
+//! TLS listeners are built once, so their certificates live beside the generations
+//! (`tls::TlsListeners`) and `install` hands a new config's certificates to them as well.
+//!
 //! The wire flavours sit above this module, so which APIs a generation mounts is given by the
 //! server that builds it (`lib.rs` passes `flavors::mount_all`): `state` only looks down.
 
@@ -15,6 +18,7 @@ use crate::forwarding::upstreams::Upstreams;
 use crate::limits::RateLimits;
 use crate::session::SessionService;
 use crate::store::SessionStore;
+use crate::tls::TlsListeners;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -59,11 +63,13 @@ pub struct AppState {
     current: ArcSwap<Generation>,
     store: Arc<dyn SessionStore>,
     mount: MountApis,
+    tls: TlsListeners,
 }
 
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn SessionStore>, mount: MountApis) -> AppState {
         AppState {
+            tls: TlsListeners::from_config(&config.server),
             current: ArcSwap::from_pointee(Generation::build(config, store.clone(), mount, None)),
             store,
             mount,
@@ -75,11 +81,18 @@ impl AppState {
         self.current.load_full()
     }
 
-    /// Makes `config` the one new requests use.
+    /// Makes `config` the one new requests use, and its certificates the ones new TLS
+    /// handshakes get.
     pub fn install(&self, config: Config) {
         let previous = self.current.load_full();
         let next = Generation::build(config, self.store.clone(), self.mount, Some(&previous));
+        self.tls.install(&next.config.server);
         self.current.store(Arc::new(next));
+    }
+
+    /// The certificates of the TLS listeners.
+    pub fn tls(&self) -> &TlsListeners {
+        &self.tls
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
