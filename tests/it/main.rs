@@ -28,6 +28,7 @@ mod soak;
 mod spreadsheetweb;
 mod store_contract;
 mod tessitura;
+mod tls;
 mod websocket;
 
 mod exclusive;
