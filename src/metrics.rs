@@ -283,16 +283,21 @@ pub fn store_error(backend: &str) {
     STORE_ERRORS.with_label_values(&[backend]).inc();
 }
 
-/// The loaded TLS certificates as `(server_name, notAfter)`; series of certificates no longer
-/// loaded go. Two certificates under one name (the proxy's and the admin listener's) show the
-/// earlier expiry, the one an alert must see.
-pub fn tls_cert_expiry(certs: &[(String, i64)]) {
+/// The loaded TLS certificates as `(server_name, notAfter)`; `gone`: names published before
+/// that no longer have a certificate (their series are removed). Two certificates under one
+/// name (the proxy's and the admin listener's) show the earlier expiry, the one an alert needs.
+pub fn tls_cert_expiry(certs: &[(String, i64)], gone: &[String]) {
     let mut by_name: HashMap<&str, i64> = HashMap::new();
     for (name, not_after) in certs {
         let e = by_name.entry(name.as_str()).or_insert(*not_after);
         *e = (*e).min(*not_after);
     }
-    TLS_CERT_EXPIRY.reset();
+    for name in gone {
+        if !by_name.contains_key(name.as_str()) {
+            // Absent already is fine: nothing to remove.
+            let _ = TLS_CERT_EXPIRY.remove_label_values(&[name]);
+        }
+    }
     for (name, not_after) in by_name {
         TLS_CERT_EXPIRY.with_label_values(&[name]).set(not_after);
     }

@@ -59,6 +59,9 @@ impl ListenerCerts {
 pub struct TlsListeners {
     pub proxy: Option<ListenerCerts>,
     pub admin: Option<ListenerCerts>,
+    /// The `server_name`s last published to the expiry gauge. Only these are ever removed, so
+    /// sidecars sharing one process (the in-process tests) keep each other's series.
+    published: parking_lot::Mutex<Vec<String>>,
 }
 
 impl TlsListeners {
@@ -66,6 +69,7 @@ impl TlsListeners {
         let me = TlsListeners {
             proxy: server.tls.as_ref().map(ListenerCerts::new),
             admin: server.admin_tls.as_ref().map(ListenerCerts::new),
+            published: parking_lot::Mutex::new(Vec::new()),
         };
         me.publish();
         me
@@ -81,8 +85,9 @@ impl TlsListeners {
         self.publish();
     }
 
-    /// Sets `tls_cert_expiry_timestamp_seconds` to the installed certificates, and warns of
-    /// any that has expired (it is served all the same: a client may not check).
+    /// Sets `tls_cert_expiry_timestamp_seconds` to the installed certificates (series of
+    /// certificates no longer installed go), and warns of any that has expired (it is served
+    /// all the same: a client may not check).
     fn publish(&self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -102,6 +107,8 @@ impl TlsListeners {
                 expiry.push((cert.label.clone(), cert.not_after));
             }
         }
-        metrics::tls_cert_expiry(&expiry);
+        let mut published = self.published.lock();
+        metrics::tls_cert_expiry(&expiry, &published);
+        *published = expiry.into_iter().map(|(name, _)| name).collect();
     }
 }
