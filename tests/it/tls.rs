@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 // Certificates
 
 /// A test CA in a temp dir, and the files of what it issued.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: CertifiedIssuer<'static, KeyPair>,
     ca_file: PathBuf,
@@ -55,7 +55,7 @@ fn at_secs(unix: i64) -> time::OffsetDateTime {
 const DAY: i64 = 86_400;
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
@@ -155,8 +155,8 @@ fn rotate(from: &Issued, to: &Issued) {
 
 /// An in-process sidecar with the base config, `tls_listen` on a port of its own, and `extra`
 /// (which holds the `[server.tls]` table).
-struct TlsSidecar {
-    sc: TestSidecar,
+pub(crate) struct TlsSidecar {
+    pub(crate) sc: TestSidecar,
     port: u16,
 }
 
@@ -176,6 +176,12 @@ impl TlsSidecar {
         let sc = TestSidecar::start(ports, &with_tls_listen(&base_config(&ports, extra), port));
         wait_for_port(port);
         TlsSidecar { sc, port }
+    }
+
+    /// With a `localhost` certificate of `pki` and nothing else in `[server.tls]`.
+    pub(crate) fn with_default_cert(up: &EchoUpstream, pki: &Pki) -> TlsSidecar {
+        let server = pki.server("server", &["localhost", "127.0.0.1"], 90);
+        TlsSidecar::start(up, &format!("\n[server.tls]\n{}", files(&server)))
     }
 
     /// `https://localhost:PORT{path}`, resolved to loopback.
@@ -790,11 +796,14 @@ fn the_binary_serves_admin_over_tls_with_the_expiry_gauge_and_reloads_on_sighup(
     let admin_cert = pki.server("admin", &["admin.test", "127.0.0.1"], 45);
     let ports = Ports::new(up.port);
     let tls_port = free_port();
+    let expired_entry = format!(
+        "\n[[server.tls.sni]]\nserver_name = \"expired.test\"\n{}",
+        files(&expired)
+    );
     let extra = format!(
-        "\n[server.tls]\n{}\n[[server.tls.sni]]\nserver_name = \"sni.test\"\n{}\n[[server.tls.sni]]\nserver_name = \"expired.test\"\n{}\n[server.admin_tls]\n{}",
+        "\n[server.tls]\n{}\n[[server.tls.sni]]\nserver_name = \"sni.test\"\n{}{expired_entry}\n[server.admin_tls]\n{}",
         files(&live),
         files(&sni),
-        files(&expired),
         files(&admin_cert),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -867,15 +876,21 @@ fn the_binary_serves_admin_over_tls_with_the_expiry_gauge_and_reloads_on_sighup(
     ]);
     assert_eq!(r.status, 201, "{r:?}");
 
-    // cert-manager rotates the Secret; the file watcher sends SIGHUP.
+    // cert-manager rotates the Secret; the file watcher sends SIGHUP. The operator has also
+    // dropped the expired SNI entry: its series goes.
     let next = pki.server("next", &["localhost", "127.0.0.1"], 200);
     rotate(&next, &live);
+    let text = std::fs::read_to_string(&config_file).unwrap();
+    std::fs::write(&config_file, text.replacen(&expired_entry, "", 1)).unwrap();
     p.signal("HUP");
     assert!(
         poll(|| gauge("localhost") == next.not_after),
         "the gauge follows the reload: {}",
         p.log_text()
     );
+    let scrape = admin("/metrics").body;
+    assert!(!scrape.contains("expired.test"), "{scrape}");
+    assert_eq!(gauge("sni.test"), sni.not_after);
     assert_eq!(
         metric_value(&admin("/metrics").body, "config_reload_success", &[]),
         1.0
