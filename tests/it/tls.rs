@@ -1168,3 +1168,291 @@ fn addresses_and_tables_must_agree() {
         assert_eq!(line, line_of(&text, entry));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Kubernetes TLS variant (deploy/kubernetes/tls)
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The objects `kubectl kustomize DIR` builds, or None when kubectl is not installed.
+fn kustomize(dir: &str) -> Option<Vec<serde_yaml::Value>> {
+    let out = match Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join(dir))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: kubectl is not installed; {dir} not built"
+            );
+            return None;
+        }
+        Err(e) => panic!("kubectl: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect(),
+    )
+}
+
+fn object<'a>(objects: &'a [serde_yaml::Value], kind: &str, name: &str) -> &'a serde_yaml::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn items(v: &serde_yaml::Value) -> &[serde_yaml::Value] {
+    v.as_sequence().map_or(&[], Vec::as_slice)
+}
+
+fn named<'a>(list: &'a serde_yaml::Value, name: &str) -> &'a serde_yaml::Value {
+    items(list)
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("nothing named {name} in {list:?}"))
+}
+
+/// The volume name mounted at `dir` in container `c`.
+fn mounted_at<'a>(c: &'a serde_yaml::Value, dir: &Path) -> &'a str {
+    items(&c["volumeMounts"])
+        .iter()
+        .find(|m| m["mountPath"].as_str().map(Path::new) == Some(dir))
+        .unwrap_or_else(|| panic!("{:?} mounts nothing at {}", c["name"], dir.display()))["name"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn kubernetes_tls_variant_serves_https_from_the_secret_and_reloads_it() {
+    let Some(objects) = kustomize("deploy/kubernetes/tls") else {
+        return;
+    };
+    let config_map = object(&objects, "ConfigMap", "session-sidecar-config");
+    let text = config_map["data"]["config.toml"].as_str().unwrap();
+
+    // The TOML is ../memory's but for [server].
+    let memory: toml::Value = toml::from_str(
+        object(
+            &kustomize("deploy/kubernetes/memory").unwrap(),
+            "ConfigMap",
+            "session-sidecar-config",
+        )["data"]["config.toml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let tls: toml::Value = toml::from_str(text).unwrap();
+    let without_server = |t: &toml::Value| {
+        let mut t = t.clone();
+        t.as_table_mut().unwrap().remove("server");
+        t
+    };
+    assert_eq!(
+        without_server(&tls),
+        without_server(&memory),
+        "the TLS ConfigMap drifted from ../memory outside [server]"
+    );
+
+    // It validates with test files in place of the Secrets' mounts.
+    let cert_file = tls["server"]["tls"]["cert_file"].as_str().unwrap();
+    let key_file = tls["server"]["tls"]["key_file"].as_str().unwrap();
+    let signing = tls["identity_headers"]["signing_key_file"]
+        .as_str()
+        .unwrap();
+    let pki = Pki::new("k8s");
+    let server = pki.server("server", &["app.example.com"], 90);
+    let signing_key = pki.dir.path().join("signing.key");
+    std::fs::write(&signing_key, "k8s-test-signing-key-0123456789abcdef").unwrap();
+    let runnable = text
+        .replace(cert_file, server.cert.to_str().unwrap())
+        .replace(key_file, server.key.to_str().unwrap())
+        .replace(signing, signing_key.to_str().unwrap());
+    let c = config::parse(&pki.dir.path().join("config.toml"), &runnable)
+        .unwrap_or_else(|e| panic!("the TLS ConfigMap: {e}"));
+    assert!(c.server.listen.is_empty(), "no plaintext client port");
+    let tls_port = c.server.tls_listen[0].port();
+    assert!(c.server.tls_listen[0].ip().is_unspecified());
+
+    // The pod: the Secret mounted where the config looks, the port, the reloader.
+    let pod = &object(&objects, "Deployment", "app")["spec"]["template"]["spec"];
+    let sidecar = named(&pod["containers"], "session-sidecar");
+    let reload = named(&pod["containers"], "tls-reload");
+    let dir = Path::new(cert_file).parent().unwrap();
+    assert_eq!(Some(dir), Path::new(key_file).parent());
+    let volume = named(&pod["volumes"], mounted_at(sidecar, dir));
+    let secret = volume["secret"]["secretName"].as_str().unwrap();
+    let certificate = objects
+        .iter()
+        .find(|o| o["kind"] == "Certificate")
+        .expect("the cert-manager Certificate");
+    assert_eq!(certificate["spec"]["secretName"], secret);
+    assert_eq!(mounted_at(reload, dir), mounted_at(sidecar, dir));
+    let script = items(&reload["command"])
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needed in [
+        dir.to_str().unwrap(),
+        Path::new(cert_file).file_name().unwrap().to_str().unwrap(),
+        Path::new(key_file).file_name().unwrap().to_str().unwrap(),
+        "pkill -HUP -x session-sidecar",
+    ] {
+        assert!(
+            script.contains(needed),
+            "tls-reload: {needed} not in {script}"
+        );
+    }
+    assert_eq!(
+        pod["shareProcessNamespace"], true,
+        "a signal needs one process namespace"
+    );
+    assert_eq!(
+        reload["securityContext"]["runAsUser"], sidecar["securityContext"]["runAsUser"],
+        "only the same user may signal the sidecar"
+    );
+    let ports = items(&sidecar["ports"]);
+    assert_eq!(named(&sidecar["ports"], "https")["containerPort"], tls_port);
+    assert!(
+        ports
+            .iter()
+            .all(|p| p["name"] == "https" || p["name"] == "admin"),
+        "{ports:?}"
+    );
+
+    // Clients reach only the https port.
+    let service = object(&objects, "Service", "app");
+    let service_ports = items(&service["spec"]["ports"]);
+    assert!(!service_ports.is_empty());
+    for p in service_ports {
+        assert_eq!(p["targetPort"], "https", "{p:?}");
+    }
+
+    // The Kubernetes schemas, when the validator is installed (the Certificate is a CRD).
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("tls.yaml");
+    let builtin: Vec<String> = objects
+        .iter()
+        .filter(|o| o["kind"] != "Certificate")
+        .map(|o| serde_yaml::to_string(o).unwrap())
+        .collect();
+    std::fs::write(&file, builtin.join("---\n")).unwrap();
+    match Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "--kubernetes-version", "1.30.0"])
+        .arg(&file)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: kubernetes-validate is not installed; schemas not checked"
+            );
+        }
+    }
+}
+
+/// The manifest's `tls-reload` loop, run here against the binary: only the pod-wide `pkill` is
+/// narrowed to this sidecar's pid (other sidecars run on this machine), and its waits shortened.
+#[test]
+fn the_manifests_reload_loop_makes_a_running_sidecar_serve_a_rotated_certificate() {
+    let Some(objects) = kustomize("deploy/kubernetes/tls") else {
+        return;
+    };
+    let pod = &object(&objects, "Deployment", "app")["spec"]["template"]["spec"];
+    let command: Vec<&str> = items(&named(&pod["containers"], "tls-reload")["command"])
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(command[..2], ["sh", "-c"]);
+    let script = command[2];
+
+    let up = EchoUpstream::start();
+    let pki = Pki::new("rotation");
+    let live = pki.server("tls", &["localhost", "127.0.0.1"], 90);
+    std::fs::rename(&live.cert, pki.dir.path().join("tls.crt")).unwrap();
+    std::fs::rename(&live.key, pki.dir.path().join("tls.key")).unwrap();
+    let live = Issued {
+        cert: pki.dir.path().join("tls.crt"),
+        key: pki.dir.path().join("tls.key"),
+        ..live
+    };
+    let ports = Ports::new(up.port);
+    let tls_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(
+        &config_file,
+        with_tls_listen(
+            &base_config(&ports, &format!("\n[server.tls]\n{}", files(&live))),
+            tls_port,
+        ),
+    )
+    .unwrap();
+    let p = SidecarProcess::start(&config_file, ports);
+    wait_for_port(tls_port);
+    assert_eq!(
+        TlsConn::open(tls_port, "localhost", &pki.ca_file).peer_cert(),
+        live.der
+    );
+
+    let mount = "/run/secrets/session-sidecar-tls";
+    for needed in [
+        mount,
+        "last=$(pair)\n",
+        "sleep 30",
+        "sleep 5",
+        "pkill -HUP -x session-sidecar",
+    ] {
+        assert!(script.contains(needed), "{needed:?} not in {script}");
+    }
+    // The loop compares with the files as it first read them: rotate only after that read.
+    let first_read = pki.dir.path().join("first-read");
+    let local = script
+        .replace(
+            "last=$(pair)\n",
+            &format!("last=$(pair)\ntouch {}\n", first_read.display()),
+        )
+        .replace(mount, pki.dir.path().to_str().unwrap())
+        .replace("sleep 30", "sleep 0.2")
+        .replace("sleep 5", "sleep 0.2")
+        .replace(
+            "pkill -HUP -x session-sidecar",
+            &format!("kill -HUP {}", p.child.id()),
+        );
+    let mut watcher = Command::new("sh").arg("-c").arg(&local).spawn().unwrap();
+    assert!(
+        poll(|| first_read.exists()),
+        "the loop did not start: {local}"
+    );
+
+    let next = pki.server("next", &["localhost", "127.0.0.1"], 180);
+    rotate(&next, &live);
+    let served =
+        poll(|| TlsConn::open(tls_port, "localhost", &pki.ca_file).peer_cert() == next.der);
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let log = p.stop();
+    assert!(
+        served,
+        "the loop did not get the new certificate served: {log}"
+    );
+    assert!(log.contains("config reloaded"), "{log}");
+}
