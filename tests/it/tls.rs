@@ -1456,3 +1456,61 @@ fn the_manifests_reload_loop_makes_a_running_sidecar_serve_a_rotated_certificate
     );
     assert!(log.contains("config reloaded"), "{log}");
 }
+
+#[test]
+fn config_example_documents_every_tls_key() {
+    let text = std::fs::read_to_string(repo().join("config.toml.example")).unwrap();
+    for key in [
+        "http2 =",
+        "# tls_listen =",
+        "# [server.tls]",
+        "# cert_file =",
+        "# key_file =",
+        "# min_version = \"1.2\"",
+        "# client_ca_file =",
+        "# [[server.tls.sni]]",
+        "# server_name =",
+        "# [server.admin_tls]",
+    ] {
+        assert!(
+            text.contains(key),
+            "config.toml.example does not show {key}"
+        );
+    }
+    // Uncommented with real files, the block is a valid config.
+    let pki = Pki::new("example");
+    let tls_dir = pki.dir.path().join("tls");
+    std::fs::create_dir(&tls_dir).unwrap();
+    for stem in ["tls", "api", "admin"] {
+        let issued = pki.server(stem, &[&format!("{stem}.example.com")], 30);
+        std::fs::rename(&issued.cert, tls_dir.join(format!("{stem}.crt"))).unwrap();
+        std::fs::rename(&issued.key, tls_dir.join(format!("{stem}.key"))).unwrap();
+    }
+    std::fs::copy(&pki.ca_file, tls_dir.join("clients-ca.pem")).unwrap();
+    // The TLS block: from its heading comment to the next table.
+    let start = text.find("# TLS (SPEC").expect("the TLS block");
+    let end = start
+        + text[start..]
+            .find("\n[upstreams.")
+            .expect("[upstreams] after it");
+    let block: String = text[start..end]
+        .lines()
+        .map(|l| {
+            let toml_line = l.strip_prefix("# ").filter(|rest| {
+                rest.starts_with('[')
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' '))
+            });
+            format!("{}\n", toml_line.unwrap_or(l))
+        })
+        .collect();
+    let uncommented = format!("{}{block}{}", &text[..start], &text[end..]);
+    let c = config::parse(&pki.dir.path().join("config.toml"), &uncommented)
+        .unwrap_or_else(|e| panic!("the example with its TLS block uncommented: {e}"));
+    let tls = c.server.tls.expect("[server.tls]");
+    assert_eq!(c.server.tls_listen.len(), 1);
+    assert_eq!(tls.sni[0].server_name.as_deref(), Some("api.example.com"));
+    assert!(tls.client_ca.is_some());
+    assert!(c.server.admin_tls.is_some());
+}
