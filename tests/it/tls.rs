@@ -649,6 +649,34 @@ fn alpn_offers_h2_unless_http2_is_off() {
 }
 
 #[test]
+fn a_tls_only_sidecar_serves_with_listen_empty() {
+    let up = EchoUpstream::start();
+    let pki = Pki::new("main");
+    let server = pki.server("server", &["localhost", "127.0.0.1"], 90);
+    // The proxy port is the TLS one (the harness waits until it accepts connections).
+    let ports = Ports::new(up.port);
+    let text = base_config(&ports, &format!("\n[server.tls]\n{}", files(&server))).replacen(
+        &format!("listen = [\"127.0.0.1:{}\"]", ports.proxy),
+        &format!("listen = []\ntls_listen = [\"127.0.0.1:{}\"]", ports.proxy),
+        1,
+    );
+    let sc = TestSidecar::start(ports, &text);
+    let r = curl(&[
+        "--cacert",
+        pki.ca(),
+        &format!("https://127.0.0.1:{}/tls-only", ports.proxy),
+    ]);
+    assert!(r.ok && r.status == 200, "{r:?}");
+    assert_eq!(r.json()["path"], "/tls-only");
+    let r = curl(&[&format!("http://127.0.0.1:{}/plain", ports.proxy)]);
+    assert!(
+        !r.ok && r.status == 0,
+        "no plaintext HTTP on the TLS port: {r:?}"
+    );
+    drop(sc);
+}
+
+#[test]
 fn garbage_instead_of_a_client_hello_closes_that_connection_only() {
     let up = EchoUpstream::start();
     let pki = Pki::new("main");
