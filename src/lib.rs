@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod trace;
 
 use config::Config;
@@ -62,6 +63,8 @@ pub struct Sidecar {
 pub enum BuildError {
     Store(store::OpenError),
     Sink(String),
+    /// pingora refused the TLS settings of a listener.
+    Tls(Box<pingora::Error>),
 }
 
 impl std::fmt::Display for BuildError {
@@ -69,6 +72,7 @@ impl std::fmt::Display for BuildError {
         match self {
             BuildError::Store(e) => e.fmt(f),
             BuildError::Sink(e) => f.write_str(e),
+            BuildError::Tls(e) => write!(f, "TLS listener: {e}"),
         }
     }
 }
@@ -139,6 +143,14 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(certs) = &state.tls().proxy {
+        for addr in &config.server.tls_listen {
+            let settings = certs
+                .listener_settings(config.server.http2)
+                .map_err(BuildError::Tls)?;
+            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
+    }
     if let Some(app) = proxy.app_logic_mut() {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.keepalive_request_limit =
@@ -154,7 +166,15 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         "session-sidecar admin".to_string(),
         admin_listener::AdminListener::new(state.clone()),
     );
-    admin.add_tcp(&config.server.admin_listen.to_string());
+    match &state.tls().admin {
+        // The admin listener speaks HTTP/1.1 only (AdminListener), over TLS too.
+        Some(certs) => admin.add_tls_with_settings(
+            &config.server.admin_listen.to_string(),
+            None,
+            certs.listener_settings(false).map_err(BuildError::Tls)?,
+        ),
+        None => admin.add_tcp(&config.server.admin_listen.to_string()),
+    }
     admin.threads = Some(1);
     server.add_service(admin);
 

@@ -54,6 +54,9 @@ lazy_metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_store_errors_total", "Store operation failures", &["backend"]));
 lazy_metric!(CONFIG_RELOAD_SUCCESS: IntGauge = register_int_gauge!(
     "session_sidecar_config_reload_success", "1 if the last config (re)load succeeded, else 0"));
+lazy_metric!(TLS_CERT_EXPIRY: IntGaugeVec = register_int_gauge_vec!(
+    "session_sidecar_tls_cert_expiry_timestamp_seconds",
+    "notAfter of each loaded TLS listener certificate, in Unix seconds (SPEC §13.3)", &["server_name"]));
 lazy_metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "session_sidecar_build_info", "Build information", &["version"]));
 
@@ -294,6 +297,26 @@ pub fn store_operation(backend: &'static str, op: &'static str, seconds: f64) {
 
 pub fn store_error(backend: &str) {
     STORE_ERRORS.with_label_values(&[backend]).inc();
+}
+
+/// The loaded TLS certificates as `(server_name, notAfter)`; `gone`: names published before
+/// that no longer have a certificate (their series are removed). Two certificates under one
+/// name (the proxy's and the admin listener's) show the earlier expiry, the one an alert needs.
+pub fn tls_cert_expiry(certs: &[(String, i64)], gone: &[String]) {
+    let mut by_name: HashMap<&str, i64> = HashMap::new();
+    for (name, not_after) in certs {
+        let e = by_name.entry(name.as_str()).or_insert(*not_after);
+        *e = (*e).min(*not_after);
+    }
+    for name in gone {
+        if !by_name.contains_key(name.as_str()) {
+            // Absent already is fine: nothing to remove.
+            let _ = TLS_CERT_EXPIRY.remove_label_values(&[name]);
+        }
+    }
+    for (name, not_after) in by_name {
+        TLS_CERT_EXPIRY.with_label_values(&[name]).set(not_after);
+    }
 }
 
 pub fn config_reload(success: bool) {

@@ -4,6 +4,9 @@
 //! immutable `Generation`, swapped atomically; a request keeps the generation it started with.
 //! The session store outlives generations: reloading never drops sessions.
 //!
+//! TLS listeners are built once, so their certificates live beside the generations
+//! (`tls::TlsListeners`) and `install` hands a new config's certificates to them as well.
+//!
 //! The wire flavours sit above this module, so which APIs a generation mounts is given by the
 //! server that builds it (`lib.rs` passes `flavors::mount_all`): `state` only looks down.
 
@@ -17,6 +20,7 @@ use crate::limits::{AdminAuthLimit, RateLimits};
 use crate::session::audit::AuditSink;
 use crate::session::SessionService;
 use crate::store::SessionStore;
+use crate::tls::TlsListeners;
 use crate::trace::Exporter;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -97,6 +101,7 @@ pub struct AppState {
     mount: MountApis,
     /// Opened once at start (their paths and endpoints do not follow reloads).
     sinks: Sinks,
+    tls: TlsListeners,
 }
 
 impl AppState {
@@ -106,8 +111,10 @@ impl AppState {
         mount: MountApis,
         sinks: Sinks,
     ) -> AppState {
+        let tls = TlsListeners::from_config(&config.server);
         let first = Generation::build(config, store.clone(), mount, &sinks, None);
         AppState {
+            tls,
             current: ArcSwap::from_pointee(first),
             store,
             mount,
@@ -125,7 +132,8 @@ impl AppState {
         self.current.load_full()
     }
 
-    /// Makes `config` the one new requests use.
+    /// Makes `config` the one new requests use, and its certificates the ones new TLS
+    /// handshakes get.
     pub fn install(&self, config: Config) {
         let previous = self.current.load_full();
         let next = Generation::build(
@@ -135,7 +143,13 @@ impl AppState {
             &self.sinks,
             Some(&previous),
         );
+        self.tls.install(&next.config.server);
         self.current.store(Arc::new(next));
+    }
+
+    /// The certificates of the TLS listeners.
+    pub fn tls(&self) -> &TlsListeners {
+        &self.tls
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {

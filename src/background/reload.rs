@@ -1,6 +1,7 @@
 //! SIGHUP reload (SPEC §9): re-read the config file, and if it validates, swap in a new
 //! generation atomically. A bad file changes nothing and sets `config_reload_success` to 0.
-//! Listener, thread and store changes only take effect on restart (logged).
+//! Listener, thread and store changes only take effect on restart (logged); TLS certificates
+//! of the running listeners are swapped with the config (`AppState::install`, `tls`).
 
 use crate::config::{self, Config};
 use crate::metrics;
@@ -52,6 +53,20 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.server.admin_listen != new.server.admin_listen {
         out.push("server.admin_listen");
+    }
+    if old.server.tls_listen != new.server.tls_listen {
+        out.push("server.tls_listen");
+    }
+    // Certificates, SNI entries, min_version and client_ca_file reload; whether a listener
+    // speaks TLS at all, and its ALPN list, were fixed when it was built.
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        out.push("[server.tls] (added or removed)");
+    }
+    if old.server.admin_tls.is_some() != new.server.admin_tls.is_some() {
+        out.push("[server.admin_tls] (added or removed)");
+    }
+    if old.server.http2 != new.server.http2 {
+        out.push("server.http2");
     }
     if old.server.threads != new.server.threads {
         out.push("server.threads");

@@ -119,6 +119,11 @@ pub struct ServerSection {
     pub pid_file: String,
     /// SPEC §13.3: h2 by ALPN on TLS listeners, h2c (prior knowledge) on plaintext ones.
     pub http2: bool,
+    /// SPEC §13.3: proxy listeners that speak TLS with `[server.tls]`.
+    pub tls_listen: Vec<Spanned<String>>,
+    pub tls: Option<TlsSection>,
+    /// SPEC §13.3: the admin listener speaks TLS with this table when it is given.
+    pub admin_tls: Option<TlsSection>,
 }
 
 impl Default for ServerSection {
@@ -139,8 +144,45 @@ impl Default for ServerSection {
             upgrade_sock: "/tmp/session-sidecar-upgrade.sock".to_string(),
             pid_file: "/tmp/session-sidecar.pid".to_string(),
             http2: true,
+            tls_listen: Vec::new(),
+            tls: None,
+            admin_tls: None,
         }
     }
+}
+
+/// `[server.tls]` and `[server.admin_tls]` (SPEC §13.3): PEM files, relative to the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, leaf first.
+    pub cert_file: Spanned<String>,
+    pub key_file: Spanned<String>,
+    /// Certificates for other names, chosen by SNI; the one above otherwise.
+    #[serde(default)]
+    pub sni: Vec<SniSection>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Require client certificates signed by a CA in this file.
+    pub client_ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniSection {
+    pub server_name: Spanned<String>,
+    pub cert_file: Spanned<String>,
+    pub key_file: Spanned<String>,
+}
+
+/// The oldest TLS version a listener accepts.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 pub mod file;
 pub mod pem;
 pub mod runtime;
+pub mod tls;
 pub mod units;
 
 pub use runtime::*;

@@ -5,7 +5,10 @@
 //! parsing of their own.
 
 use super::file::{self, FileConfig};
-pub use super::file::{AccessLogFormat, AuthMode, RotateOnLogin, SessionMode, StoreBackend};
+pub use super::file::{
+    AccessLogFormat, AuthMode, RotateOnLogin, SessionMode, StoreBackend, TlsVersion,
+};
+pub use super::tls::{ClientCa, ListenerTls, ServerCert};
 use http::header::HeaderName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -22,7 +25,10 @@ pub struct ValidationError {
     pub message: String,
 }
 
-fn err<T>(span: Option<Range<usize>>, message: impl Into<String>) -> Result<T, ValidationError> {
+pub(super) fn err<T>(
+    span: Option<Range<usize>>,
+    message: impl Into<String>,
+) -> Result<T, ValidationError> {
     Err(ValidationError {
         // Spans of defaults are 0..0: they point nowhere in the file.
         span: span.filter(|s| s.end > 0),
@@ -30,7 +36,7 @@ fn err<T>(span: Option<Range<usize>>, message: impl Into<String>) -> Result<T, V
     })
 }
 
-fn span_of<T>(v: &Spanned<T>) -> Option<Range<usize>> {
+pub(super) fn span_of<T>(v: &Spanned<T>) -> Option<Range<usize>> {
     Some(v.span())
 }
 
@@ -94,6 +100,12 @@ pub struct ServerSettings {
     pub http: HttpLimits,
     /// Speak HTTP/2 to clients as well (SPEC §13.3).
     pub http2: bool,
+    /// Proxy listeners that speak TLS with `tls` (SPEC §13.3).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Set exactly when `tls_listen` is not empty.
+    pub tls: Option<ListenerTls>,
+    /// The admin listener speaks TLS with these when set.
+    pub admin_tls: Option<ListenerTls>,
 }
 
 /// Client connection limits of SPEC §13.1, enforced by `proxy::framing` on every listener.
@@ -392,7 +404,7 @@ pub struct VoucherifySettings {
 /// Checks the parsed file and builds the runtime config.
 pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError> {
     let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
-    let server = validate_server(&f.server)?;
+    let server = validate_server(&f.server, &base_dir)?;
     let upstreams = validate_upstreams(&f.upstreams, &base_dir)?;
     let routes = validate_routes(&f.proxy, &f.routes, &upstreams)?;
     let sessions = SessionSettings {
@@ -519,16 +531,68 @@ fn parse_listen(v: &Spanned<String>, what: &str) -> Result<SocketAddr, Validatio
     }
 }
 
-fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, ValidationError> {
-    if s.listen.is_empty() {
-        return err(None, "server.listen needs at least one address");
+fn validate_server(
+    s: &file::ServerSection,
+    base_dir: &Path,
+) -> Result<ServerSettings, ValidationError> {
+    if s.listen.is_empty() && s.tls_listen.is_empty() {
+        return err(
+            None,
+            "server.listen and server.tls_listen need at least one address between them",
+        );
     }
     let listen = s
         .listen
         .iter()
         .map(|l| parse_listen(l, "server.listen"))
         .collect::<Result<Vec<_>, _>>()?;
+    let tls_listen = s
+        .tls_listen
+        .iter()
+        .map(|l| parse_listen(l, "server.tls_listen"))
+        .collect::<Result<Vec<_>, _>>()?;
     let admin_listen = parse_listen(&s.admin_listen, "server.admin_listen")?;
+    // Two listeners on one address would fail only when the server binds them.
+    let mut bound = HashSet::new();
+    let every = s
+        .listen
+        .iter()
+        .zip(&listen)
+        .chain(s.tls_listen.iter().zip(&tls_listen))
+        .chain([(&s.admin_listen, &admin_listen)]);
+    for (value, addr) in every {
+        if !bound.insert(*addr) {
+            return err(
+                span_of(value),
+                format!("{addr} is listed twice among server.listen, server.tls_listen and server.admin_listen"),
+            );
+        }
+    }
+    match (s.tls_listen.first(), &s.tls) {
+        (Some(first), None) => {
+            return err(
+                span_of(first),
+                "server.tls_listen needs a [server.tls] table with cert_file and key_file",
+            )
+        }
+        (None, Some(t)) => {
+            return err(
+                span_of(&t.cert_file),
+                "[server.tls] is set but server.tls_listen is empty: name the TLS listeners",
+            )
+        }
+        _ => {}
+    }
+    let tls = s
+        .tls
+        .as_ref()
+        .map(|t| super::tls::validate(t, "server.tls", base_dir))
+        .transpose()?;
+    let admin_tls = s
+        .admin_tls
+        .as_ref()
+        .map(|t| super::tls::validate(t, "server.admin_tls", base_dir))
+        .transpose()?;
     if s.threads == 0 {
         return err(None, "server.threads must be at least 1");
     }
@@ -548,6 +612,9 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerSettings, Validation
         pid_file: s.pid_file.clone(),
         http,
         http2: s.http2,
+        tls_listen,
+        tls,
+        admin_tls,
     })
 }
 

@@ -1570,7 +1570,9 @@ fn selector_labels(expr: &str) -> Vec<(String, String)> {
 #[test]
 fn rules_and_dashboard_use_only_metrics_a_running_sidecar_exports() {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    // With a TLS listener: the certificate expiry gauge exists only then.
+    let pki = crate::tls::Pki::new("deploy");
+    let sc = crate::tls::TlsSidecar::with_default_cert(&up, &pki).sc;
     // One session and one forwarded request that uses it: requests_total and the store
     // histogram exist only after their first event.
     let r = sc.admin(

@@ -29,6 +29,7 @@ mod soak;
 mod spreadsheetweb;
 mod store_contract;
 mod tessitura;
+mod tls;
 mod tracing;
 mod upstream_tls;
 mod websocket;
