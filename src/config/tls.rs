@@ -6,7 +6,7 @@
 use super::file::{self, TlsVersion};
 use super::runtime::{err, span_of, ValidationError};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
@@ -168,18 +168,6 @@ fn read(
     }
 }
 
-/// Why a PEM file did not give what was asked, in words that never quote its content.
-fn pem_problem(e: &pem::Error) -> &'static str {
-    match e {
-        pem::Error::NoItemsFound => "no PEM section of that kind",
-        pem::Error::MissingSectionEnd { .. } => "a PEM section without its END line",
-        pem::Error::IllegalSectionStart { .. } => "a malformed PEM BEGIN line",
-        pem::Error::Base64Decode(_) => "invalid base64 in a PEM section",
-        pem::Error::SectionTooLarge => "a PEM section larger than 256 MB",
-        _ => "unreadable PEM",
-    }
-}
-
 fn load_cert(
     server_name: Option<String>,
     cert_value: &Spanned<String>,
@@ -195,7 +183,7 @@ fn load_cert(
         .or_else(|e| {
             err(
                 span_of(cert_value),
-                format!("{cert_what}: {}: {}", cert_file.display(), pem_problem(&e)),
+                format!("{cert_what}: {}: {}", cert_file.display(), super::pem::problem(&e)),
             )
         })?;
     let Some(leaf) = chain.first() else {
@@ -239,7 +227,7 @@ fn load_cert(
             format!(
                 "{key_what}: {} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {}",
                 key_file.display(),
-                pem_problem(&e)
+                super::pem::problem(&e)
             ),
         )
     })?;
@@ -290,7 +278,7 @@ fn load_client_ca(
         .or_else(|e| {
             err(
                 span_of(value),
-                format!("{what}: {}: {}", file.display(), pem_problem(&e)),
+                format!("{what}: {}: {}", file.display(), super::pem::problem(&e)),
             )
         })?;
     let mut roots = RootCertStore::empty();
