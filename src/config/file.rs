@@ -131,7 +131,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: vec![Spanned::new(0..0, "0.0.0.0:8080".to_string())],
             admin_listen: Spanned::new(0..0, "127.0.0.1:9091".to_string()),
-            admin_auth_failures_per_minute: 10,
+            admin_auth_failures_per_minute: 20,
             threads: 2,
             grace_period: ConfigDuration::secs(10),
             drain_timeout: ConfigDuration::secs(2),

@@ -183,7 +183,11 @@ fn load_cert(
         .or_else(|e| {
             err(
                 span_of(cert_value),
-                format!("{cert_what}: {}: {}", cert_file.display(), super::pem::problem(&e)),
+                format!(
+                    "{cert_what}: {}: {}",
+                    cert_file.display(),
+                    super::pem::problem(&e)
+                ),
             )
         })?;
     let Some(leaf) = chain.first() else {

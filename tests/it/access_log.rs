@@ -67,7 +67,14 @@ fn every_kind_of_request_gets_a_json_line_with_every_field() {
     // The upstream is down.
     assert_eq!(sc.proxy("GET", "/dead/x", &[], b"").status, 502);
 
-    let all = lines(&sc, 5);
+    // Two audit lines (two sessions created) and four request lines; a request's line is
+    // written after its answer, so wait until the last one is there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut all = lines(&sc, 6);
+    while !all.iter().any(|l| l["path"] == "/dead/x") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        all = lines(&sc, 6);
+    }
     let fwd = line_for(&all, "/account/orders");
     let keys: Vec<&str> = fwd
         .as_object()
@@ -231,7 +238,13 @@ fn audit_events_tell_a_sessions_life() {
         ("created", &key, Some("web"), None),
         ("transferred", &key, Some("web"), Some(&new_key)),
     ];
-    let all = lines(&sc, 0);
+    // Lines are written by the log's own thread: wait for the last event (the release).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut all = lines(&sc, 0);
+    while !all.iter().any(|l| l["event"] == "released") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        all = lines(&sc, 0);
+    }
     let audit: Vec<&Value> = all.iter().filter(|l| l["kind"] == "audit").collect();
     for (event, id, actor, new) in expected {
         let found = audit

@@ -85,7 +85,7 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(c.server.max_body, 64 * 1024);
     assert!(c.sessions.isolate_by_credential);
     assert_eq!(&*c.routes.default.upstream, "app");
-    assert_eq!(c.server.admin_auth_failures_per_minute, 10);
+    assert_eq!(c.server.admin_auth_failures_per_minute, 20);
 }
 
 #[test]
