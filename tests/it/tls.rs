@@ -9,7 +9,7 @@
 use crate::common;
 use crate::rotation::{cookie, form, login_app, planted_session, FORM, PASSWORD};
 
-use common::process::SidecarProcess;
+use common::process::{check_config, SidecarProcess};
 use common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -1086,17 +1086,8 @@ fn check_config_names_the_key_of_a_missing_or_mismatched_file() {
     let file = dir.join("mismatch.toml");
     let text = config_with("cert_file = \"server.pem\"\nkey_file = \"other.key\"\n");
     std::fs::write(&file, &text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{said}");
+    let (accepted, said) = check_config(&file);
+    assert!(!accepted, "{said}");
     let place = format!(
         "{}:{}:",
         file.display(),
@@ -1104,16 +1095,8 @@ fn check_config_names_the_key_of_a_missing_or_mismatched_file() {
     );
     assert!(said.contains(&place), "{said} should name {place}");
     std::fs::write(&file, &good).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (accepted, said) = check_config(&file);
+    assert!(accepted, "{said}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::pki::{write, Ca, Leaf};
-use common::process::SidecarProcess;
+use common::process::{check_config, SidecarProcess};
 use common::tls_front::TlsFront;
 use common::*;
 
@@ -242,12 +242,8 @@ fn tls_settings_are_checked_at_load_with_positions() {
         let text = base_config(&ports, &secure_upstream("127.0.0.1:9", &keys));
         let path = dir.path().join("config.toml");
         std::fs::write(&path, &text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
-            .args(["check-config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{keys}: accepted");
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let (accepted, err) = check_config(&path);
+        assert!(!accepted, "{keys}: accepted");
         let line = text
             .lines()
             .position(|l| l.starts_with(&format!("{at} =")))
@@ -273,10 +269,7 @@ fn tls_settings_are_checked_at_load_with_positions() {
     );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tls = true"));
+    let (accepted, err) = check_config(&path);
+    assert!(!accepted);
+    assert!(err.contains("tls = true"));
 }

@@ -1,87 +1,61 @@
-//! A test OTLP/HTTP collector: accepts `POST /v1/traces` (protobuf), decodes each export with
-//! the OpenTelemetry project's own types, and keeps every span.
+//! A test OTLP/HTTP collector: the test upstream (`EchoUpstream`) answering `POST /v1/traces`
+//! itself, decoding each protobuf export with the OpenTelemetry project's own types and
+//! keeping every span.
 
 #![allow(dead_code)]
 
+use super::echo::{Answer, Answerer, EchoUpstream};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Collector {
     pub port: u16,
     spans: Arc<Mutex<Vec<(String, Span)>>>,
+    /// The HTTP side: the test upstream, answering every export itself.
+    _http: EchoUpstream,
 }
 
 impl Collector {
     pub fn start() -> Collector {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let spans: Arc<Mutex<Vec<(String, Span)>>> = Arc::default();
         let keep = spans.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let keep = keep.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut conn = conn;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut length = 0;
-                        loop {
-                            let mut h = String::new();
-                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                if k.eq_ignore_ascii_case("content-length") {
-                                    length = v.trim().parse().unwrap_or(0);
-                                }
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let request = ExportTraceServiceRequest::decode(body.as_slice())
-                            .expect("an OTLP protobuf export");
-                        for rs in request.resource_spans {
-                            let service = rs
-                                .resource
-                                .iter()
-                                .flat_map(|r| &r.attributes)
-                                .find(|a| a.key == "service.name")
-                                .and_then(|a| a.value.as_ref())
-                                .and_then(|v| match &v.value {
-                                    Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-                                    _ => None,
-                                })
-                                .unwrap_or_default();
-                            for ss in rs.scope_spans {
-                                for s in ss.spans {
-                                    keep.lock().unwrap().push((service.clone(), s));
-                                }
-                            }
-                        }
-                        let _ = conn.write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
-                        );
+        let answerer: Answerer = Arc::new(move |r| {
+            let request = ExportTraceServiceRequest::decode(r.body.as_slice())
+                .expect("an OTLP protobuf export");
+            for rs in request.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for s in ss.spans {
+                        keep.lock().unwrap().push((service.clone(), s));
                     }
-                });
+                }
             }
+            Some(Answer {
+                status: 200,
+                headers: vec![],
+                body: serde_json::json!({}),
+            })
         });
-        Collector { port, spans }
+        let http = EchoUpstream::start_answering(answerer);
+        Collector {
+            port: http.port,
+            spans,
+            _http: http,
+        }
     }
 
     pub fn endpoint(&self) -> String {

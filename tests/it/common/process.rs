@@ -127,3 +127,19 @@ impl Drop for SidecarProcess {
         let _ = self.child.wait();
     }
 }
+
+/// `session-sidecar check-config PATH`: whether it accepted the file, and what it printed
+/// (stdout and stderr).
+pub fn check_config(path: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_session-sidecar"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run check-config");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
