@@ -634,6 +634,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rotation_keeps_locks_and_an_assertion_on_a_rotated_id_reaches_the_new_session() {
+        let s = service(true);
+        // A Voucherify lock's key is the redemption's handle: it never rotates.
+        let LockAcquire::Acquired { held, .. } = acquire(&s, None, "pos", 1).await else {
+            panic!("lock refused");
+        };
+        assert_eq!(s.rotate(&held.id).await.unwrap(), None);
+        assert!(s.resolve(&held.id).await.unwrap().is_some());
+
+        let old = s.new_session("old".into(), Flavor::KnowledgeCenter, Some("web"));
+        s.open(old, None).await.unwrap();
+        let new = s.rotate("old").await.unwrap().expect("rotated");
+        assert_ne!(new, "old");
+        // A login answered for a request that still resolved the old id lands on the new one.
+        let login = SessionPatch {
+            customer_id: Some(Some("cust".into())),
+            logged_in: Some(true),
+            ..Default::default()
+        };
+        let updated = s.update_resolved("old", &login).await.unwrap().unwrap();
+        assert_eq!(updated.id, new);
+        assert_eq!(
+            s.resolve(&new)
+                .await
+                .unwrap()
+                .unwrap()
+                .customer_id
+                .as_deref(),
+            Some("cust")
+        );
+        // The alias left behind keeps resolving to the session, and does not rotate again.
+        assert_eq!(
+            s.rotate("old").await.unwrap().as_deref(),
+            Some(new.as_str())
+        );
+    }
+
+    #[tokio::test]
     async fn open_fresh_retries_a_taken_id() {
         let s = service(true);
         s.open(s.new_session("taken".into(), Flavor::Admin, None), None)

@@ -125,6 +125,22 @@ fn bad_values_are_errors_at_their_line() {
             "{to}: {msg}"
         );
     }
+    for (table, bad, key) in [
+        ("access_log", "sample_ratio = 1.5", "sample_ratio"),
+        ("access_log", "path = \"\"", "path"),
+        ("access_log", "format = \"xml\"", "format"),
+        ("tracing", "sample_ratio = -0.1", "sample_ratio"),
+        (
+            "tracing",
+            "otlp_endpoint = \"collector:4318\"",
+            "otlp_endpoint",
+        ),
+    ] {
+        let text = format!("{b}\n[{table}]\n{bad}\n");
+        let (line, msg) = error_at(&text);
+        assert_eq!(line, line_of(&text, bad), "[{table}] {bad}: {msg}");
+        assert!(msg.contains(key) || msg.contains("variant"), "{msg}");
+    }
     for bad in [
         "admin_auth_failures_per_minute = -1",
         "admin_auth_failures_per_minute = \"10/min\"",
