@@ -564,6 +564,9 @@ fn dashboard_parses_and_every_panel_has_a_query() {
         "session_sidecar_lock_rejections_total",
         "session_sidecar_store_operation_duration_seconds_bucket",
         "session_sidecar_store_errors_total",
+        // Issue 19: the access-log and trace pipelines.
+        "session_sidecar_access_log_dropped_total",
+        "session_sidecar_trace_export_errors_total",
     ] {
         assert!(exprs.contains(needed), "the dashboard has no query with {needed}");
     }
@@ -1344,6 +1347,7 @@ fn prometheusrule_carries_the_same_groups_as_alerts_yml() {
         "session_sidecar_upstream_errors_total",
         "up{",
         "kube_pod_container_status_ready",
+        "session_sidecar_access_log_dropped_total",
     ] {
         assert!(exprs.contains(needed), "no alert watches {needed}");
     }
