@@ -197,6 +197,7 @@ $store
 [access_log]
 enabled = ${BENCH_ACCESS_LOG:-false}
 path = "$dir/access.log"
+$(sidecar_tracing_toml)
 
 [[credentials]]
 name = "bench-admin"
@@ -214,6 +215,15 @@ base_path = "/gks-server/v1"
 auth = "token"
 allow_client_ids = true
 EOF
+}
+
+# sidecar_tracing_toml: a [tracing] table when BENCH_TRACE_RATIO is set. Spans go to the
+# upstream nginx, whose `return 200` answers OTLP's POST /v1/traces like a collector would,
+# so the export costs the sidecar its real encoding and HTTP work and nothing is dropped.
+sidecar_tracing_toml() {
+  [ -n "${BENCH_TRACE_RATIO:-}" ] || return 0
+  printf '[tracing]\nenabled = true\notlp_endpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\n' \
+    "$UPSTREAM_PORT" "$BENCH_TRACE_RATIO"
 }
 
 # start_sidecar NAME CONF: starts the release binary pinned to the contender core; sets
@@ -346,6 +356,7 @@ start_upstream() {
 start_nginx_contender() {
   NGINX_PROXY_PORT=$(free_port)
   NGINX_STATIC_PORT=$(free_port)
+  NGINX_LOGGING_PROXY_PORT=$(free_port) # the same proxy with its access log on (issue 19's reference)
   mkdir -p "$WORK/nginx"
   nginx_conf "$WORK/nginx/nginx.conf" "
     upstream app {
@@ -364,6 +375,15 @@ start_nginx_contender() {
     server {
         listen 127.0.0.1:$NGINX_STATIC_PORT;
         location / { return 200 \"ok\n\"; }
+    }
+    server {
+        listen 127.0.0.1:$NGINX_LOGGING_PROXY_PORT;
+        access_log $WORK/nginx/access.log combined;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
     }"
   NGINX_CHECK_URL="http://127.0.0.1:$NGINX_STATIC_PORT/"
   start_nginx contender "$WORK/nginx/nginx.conf" "${PIN_SUT[@]}"
@@ -382,16 +402,18 @@ try: print(json.load(sys.stdin)["sessionId"])
 except Exception: pass' || true
 }
 
-# start_forwarding_sidecar: the memory-store sidecar in front of the upstream with one live
-# session carrying a full identity; sets SIDECAR_PORT, SIDECAR_ADMIN, SIDECAR_PID, SESSION_ID
-# and fails unless the upstream sees the session's identity.
+# start_forwarding_sidecar [NAME]: a memory-store sidecar in front of the upstream with one
+# live session carrying a full identity; sets SIDECAR_PORT, SIDECAR_ADMIN, SIDECAR_PID,
+# SESSION_ID and fails unless the upstream sees the session's identity. BENCH_ACCESS_LOG and
+# BENCH_TRACE_RATIO in the environment turn on the access log and tracing (sidecar_conf).
 start_forwarding_sidecar() {
+  local name=${1:-sidecar}
   SIDECAR_PORT=$(free_port)
   SIDECAR_ADMIN=$(free_port)
-  mkdir -p "$WORK/sidecar"
-  sidecar_conf "$WORK/sidecar/sidecar.toml" "$SIDECAR_PORT" "$SIDECAR_ADMIN" "$UPSTREAM_PORT" \
+  mkdir -p "$WORK/$name"
+  sidecar_conf "$WORK/$name/sidecar.toml" "$SIDECAR_PORT" "$SIDECAR_ADMIN" "$UPSTREAM_PORT" \
     $'[store]\nbackend = "memory"\nsnapshot_file = ""'
-  start_sidecar sidecar "$WORK/sidecar/sidecar.toml" || die "the sidecar did not start (see $WORK/sidecar.log)"
+  start_sidecar "$name" "$WORK/$name/sidecar.toml" || die "the sidecar $name did not start (see $WORK/$name.log)"
   SESSION_ID=$(create_admin_session "$SIDECAR_ADMIN") || die "could not create a session through the admin API"
   local identity
   identity=$(curl -s "http://127.0.0.1:$SIDECAR_PORT/bench/identity" -H "X-Session-Id: $SESSION_ID")

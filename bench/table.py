@@ -20,7 +20,20 @@ ROWS = {
     "6": "sidecar memory store: resident bytes per idle session",
     "7": "sidecar session creation, Redis store (`POST /admin/sessions`)",
     "7r": "`redis-benchmark -t set` (reference for 7)",
+    "2L": "nginx proxy with `access_log` (combined, to a file)",
+    "3L": "sidecar forward with the access log (JSON, to a file)",
+    "3t": "sidecar forward with tracing, `sample_ratio = 0.01`",
+    "3T": "sidecar forward with tracing, `sample_ratio = 1.0`",
 }
+
+# Issue 19: what the access log and tracing add to a forwarded request's CPU, each against the
+# same proxy without them, measured in the same rounds. (row, reference, label, target or None)
+OVERHEADS = [
+    ("3L", "3", "sidecar access log (JSON to a file)", 1.10),
+    ("2L", "2", "nginx `access_log` (combined, to a file): the reference to beat", None),
+    ("3t", "3", "sidecar tracing at sample_ratio 0.01", None),
+    ("3T", "3", "sidecar tracing at sample_ratio 1.0", None),
+]
 
 # (row, reference row, what is compared, SPEC §11 target, True if higher is better)
 TARGETS = [
@@ -178,6 +191,31 @@ def main():
         med = statistics.median(ratios)
         w(f"| {name} | {med:.2f}x | {verdict(med, target, higher)} |")
     w("")
+
+    if any(row in runs for row, *_ in OVERHEADS):
+        w("## Observability cost (issue 19)")
+        w("")
+        w("CPU per forwarded request with the feature on, divided by the same proxy's without it, "
+          "per round; the median and the range.")
+        w("")
+        w("| feature | CPU/req ratio | added CPU us/req | |")
+        w("|---|---|---:|---|")
+        for row, ref, label, target in OVERHEADS:
+            ratios = per_round_ratio(runs, row, ref, "cpu")
+            if not ratios:
+                continue
+            added = (statistics.median(cpu_per_request(r) for r in runs[row])
+                     - statistics.median(cpu_per_request(r) for r in runs[ref]))
+            judged = ""
+            if target is not None:
+                judged = f"target <= {target:.2f}x: {verdict(statistics.median(ratios), target, False)}"
+            w(f"| {label} | {fmt_ratio(ratios)} | {added:+.1f} | {judged} |")
+        obs = next((o for o in other if o.get("kind") == "observability"), None)
+        if obs:
+            w("")
+            w(f"Checks: the sidecar's access log holds {obs['access_log_lines']:,} lines and nginx's "
+              f"{obs['nginx_access_log_lines']:,}; trace export errors: {obs['trace_export_errors']:.0f}.")
+        w("")
 
     notes = []
     for row, rs in sorted(runs.items()):
