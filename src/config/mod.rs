@@ -3,12 +3,14 @@
 //! the only thing the rest of the sidecar sees. Every error names `FILE:LINE:COL`, for
 //! `check-config` and for a refused reload alike; keep new settings going through all three.
 
+pub mod address;
 pub mod file;
 pub mod pem;
 pub mod runtime;
 pub mod tls;
 pub mod units;
 
+pub use address::Resolver;
 pub use runtime::*;
 
 use std::fmt;
@@ -53,6 +55,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `path` names the file in errors and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_with(path, text, Resolver::System)
+}
+
+/// [`parse`] with the host-name resolution chosen by the caller.
+pub fn parse_with(path: &Path, text: &str, resolver: Resolver) -> Result<Config, ConfigError> {
     let file: file::FileConfig = toml::from_str(text).map_err(|e| {
         let position = e.span().map(|span| line_col(text, span.start));
         ConfigError {
@@ -61,7 +68,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             message: e.message().trim().to_string(),
         }
     })?;
-    runtime::validate(file, path).map_err(|e| ConfigError {
+    runtime::validate(file, path, resolver).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         position: e.span.map(|span| line_col(text, span.start)),
         message: e.message,

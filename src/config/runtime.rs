@@ -4,6 +4,7 @@
 //! header names lowercased, hashes decoded, path templates split), so request paths do no
 //! parsing of their own.
 
+use super::address::Resolver;
 use super::file::{self, FileConfig};
 pub use super::file::{
     AccessLogFormat, AuthMode, RotateOnLogin, SessionMode, StoreBackend, TlsVersion,
@@ -11,7 +12,7 @@ pub use super::file::{
 pub use super::tls::{ClientCa, ListenerTls, ServerCert};
 use http::header::HeaderName;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -402,10 +403,14 @@ pub struct VoucherifySettings {
 }
 
 /// Checks the parsed file and builds the runtime config.
-pub fn validate(f: FileConfig, source: &Path) -> Result<Config, ValidationError> {
+pub fn validate(
+    f: FileConfig,
+    source: &Path,
+    resolver: Resolver,
+) -> Result<Config, ValidationError> {
     let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
-    let server = validate_server(&f.server, &base_dir)?;
-    let upstreams = validate_upstreams(&f.upstreams, &base_dir)?;
+    let server = validate_server(&f.server, &base_dir, resolver)?;
+    let upstreams = validate_upstreams(&f.upstreams, &base_dir, resolver)?;
     let routes = validate_routes(&f.proxy, &f.routes, &upstreams)?;
     let sessions = SessionSettings {
         idle_timeout: f.sessions.idle_timeout.0,
@@ -518,10 +523,14 @@ fn validate_access_log(
     })
 }
 
-fn parse_listen(v: &Spanned<String>, what: &str) -> Result<SocketAddr, ValidationError> {
-    match v.get_ref().to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(addr)) => Ok(addr),
-        _ => err(
+fn parse_listen(
+    v: &Spanned<String>,
+    what: &str,
+    resolver: Resolver,
+) -> Result<SocketAddr, ValidationError> {
+    match resolver.resolve(v.get_ref()) {
+        Some(addr) => Ok(addr),
+        None => err(
             span_of(v),
             format!(
                 "{what}: {:?} is not an address like \"127.0.0.1:8080\"",
@@ -534,6 +543,7 @@ fn parse_listen(v: &Spanned<String>, what: &str) -> Result<SocketAddr, Validatio
 fn validate_server(
     s: &file::ServerSection,
     base_dir: &Path,
+    resolver: Resolver,
 ) -> Result<ServerSettings, ValidationError> {
     if s.listen.is_empty() && s.tls_listen.is_empty() {
         return err(
@@ -544,14 +554,14 @@ fn validate_server(
     let listen = s
         .listen
         .iter()
-        .map(|l| parse_listen(l, "server.listen"))
+        .map(|l| parse_listen(l, "server.listen", resolver))
         .collect::<Result<Vec<_>, _>>()?;
     let tls_listen = s
         .tls_listen
         .iter()
-        .map(|l| parse_listen(l, "server.tls_listen"))
+        .map(|l| parse_listen(l, "server.tls_listen", resolver))
         .collect::<Result<Vec<_>, _>>()?;
-    let admin_listen = parse_listen(&s.admin_listen, "server.admin_listen")?;
+    let admin_listen = parse_listen(&s.admin_listen, "server.admin_listen", resolver)?;
     // Two listeners on one address would fail only when the server binds them.
     let mut bound = HashSet::new();
     let every = s
@@ -657,12 +667,13 @@ fn validate_http_limits(s: &file::ServerSection) -> Result<HttpLimits, Validatio
 fn validate_upstreams(
     ups: &BTreeMap<String, file::UpstreamSection>,
     base_dir: &Path,
+    resolver: Resolver,
 ) -> Result<BTreeMap<String, UpstreamSettings>, ValidationError> {
     let mut out = BTreeMap::new();
     for (name, u) in ups {
-        let address = match u.address.get_ref().to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
-            _ => {
+        let address = match resolver.resolve(u.address.get_ref()) {
+            Some(a) => a,
+            None => {
                 return err(
                     span_of(&u.address),
                     format!(

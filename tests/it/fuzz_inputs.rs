@@ -102,6 +102,29 @@ fn body_and_locator_inputs() {
     }
 }
 
+/// The config fuzz target hung on DNS: a fuzzed `upstreams.app.address = "924.0.0.1:3000"` went
+/// to the system resolver on every run. The target now resolves offline, so that input gets as
+/// far as a well-formed name does, and no lookup decides the outcome.
+#[test]
+fn config_fuzz_target_never_looks_up_host_names() {
+    let input = std::fs::read_to_string(
+        "fuzz/regressions/config_file/timeout-dns-lookup-of-fuzzed-upstream-host",
+    )
+    .expect("regression input");
+    assert!(input.contains("\"924.0.0.1:3000\""));
+    let outcome = session_sidecar::config::parse_with(
+        Path::new("/nonexistent/fuzz.toml"),
+        &input,
+        session_sidecar::config::Resolver::Offline,
+    );
+    if let Err(e) = outcome {
+        assert!(
+            !e.message.contains("cannot resolve"),
+            "the offline resolver refused a well-formed host name: {e}"
+        );
+    }
+}
+
 #[test]
 fn credential_inputs() {
     let (_dir, creds) = credentials();
