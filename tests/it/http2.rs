@@ -241,6 +241,20 @@ fn h2_header_limits_answer_431_and_the_connection_serves_on() {
     assert_eq!(r.status, 431, "{}", r.text());
     let r = conn.send("GET", "/limits/ok", &ten[..9], b"");
     assert_eq!(r.status, 200, "the connection still serves: {}", r.text());
+    // Past pingora's own h2 ceiling (SETTINGS_MAX_HEADER_LIST_SIZE 64 KiB) h2 refuses the
+    // list itself; the next client is served.
+    let huge = "h".repeat(70 * 1024);
+    let refused =
+        H2Conn::open(sc.ports.proxy).try_send("GET", "/limits/huge", &[("x-huge", &huge)], &[]);
+    let refused = refused.expect("h2 answers, not resets");
+    assert_eq!(refused.status, 431);
+    assert!(
+        refused.body.is_empty(),
+        "h2 itself answered, before the sidecar saw the request: {}",
+        refused.text()
+    );
+    let r = H2Conn::open(sc.ports.proxy).send("GET", "/limits/ok", &[], b"");
+    assert_eq!(r.status, 200);
     assert!(up
         .received_at("/limits/")
         .iter()
