@@ -214,6 +214,36 @@ fn voucherify_lock_from_an_h2_body_without_content_length() {
     assert_upstream_spoke_h1(&up);
 }
 
+/// The JSON body locator reads an h2 body without content-length too; one past what it reads
+/// (48 KiB) is forwarded whole, unlocated.
+#[test]
+fn json_body_locator_over_h2_without_content_length() {
+    let up = EchoUpstream::start();
+    let sc = TestSidecar::with_upstream(&up, "");
+    let sid = admin_session(&sc, "cust-body");
+    let mut conn = H2Conn::open(sc.ports.proxy);
+    let json = [("content-type", "application/json")];
+    let small = json!({ "SessionId": sid }).to_string();
+    let r = conn.send_unsized("POST", "/body/small", &json, &[small.as_bytes()]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = &up.received_at("/body/small")[0];
+    assert_eq!(got.header("X-Customer-Id").as_deref(), Some("cust-body"));
+    assert_eq!(got.body, small.as_bytes());
+
+    let big = json!({ "SessionId": sid, "pad": "p".repeat(100 * 1024) }).to_string();
+    let frames: Vec<&[u8]> = big.as_bytes().chunks(10_000).collect();
+    let r = conn.send_unsized("POST", "/body/big", &json, &frames);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = &up.received_at("/body/big")[0];
+    assert_eq!(got.body.len(), big.len(), "forwarded whole");
+    assert_eq!(got.body, big.as_bytes());
+    assert!(
+        got.header("X-Customer-Id").is_none(),
+        "past 48 KiB: not located"
+    );
+    assert_upstream_spoke_h1(&up);
+}
+
 /// The sizes of SPEC §13.1 hold for an h2 head (measured as the HTTP/1.1 head it stands for);
 /// a refusal ends its stream only, and the connection serves the next request.
 #[test]
