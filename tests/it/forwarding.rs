@@ -6,7 +6,7 @@ use common::*;
 use serde_json::json;
 
 /// A session created through the admin API, with full identity.
-fn admin_session(sc: &TestSidecar, customer: &str) -> String {
+pub(crate) fn admin_session(sc: &TestSidecar, customer: &str) -> String {
     let r = sc.admin(
         "POST",
         "/admin/sessions",

@@ -5,6 +5,7 @@
 //! access log's `protocol`. Upstream traffic stays HTTP/1.1 throughout.
 
 use crate::common;
+use crate::forwarding::admin_session;
 use crate::tls::{curl, Pki, TlsSidecar};
 
 use common::h2c::H2Conn;
@@ -21,20 +22,6 @@ fn assert_upstream_spoke_h1(up: &EchoUpstream) {
     for line in &lines {
         assert!(line.ends_with(" HTTP/1.1"), "upstream saw {line:?}");
     }
-}
-
-fn admin_session(sc: &TestSidecar, customer: &str) -> String {
-    let r = sc.admin(
-        "POST",
-        "/admin/sessions",
-        &[
-            ("Authorization", &bearer(ADMIN_TOKEN)),
-            ("Content-Type", "application/json"),
-        ],
-        json!({ "customer_id": customer }).to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_str().expect("id").to_string()
 }
 
 #[test]
@@ -60,27 +47,44 @@ fn curl_with_prior_knowledge_speaks_h2c_to_the_plaintext_listener() {
     assert_upstream_spoke_h1(&up);
 }
 
+/// A flavour over TLS + h2 (ALPN) with curl: a Voucherify lock taken, the code then sold out.
 #[test]
-fn curl_over_tls_gets_h2_by_alpn_and_the_access_log_says_http2() {
+fn curl_over_tls_gets_h2_by_alpn_and_voucherify_locks_work() {
     let up = EchoUpstream::start();
     let pki = Pki::new("h2");
-    let t = TlsSidecar::with_default_cert(&up, &pki);
-    let sid = admin_session(&t.sc, "cust-alpn");
-    let r = curl(&[
-        "--http2",
-        "--cacert",
-        pki.ca(),
-        "--resolve",
-        &t.resolve("localhost"),
-        "-H",
-        &format!("X-Session-Id: {sid}"),
-        &t.url("/alpn/x"),
-    ]);
+    let t = TlsSidecar::with_default_cert_and(&up, &pki, VOUCHERIFY);
+    let validate = |key: &str| {
+        let body = json!({
+            "redeemables": [{"object": "voucher", "id": "ONE"}],
+            "session": {"type": "LOCK", "key": key},
+        });
+        curl(&[
+            "--http2",
+            "--cacert",
+            pki.ca(),
+            "--resolve",
+            &t.resolve("localhost"),
+            "-H",
+            &format!("X-App-Id: {POS_APP_ID}"),
+            "-H",
+            &format!("X-App-Token: {POS_TOKEN}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &t.url("/v1/validations"),
+        ])
+    };
+    let r = validate("tls-h2-1");
     assert!(r.ok && r.status == 200, "{r:?}");
     assert_eq!(r.version, "2", "h2 chosen by ALPN: {r:?}");
-    assert_eq!(r.json()["headers"]["x-customer-id"], json!(["cust-alpn"]));
+    assert_eq!(r.json()["session"]["key"], "tls-h2-1");
+    let r = validate("tls-h2-2");
+    assert_eq!((r.status, r.version.as_str()), (200, "2"), "{r:?}");
+    assert_eq!(r.json()["valid"], false, "sold out: {r:?}");
+    assert_eq!(up.received_at("/v1/validations").len(), 1);
     assert_upstream_spoke_h1(&up);
-    let line = access_line(&t.sc, "/alpn/x");
+    let line = access_line(&t.sc, "/v1/validations");
     assert_eq!(line["protocol"], "HTTP/2", "{line}");
 }
 

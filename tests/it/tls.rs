@@ -180,8 +180,13 @@ impl TlsSidecar {
 
     /// With a `localhost` certificate of `pki` and nothing else in `[server.tls]`.
     pub(crate) fn with_default_cert(up: &EchoUpstream, pki: &Pki) -> TlsSidecar {
+        TlsSidecar::with_default_cert_and(up, pki, "")
+    }
+
+    /// `with_default_cert` with `extra` (more tables) in the config.
+    pub(crate) fn with_default_cert_and(up: &EchoUpstream, pki: &Pki, extra: &str) -> TlsSidecar {
         let server = pki.server("server", &["localhost", "127.0.0.1"], 90);
-        TlsSidecar::start(up, &format!("\n[server.tls]\n{}", files(&server)))
+        TlsSidecar::start(up, &format!("{extra}\n[server.tls]\n{}", files(&server)))
     }
 
     /// `https://localhost:PORT{path}`, resolved to loopback.
