@@ -158,6 +158,7 @@ pub fn build_server(config: Config, launch: &LaunchOptions) -> Result<Sidecar, B
         // h2c by prior knowledge: pingora reads the connection preface and falls back to
         // HTTP/1.1 for everything else.
         options.h2c = config.server.http2;
+        options.h2_idle_timeout = Some(proxy::framing::h2_idle_timeout(&config.server.http));
         app.server_options = Some(options);
     }
     server.add_service(proxy);

@@ -74,6 +74,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.http.keepalive_requests != new.server.http.keepalive_requests {
         out.push("server.keepalive_requests");
     }
+    // HTTP/1.1 connections take a new keepalive_timeout at their next request; pingora's h2
+    // idle timeout was fixed when the listener was built.
+    if old.server.http2 && old.server.http.keepalive_timeout != new.server.http.keepalive_timeout {
+        out.push("server.keepalive_timeout (for HTTP/2 connections)");
+    }
     if old.store.backend != new.store.backend || old.store.redis.urls != new.store.redis.urls {
         out.push("store");
     }

@@ -5,11 +5,22 @@
 //! the upstream. That buffer holds `api::MAX_INSPECTED_BODY` (pingora's `BODY_BUF_LIMIT`), so
 //! only bodies whose length is known and within it are read for inspection; anything else is
 //! forwarded untouched as a stream.
+//!
+//! HTTP/2 (SPEC §13.3) frames a body itself and need not send `Content-Length`: such a body
+//! is read to the end of its stream, up to `H2_UNSIZED_LIMIT` so the retry buffer always holds
+//! what was read (else a Voucherify validation without a length would skip its lock).
 
 use crate::api::{RequestBody, MAX_INSPECTED_BODY};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use pingora::Result;
+
+/// h2 DATA frames are at most 16 KiB (the SETTINGS_MAX_FRAME_SIZE pingora's h2 server keeps):
+/// reading stops at the first frame past this, which then still fits the retry buffer.
+const H2_MAX_FRAME: usize = 16 * 1024;
+
+/// Most of an h2 body without `Content-Length` read for inspection (48 KiB).
+pub const H2_UNSIZED_LIMIT: usize = MAX_INSPECTED_BODY - H2_MAX_FRAME;
 
 /// A request body as the proxy left it: the owned form of `api::RequestBody`.
 pub enum Body {
@@ -62,11 +73,18 @@ pub async fn read_all(session: &mut Session, limit: usize) -> Result<Body> {
 }
 
 /// Reads a forwarded request's body so it can be inspected *and* still forwarded unchanged.
-/// Bodies of unknown length (chunked) are not read; bodies larger than `limit` (or the retry buffer)
-/// are not either: such bodies are forwarded without inspection.
+/// HTTP/1 bodies of unknown length (chunked) are not read; bodies larger than `limit` (or the
+/// retry buffer) are not either: such bodies are forwarded without inspection. An h2 body
+/// without `Content-Length` is read up to `H2_UNSIZED_LIMIT`.
 pub async fn read_for_forwarding(session: &mut Session, limit: usize) -> Result<Body> {
-    let limit = limit.min(MAX_INSPECTED_BODY);
+    let mut limit = limit.min(MAX_INSPECTED_BODY);
     match content_length(session) {
+        None if session.as_http2().is_some() => {
+            if session.is_body_empty() {
+                return Ok(Body::Complete(Bytes::new()));
+            }
+            limit = limit.min(H2_UNSIZED_LIMIT);
+        }
         // Neither length nor chunked: a request without a body (RFC 9112 §6.3).
         None if !session
             .req_header()
@@ -85,8 +103,8 @@ pub async fn read_for_forwarding(session: &mut Session, limit: usize) -> Result<
     while let Some(chunk) = session.read_request_body().await? {
         buf.extend_from_slice(&chunk);
         if buf.len() > limit {
-            // Cannot happen with a truthful Content-Length; the retry buffer still replays
-            // what it holds, so the request is forwarded but not inspected.
+            // An h2 body without a length (a truthful Content-Length cannot get here): the
+            // retry buffer replays what was read, the rest streams after it.
             return Ok(Body::TooLarge { limit });
         }
     }

@@ -71,6 +71,16 @@ pub async fn prepare(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool
     } else {
         Body::NotRead
     };
+    if session.retry_buffer_truncated() {
+        // More was read than pingora can replay (an h2 peer ignoring our frame size): the
+        // body can no longer reach the app whole.
+        session.set_keepalive(None);
+        let refusal = match &inspector {
+            Some((api, _)) => api.body_too_large(),
+            None => api::error(413, "payload_too_large", "The request body is too large."),
+        };
+        return reject(session, ctx, &refusal).await;
+    }
     if body_locates {
         located = locate::from_json(&gen.config.locate.json_body, body.as_request().bytes())
             .map(|id| Located::new(id, Locator::JsonBody));

@@ -16,6 +16,11 @@
 //!
 //! Every refusal is answered here with JSON and `Connection: close`; the connection is then
 //! dropped, so no byte after the refused head is ever read as a request.
+//!
+//! HTTP/2 (SPEC §13.3) has its own framing (RFC 9113 §8.1: no `Transfer-Encoding`, lengths
+//! checked by pingora), so the framing rules above stay HTTP/1-only; the size limits apply to
+//! an h2 request as to the HTTP/1.1 head it stands for (`h1_equivalent_size`), counting
+//! `:authority` as the `Host` line it replaces.
 
 use crate::config::HttpLimits;
 use bytes::Bytes;
@@ -24,6 +29,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 use serde_json::json;
+use std::time::Duration;
 
 /// The error a refused request ends with, so `fail_to_proxy` knows the answer is written.
 pub const REJECTED: ErrorType = ErrorType::Custom("FramingRejected");
@@ -71,8 +77,8 @@ impl Rejection {
 }
 
 /// Checks a parsed request head against SPEC §13.1. `raw` is the head as received (request
-/// line and header lines), `None` when the protocol has none (HTTP/2): then only the checks
-/// the parsed header supports are made.
+/// line and header lines), `None` when the protocol has none (HTTP/2): then the sizes are
+/// those of the equivalent HTTP/1.1 head and the framing checks are left to h2's own rules.
 pub fn check(
     head: &RequestHeader,
     raw: Option<&[u8]>,
@@ -81,12 +87,16 @@ pub fn check(
     if head.raw_path().len() > limits.max_uri {
         return Err(Rejection::UriTooLong);
     }
-    if raw.is_some_and(|raw| raw.len() > limits.max_header_size) {
+    let (size, fields) = match raw {
+        Some(raw) => (raw.len(), head.headers.len()),
+        None => h1_equivalent_size(head),
+    };
+    if size > limits.max_header_size {
         return Err(Rejection::HeaderTooLarge(
             "The request line and headers are larger than the sidecar accepts.",
         ));
     }
-    if head.headers.len() > limits.max_headers {
+    if fields > limits.max_headers {
         return Err(Rejection::HeaderTooLarge(
             "The request has more header fields than the sidecar accepts.",
         ));
@@ -121,6 +131,27 @@ pub fn check(
     Ok(())
 }
 
+/// The size in bytes and the number of fields of the HTTP/1.1 head an h2 request stands for:
+/// `METHOD SP target SP HTTP/1.1 CRLF`, one `name: value CRLF` per field (h2 sends cookie
+/// crumbs as separate fields: each counts), a `Host` line for `:authority` when the request
+/// has no `host` field, and the final CRLF.
+pub fn h1_equivalent_size(head: &RequestHeader) -> (usize, usize) {
+    const LINE_END: usize = 2;
+    let request_line = head.method.as_str().len() + 1 + head.raw_path().len() + 1 + 8 + LINE_END;
+    let mut fields = head.headers.len();
+    let mut size = request_line + LINE_END;
+    for (name, value) in head.headers.iter() {
+        size += name.as_str().len() + 2 + value.len() + LINE_END;
+    }
+    if !head.headers.contains_key(http::header::HOST) {
+        if let Some(authority) = head.uri.authority() {
+            size += "host".len() + 2 + authority.as_str().len() + LINE_END;
+            fields += 1;
+        }
+    }
+    (size, fields)
+}
+
 fn is_decimal_length(v: &[u8]) -> bool {
     let v = v.trim_ascii();
     let significant = v
@@ -140,7 +171,7 @@ fn has_content_length_field(raw: &[u8]) -> bool {
         .any(|name| name.eq_ignore_ascii_case(b"content-length"))
 }
 
-/// Checks the request `session` has read (see `check`).
+/// Checks the request `session` has read (see `check`); an h2 request has no raw head.
 pub fn check_session(session: &ServerSession, limits: &HttpLimits) -> Result<(), Rejection> {
     let raw = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
     check(session.req_header(), raw.as_deref(), limits)
@@ -160,6 +191,13 @@ pub fn apply_keepalive_timeout(session: &mut ServerSession, limits: &HttpLimits)
         let secs = limits.keepalive_timeout.as_secs_f64().ceil() as u64;
         session.set_keepalive(Some(secs.max(1)));
     }
+}
+
+/// `server.keepalive_timeout` for h2 connections: pingora closes one idle (no stream open)
+/// that long. Fixed when the listener is built. 0 (no keep-alive) becomes 1 s: h2 has no
+/// "close after this request", and pingora's zero would close before the first stream.
+pub fn h2_idle_timeout(limits: &HttpLimits) -> Duration {
+    limits.keepalive_timeout.max(Duration::from_secs(1))
 }
 
 /// `server.keepalive_requests` as pingora's reuse limit: pingora allows one request more than
@@ -216,7 +254,6 @@ pub async fn read_head(bytes: &[u8]) -> pingora::Result<Option<ServerSession>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn limits() -> HttpLimits {
         HttpLimits {
@@ -314,6 +351,41 @@ mod tests {
         assert_eq!(verdict(&with(&many)), "431", "101 fields with Host");
         let enough: String = (0..99).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(verdict(&with(&enough)), "0", "100 fields with Host");
+    }
+
+    #[test]
+    fn h2_heads_are_measured_as_the_h1_head_they_stand_for() {
+        let raw = with("X-A: 1\r\nCookie: a=1\r\nCookie: b=2\r\n");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let session = rt
+            .block_on(read_head(&raw))
+            .expect("parsed")
+            .expect("complete");
+        let h1 = session.req_header();
+        assert_eq!(h1_equivalent_size(h1), (raw.len(), h1.headers.len()));
+        // The same request as h2 delivers it: `:authority` instead of a Host field.
+        let mut h2 = RequestHeader::build("POST", b"/x", None).expect("head");
+        h2.set_uri("http://a/x".parse().expect("uri"));
+        h2.set_version(http::Version::HTTP_2);
+        for (k, v) in [("x-a", "1"), ("cookie", "a=1"), ("cookie", "b=2")] {
+            h2.append_header(k, v).expect("header");
+        }
+        assert_eq!(h1_equivalent_size(&h2), (raw.len(), 4));
+        let mut tight = limits();
+        tight.max_header_size = raw.len() - 1;
+        assert_eq!(check(&h2, None, &limits()), Ok(()));
+        assert!(matches!(
+            check(&h2, None, &tight),
+            Err(Rejection::HeaderTooLarge(_))
+        ));
+        tight = limits();
+        tight.max_headers = 3;
+        assert!(matches!(
+            check(&h2, None, &tight),
+            Err(Rejection::HeaderTooLarge(_))
+        ));
     }
 
     #[test]

@@ -88,12 +88,12 @@ fn with_jwks_url(up: &EchoUpstream, url: &str, refresh: &str) -> TestSidecar {
 // ---------------------------------------------------------------------------------------------
 // Static secrets
 
-#[test]
-fn static_bearer_tokens_match_exactly() {
+fn static_bearer_tokens_match_exactly(proto: Protocol) {
     let up = EchoUpstream::start();
     // More refused admin attempts than the default failure limit allows from one address:
     // this test is about which values match (admin.rs tests the limit).
-    let sc = TestSidecar::with_server_keys(&up, "admin_auth_failures_per_minute = 0", "");
+    let sc =
+        TestSidecar::with_server_keys(&up, "admin_auth_failures_per_minute = 0", "").over(proto);
     assert_eq!(bearer_subject(&sc, &up, WEB_TOKEN), Ok("web".into()));
     assert_eq!(bearer_subject(&sc, &up, OTHER_TOKEN), Ok("other".into()));
     // The scheme is case-insensitive (RFC 7235); the token is not.
@@ -137,10 +137,9 @@ fn static_bearer_tokens_match_exactly() {
     }
 }
 
-#[test]
-fn app_id_pairs_need_both_matching_halves() {
+fn app_id_pairs_need_both_matching_halves(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     let ok = |id_h: &'static str, tok_h: &'static str| vec![(id_h, POS_APP_ID), (tok_h, POS_TOKEN)];
     assert_eq!(
         subject(&sc, &up, &ok("X-App-Id", "X-App-Token")),
@@ -207,11 +206,10 @@ fn basic_credential() -> String {
 
 /// SPEC §13.7: `basic_user` + `basic_password_sha256`, split at the last colon, accepted
 /// wherever a bearer token is.
-#[test]
-fn basic_credentials_split_at_the_last_colon() {
+fn basic_credentials_split_at_the_last_colon(proto: Protocol) {
     let up = EchoUpstream::start();
     let kc = "\n[flavors.knowledge_center]\nenabled = true\nauth = \"token\"\n";
-    let sc = TestSidecar::with_upstream(&up, &format!("{}{kc}", basic_credential()));
+    let sc = TestSidecar::with_upstream(&up, &format!("{}{kc}", basic_credential())).over(proto);
     let good = basic(&format!("{BOX_OFFICE_USER}:{BOX_OFFICE_PASSWORD}"));
     assert_eq!(
         subject(&sc, &up, &[("Authorization", &good)]),
@@ -327,8 +325,7 @@ fn basic_credentials_are_validated_in_the_config() {
 
 /// SPEC §13.7: with `strip_credentials` (global or per route) the credential header the
 /// sidecar validated does not reach the app; without it, it does.
-#[test]
-fn strip_credentials_globally_and_per_route() {
+fn strip_credentials_globally_and_per_route(proto: Protocol) {
     let up = EchoUpstream::start();
     let extra = format!(
         "{}\n[[routes]]\npath_prefix = \"/keep/\"\nstrip_credentials = false\n",
@@ -339,7 +336,7 @@ fn strip_credentials_globally_and_per_route() {
         "default_session = \"optional\"",
         "default_session = \"optional\"\nstrip_credentials = true",
     );
-    let sc = TestSidecar::start(ports, &toml);
+    let sc = TestSidecar::start(ports, &toml).over(proto);
     let good_basic = basic(&format!("{BOX_OFFICE_USER}:{BOX_OFFICE_PASSWORD}"));
     let web = bearer(WEB_TOKEN);
     let cases: [(Vec<(&str, &str)>, &str); 4] = [
@@ -393,8 +390,7 @@ fn strip_credentials_globally_and_per_route() {
 // ---------------------------------------------------------------------------------------------
 // JWT verification
 
-#[test]
-fn jwts_of_each_key_type_name_the_caller_on_every_route() {
+fn jwts_of_each_key_type_name_the_caller_on_every_route(proto: Protocol) {
     let up = EchoUpstream::start();
     let (rsa, ec, ed) = (
         TestKey::rsa_a("rsa-1"),
@@ -402,6 +398,7 @@ fn jwts_of_each_key_type_name_the_caller_on_every_route() {
         TestKey::ed("ed-1"),
     );
     let (sc, _keys) = with_jwks_file(&up, &[&rsa, &ec, &ed], "");
+    let sc = sc.over(proto);
     for (key, sub) in [(&rsa, "alice"), (&ec, "bob"), (&ed, "carol")] {
         assert_eq!(
             bearer_subject(&sc, &up, &key.sign(&claims(sub, json!({})))),
@@ -448,11 +445,11 @@ fn jwts_of_each_key_type_name_the_caller_on_every_route() {
         .is_empty());
 }
 
-#[test]
-fn jwt_time_claims_honour_the_leeway() {
+fn jwt_time_claims_honour_the_leeway(proto: Protocol) {
     let up = EchoUpstream::start();
     let key = TestKey::rsa_a("k");
     let (sc, _keys) = with_jwks_file(&up, &[&key], "");
+    let sc = sc.over(proto);
     let now = unix_now();
     let cases = [
         (json!({"exp": now - 5}), true),
@@ -470,11 +467,11 @@ fn jwt_time_claims_honour_the_leeway() {
     }
 }
 
-#[test]
-fn jwt_issuer_audience_and_subject_must_fit() {
+fn jwt_issuer_audience_and_subject_must_fit(proto: Protocol) {
     let up = EchoUpstream::start();
     let key = TestKey::rsa_a("k");
     let (sc, _keys) = with_jwks_file(&up, &[&key], "");
+    let sc = sc.over(proto);
     let refused = [
         json!({"iss": "https://evil.test/"}),
         json!({"iss": "https://id.test"}),
@@ -504,13 +501,13 @@ fn jwt_issuer_audience_and_subject_must_fit() {
     );
 }
 
-#[test]
-fn forged_jwts_are_refused() {
+fn forged_jwts_are_refused(proto: Protocol) {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     let up = EchoUpstream::start();
     let key = TestKey::rsa_a("rsa-a");
     let (sc, _keys) = with_jwks_file(&up, &[&key], "");
+    let sc = sc.over(proto);
     let good = key.sign(&claims("alice", json!({})));
     assert_eq!(bearer_subject(&sc, &up, &good), Ok("alice".into()));
     let b64 = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
@@ -891,11 +888,11 @@ fn admin_sessions_are_visible_only_to_admins() {
     assert_eq!(get(&key.sign(&claims("admin", json!({})))).status, 401);
 }
 
-#[test]
-fn sessions_of_one_credential_are_invisible_to_another() {
+fn sessions_of_one_credential_are_invisible_to_another(proto: Protocol) {
     let up = EchoUpstream::start();
     let key = TestKey::rsa_a("k");
     let (sc, _keys) = with_jwks_file(&up, &[&key], "");
+    let sc = sc.over(proto);
     let gen = sc.state.current();
     let credential = |auth: &str| {
         let mut headers = http::HeaderMap::new();
@@ -1227,3 +1224,15 @@ fn each_refusal_is_counted_once_and_no_secret_is_logged() {
     }
     assert!(!log.contains(&sid), "the log holds a full session id");
 }
+
+both_protocols!(
+    static_bearer_tokens_match_exactly,
+    app_id_pairs_need_both_matching_halves,
+    basic_credentials_split_at_the_last_colon,
+    strip_credentials_globally_and_per_route,
+    jwts_of_each_key_type_name_the_caller_on_every_route,
+    jwt_time_claims_honour_the_leeway,
+    jwt_issuer_audience_and_subject_must_fit,
+    forged_jwts_are_refused,
+    sessions_of_one_credential_are_invisible_to_another,
+);

@@ -6,7 +6,7 @@ use common::*;
 use serde_json::json;
 
 /// A session created through the admin API, with full identity.
-fn admin_session(sc: &TestSidecar, customer: &str) -> String {
+pub(crate) fn admin_session(sc: &TestSidecar, customer: &str) -> String {
     let r = sc.admin(
         "POST",
         "/admin/sessions",
@@ -19,10 +19,9 @@ fn admin_session(sc: &TestSidecar, customer: &str) -> String {
     r.json()["id"].as_str().unwrap().to_string()
 }
 
-#[test]
-fn request_reaches_app_unchanged() {
+fn request_reaches_app_unchanged(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     let body = "{ \"b\" :\"x y\",\n \"a\":[1,2.50] }";
     let r = sc.proxy(
         "POST",
@@ -38,10 +37,9 @@ fn request_reaches_app_unchanged() {
     assert_eq!(rec.header("X-Conf").as_deref(), Some("yes"));
 }
 
-#[test]
-fn every_locator_finds_the_session() {
+fn every_locator_finds_the_session(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     let sid = admin_session(&sc, "cust-loc");
     let cookie = format!("theme=dark; session_id={sid}; lang=en");
     let body = json!({"order": 1, "session": {"key": sid}}).to_string();
@@ -130,10 +128,9 @@ fn every_locator_finds_the_session() {
     }
 }
 
-#[test]
-fn spoofed_identity_headers_are_stripped() {
+fn spoofed_identity_headers_are_stripped(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     let sid = admin_session(&sc, "real-cust");
     let spoof = [
         ("X-Customer-Id", "evil-1"),
@@ -145,6 +142,11 @@ fn spoofed_identity_headers_are_stripped() {
         ("X-Application-Key", "evil-7"),
         ("Connection", "keep-alive, X-Customer-Id, x-session-id"),
     ];
+    // HTTP/2 has no Connection header (RFC 9113 §8.2.2): the h2 case sends the rest.
+    let spoof: Vec<(&str, &str)> = spoof
+        .into_iter()
+        .filter(|(k, _)| !(proto.is_h2() && *k == "Connection"))
+        .collect();
     // Without a session nothing of the client's identity survives.
     let r = sc.proxy("GET", "/spoof/none", &spoof, b"");
     assert_eq!(r.status, 200);
@@ -178,10 +180,9 @@ fn spoofed_identity_headers_are_stripped() {
     assert!(rec.header_all("X-Application-Key").is_empty());
 }
 
-#[test]
-fn spoofed_session_id_naming_nothing_is_dropped() {
+fn spoofed_session_id_naming_nothing_is_dropped(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     sc.proxy(
         "GET",
         "/spoof/sid",
@@ -192,15 +193,14 @@ fn spoofed_session_id_naming_nothing_is_dropped() {
     assert!(rec.header_all("X-Session-Id").is_empty());
 }
 
-#[test]
-fn required_route_rejects_without_forwarding_and_keeps_alive() {
+fn required_route_rejects_without_forwarding_and_keeps_alive(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
-    let mut conn = Conn::open(sc.ports.proxy);
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
+    let mut conn = sc.proxy_conn();
     let r = conn.send("GET", "/account/a", &[], b"");
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "session_required");
-    assert!(!conn.closed);
+    assert!(!conn.closed());
     let r = conn.send(
         "GET",
         "/account/b",
@@ -221,10 +221,9 @@ fn required_route_rejects_without_forwarding_and_keeps_alive() {
     assert_eq!(up.received_at("/account/d").len(), 1);
 }
 
-#[test]
-fn route_methods_filter() {
+fn route_methods_filter(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     assert_eq!(sc.proxy("GET", "/post-only/x", &[], b"").status, 200);
     assert_eq!(
         sc.proxy(
@@ -239,10 +238,9 @@ fn route_methods_filter() {
     assert!(up.received_at("/post-only/y").is_empty());
 }
 
-#[test]
-fn identity_assertion_sets_and_clears_customer() {
+fn identity_assertion_sets_and_clears_customer(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     let r = sc.admin(
         "POST",
         "/admin/sessions",
@@ -289,10 +287,9 @@ fn identity_assertion_sets_and_clears_customer() {
     assert!(r.header("X-Sidecar-Set-Customer-Id").is_none());
 }
 
-#[test]
-fn token_route_requires_and_names_credential() {
+fn token_route_requires_and_names_credential(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     for h in [
         vec![],
         vec![("Authorization", "Bearer nope")],
@@ -331,10 +328,9 @@ fn token_route_requires_and_names_credential() {
         .is_empty());
 }
 
-#[test]
-fn upstream_down_is_502_and_slow_is_504() {
+fn upstream_down_is_502_and_slow_is_504(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     let r = sc.proxy("GET", "/dead/x", &[], b"");
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"], "bad_gateway");
@@ -343,8 +339,7 @@ fn upstream_down_is_502_and_slow_is_504() {
     assert_eq!(r.json()["error"], "gateway_timeout");
 }
 
-#[test]
-fn signature_header_when_signing_key_is_set() {
+fn signature_header_when_signing_key_is_set(proto: Protocol) {
     let up = EchoUpstream::start();
     let ports = Ports::new(up.port);
     let dir = tempfile::tempdir().unwrap();
@@ -354,7 +349,7 @@ fn signature_header_when_signing_key_is_set() {
         "[store]",
         &format!("[identity_headers]\nsignature = \"X-Session-Signature\"\nsigning_key_file = \"{}\"\n\n[store]", key_path.display()),
     );
-    let sc = TestSidecar::start(ports, &toml);
+    let sc = TestSidecar::start(ports, &toml).over(proto);
     let sid = admin_session(&sc, "signed-cust");
     sc.proxy(
         "GET",
@@ -374,13 +369,13 @@ fn signature_header_when_signing_key_is_set() {
     assert_eq!(s, hex::encode(mac.finalize().into_bytes()));
 }
 
-#[test]
-fn forward_rate_limit_per_session() {
+fn forward_rate_limit_per_session(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "[rate_limits]\nforward_per_session = 1\n");
+    let sc =
+        TestSidecar::with_upstream(&up, "[rate_limits]\nforward_per_session = 1\n").over(proto);
     let busy = admin_session(&sc, "rl-busy");
     let calm = admin_session(&sc, "rl-calm");
-    let mut conn = Conn::open(sc.ports.proxy);
+    let mut conn = sc.proxy_conn();
     let statuses: Vec<u16> = (0..20)
         .map(|i| {
             conn.send(
@@ -404,7 +399,7 @@ fn forward_rate_limit_per_session() {
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error"], "rate_limited");
     assert!(r.header("Retry-After").unwrap().parse::<u64>().unwrap() >= 1);
-    assert!(!conn.closed, "a 429 keeps the connection");
+    assert!(!conn.closed(), "a 429 keeps the connection");
     assert_eq!(
         sc.proxy("GET", "/rl/calm", &[("X-Session-Id", &calm)], b"")
             .status,
@@ -420,11 +415,10 @@ fn forward_rate_limit_per_session() {
     );
 }
 
-#[test]
-fn upstream_stopped_and_restarted() {
+fn upstream_stopped_and_restarted(proto: Protocol) {
     let up = EchoUpstream::start();
     let port = up.port;
-    let sc = TestSidecar::with_upstream(&up, "");
+    let sc = TestSidecar::with_upstream(&up, "").over(proto);
     assert_eq!(sc.proxy("GET", "/restart/1", &[], b"").status, 200);
     drop(up);
     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -436,3 +430,18 @@ fn upstream_stopped_and_restarted() {
     assert_eq!(r.status, 200, "service resumes when the upstream is back");
     assert_eq!(up.received_at("/restart/3").len(), 1);
 }
+
+both_protocols!(
+    request_reaches_app_unchanged,
+    every_locator_finds_the_session,
+    spoofed_identity_headers_are_stripped,
+    spoofed_session_id_naming_nothing_is_dropped,
+    required_route_rejects_without_forwarding_and_keeps_alive,
+    route_methods_filter,
+    identity_assertion_sets_and_clears_customer,
+    token_route_requires_and_names_credential,
+    upstream_down_is_502_and_slow_is_504,
+    signature_header_when_signing_key_is_set,
+    forward_rate_limit_per_session,
+    upstream_stopped_and_restarted,
+);

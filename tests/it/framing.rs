@@ -4,7 +4,10 @@
 
 use crate::common;
 
-use common::{base_config, bearer, EchoUpstream, Ports, TestSidecar, APP_KEY, WEB_TOKEN};
+use common::{
+    base_config, bearer, both_protocols, EchoUpstream, Ports, Protocol, Response, TestSidecar,
+    APP_KEY, WEB_TOKEN,
+};
 use serde::Deserialize;
 use session_sidecar::config;
 use std::io::{ErrorKind, Read, Write};
@@ -264,8 +267,15 @@ fn limits_config(ports: &Ports, server_keys: &str) -> String {
     )
 }
 
-#[test]
-fn limits_are_configurable_and_answer_json() {
+/// HTTP/1.1 says `Connection: close`; HTTP/2 has no such header (the refusal ends its stream).
+fn assert_closes(proto: Protocol, r: &Response) {
+    if !proto.is_h2() {
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+}
+
+/// Over h2 the sizes are those of the HTTP/1.1 head the request stands for.
+fn limits_are_configurable_and_answer_json(proto: Protocol) {
     let up = EchoUpstream::start();
     let ports = Ports::new(up.port);
     let sc = TestSidecar::start(
@@ -274,23 +284,24 @@ fn limits_are_configurable_and_answer_json() {
             &ports,
             "max_uri = \"64\"\nmax_headers = 5\nmax_header_size = \"1KiB\"",
         ),
-    );
+    )
+    .over(proto);
     let fits = format!("/{}", "u".repeat(63));
     assert_eq!(sc.proxy("GET", &fits, &[], b"").status, 200);
     let long = format!("/{}", "u".repeat(64));
     let r = sc.proxy("GET", &long, &[], b"");
     assert_eq!(r.status, 414);
     assert_eq!(r.json()["error"], "uri_too_long");
-    assert_eq!(r.header("connection"), Some("close"));
+    assert_closes(proto, &r);
 
-    // Host is one of the 5.
+    // Host is one of the 5 (over h2, `:authority` stands for it).
     let four = [("A", "1"), ("B", "1"), ("C", "1"), ("D", "1")];
     assert_eq!(sc.proxy("GET", "/x", &four, b"").status, 200);
     let five = [("A", "1"), ("B", "1"), ("C", "1"), ("D", "1"), ("E", "1")];
     let r = sc.proxy("GET", "/x", &five, b"");
     assert_eq!(r.status, 431);
     assert_eq!(r.json()["error"], "header_too_large");
-    assert_eq!(r.header("connection"), Some("close"));
+    assert_closes(proto, &r);
 
     let big = "b".repeat(1024);
     let r = sc.proxy("GET", "/x", &[("X-Big", big.as_str())], b"");
@@ -486,3 +497,5 @@ fn limit_keys_have_defaults_and_positioned_errors() {
         assert!(e.message.contains(message), "{line}: {e}");
     }
 }
+
+both_protocols!(limits_are_configurable_and_answer_json,);

@@ -87,8 +87,7 @@ fn new_session(sc: &TestSidecar, call: &Call) -> Value {
 }
 
 fn get_session(sc: &TestSidecar, token: &str, encoded_id: &str) -> Response {
-    get(
-        sc.ports.proxy,
+    sc.proxy_get(
         &format!("{BASE}/sessions/{encoded_id}"),
         &[("Authorization", &bearer(token))],
     )
@@ -149,10 +148,9 @@ fn millis(t: &str) -> i64 {
     ((days * 24 + h[0]) * 60 + h[1]) * 60_000 + h[2] * 1000 + ms.parse::<i64>().unwrap()
 }
 
-#[test]
-fn create_with_identity_then_read() {
+fn create_with_identity_then_read(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let call = Call {
         customer: Some("cust-1"),
         agent: Some("agent-1"),
@@ -199,10 +197,9 @@ fn create_with_identity_then_read() {
     );
 }
 
-#[test]
-fn create_without_identity() {
+fn create_without_identity(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     for body in [
         None,
         Some(json!({})),
@@ -227,10 +224,9 @@ fn create_without_identity() {
     }
 }
 
-#[test]
-fn post_changes_only_the_values_present() {
+fn post_changes_only_the_values_present(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let info = new_session(
         &sc,
         &Call {
@@ -262,10 +258,9 @@ fn post_changes_only_the_values_present() {
     assert_eq!(r.json()["agentId"], "a2");
 }
 
-#[test]
-fn post_to_an_unknown_id_creates_it() {
+fn post_to_an_unknown_id_creates_it(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let call = Call {
         customer: Some("c-up"),
         body: Some(json!({"visitId": "v-up"})),
@@ -292,10 +287,9 @@ fn post_to_an_unknown_id_creates_it() {
     );
 }
 
-#[test]
-fn post_to_an_unknown_id_without_client_ids_is_404() {
+fn post_to_an_unknown_id_without_client_ids_is_404(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start_with(&up, "allow_client_ids = false", "");
+    let sc = start_with(&up, "allow_client_ids = false", "").over(proto);
     let r = Call {
         customer: Some("c"),
         ..Call::default()
@@ -316,10 +310,9 @@ fn post_to_an_unknown_id_without_client_ids_is_404() {
     assert_eq!(r.json()["customerId"], "c");
 }
 
-#[test]
-fn bad_ids_are_400() {
+fn bad_ids_are_400(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let too_long = "a".repeat(257);
     for encoded in [
         "conf!bad",
@@ -342,10 +335,9 @@ fn bad_ids_are_400() {
     assert!(stored(&sc).is_empty());
 }
 
-#[test]
-fn control_characters_in_values_are_refused_and_nothing_is_stored() {
+fn control_characters_in_values_are_refused_and_nothing_is_stored(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let crlf_body = Call {
         body: Some(json!({"visitId": "v1\r\nX-Customer-Id: evil"})),
         ..Call::default()
@@ -409,10 +401,9 @@ fn control_characters_in_values_are_refused_and_nothing_is_stored() {
     );
 }
 
-#[test]
-fn malformed_input_is_400() {
+fn malformed_input_is_400(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let auth = bearer(WEB_TOKEN);
     let bodies: [&[u8]; 5] = [
         b"{\"visitId\": ",
@@ -443,10 +434,9 @@ fn malformed_input_is_400() {
     assert!(stored(&sc).is_empty());
 }
 
-#[test]
-fn token_auth() {
+fn token_auth(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let id = new_session(&sc, &Call::default())["sessionId"]
         .as_str()
         .unwrap()
@@ -483,10 +473,9 @@ fn token_auth() {
     );
 }
 
-#[test]
-fn auth_none_opens_the_endpoints() {
+fn auth_none_opens_the_endpoints(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start_with(&up, "auth = \"none\"", "");
+    let sc = start_with(&up, "auth = \"none\"", "").over(proto);
     let anonymous = Call {
         token: None,
         customer: Some("c"),
@@ -496,7 +485,7 @@ fn auth_none_opens_the_endpoints() {
         .as_str()
         .unwrap()
         .to_string();
-    let r = get(sc.ports.proxy, &format!("{BASE}/sessions/{id}"), &[]);
+    let r = sc.proxy_get(&format!("{BASE}/sessions/{id}"), &[]);
     assert_eq!(r.json()["customerId"], "c");
     // A refused credential is ignored (as on auth = "none" routes); a valid one names the owner.
     let bad = Call {
@@ -508,14 +497,13 @@ fn auth_none_opens_the_endpoints() {
         .as_str()
         .unwrap()
         .to_string();
-    let r = get(sc.ports.proxy, &format!("{BASE}/sessions/{owned}"), &[]);
+    let r = sc.proxy_get(&format!("{BASE}/sessions/{owned}"), &[]);
     assert_error(&r, 404, Some("Session not found"));
 }
 
-#[test]
-fn isolation_between_credentials() {
+fn isolation_between_credentials(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let id = new_session(
         &sc,
         &Call {
@@ -566,14 +554,12 @@ fn isolation_between_credentials() {
     );
 }
 
-#[test]
-fn other_apis_sessions_are_not_kc_sessions() {
+fn other_apis_sessions_are_not_kc_sessions(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start_with(&up, "", "[flavors.spreadsheetweb]\n");
+    let sc = start_with(&up, "", "[flavors.spreadsheetweb]\n").over(proto);
     let auth = bearer(WEB_TOKEN);
     let open = "/Api/Applications/OpenDedicatedSession";
-    let r = post_json(
-        sc.ports.proxy,
+    let r = sc.proxy_json(
         open,
         &[("Authorization", &auth)],
         &json!({"ApplicationKey": APP_KEY}),
@@ -594,10 +580,9 @@ fn other_apis_sessions_are_not_kc_sessions() {
     assert_eq!(s.customer_id, None);
 }
 
-#[test]
-fn reading_extends_the_idle_expiry() {
+fn reading_extends_the_idle_expiry(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_manual_clock(&up, "[flavors.knowledge_center]\n");
+    let sc = TestSidecar::with_manual_clock(&up, "[flavors.knowledge_center]\n").over(proto);
     let info = new_session(&sc, &Call::default());
     let id = info["sessionId"].as_str().unwrap();
     sc.advance(std::time::Duration::from_millis(1100));
@@ -608,10 +593,9 @@ fn reading_extends_the_idle_expiry() {
     assert_eq!(later["createdAt"], info["createdAt"]);
 }
 
-#[test]
-fn unknown_methods_are_405_and_not_forwarded() {
+fn unknown_methods_are_405_and_not_forwarded(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let id = new_session(&sc, &Call::default())["sessionId"]
         .as_str()
         .unwrap()
@@ -635,10 +619,9 @@ fn unknown_methods_are_405_and_not_forwarded() {
     assert_eq!(stored(&sc).len(), 1);
 }
 
-#[test]
-fn oversize_body_is_413() {
+fn oversize_body_is_413(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let big = Call {
         body: Some(json!({"visitId": "v".repeat(70 * 1024)})),
         ..Call::default()
@@ -649,10 +632,9 @@ fn oversize_body_is_413() {
     assert!(up.received().is_empty());
 }
 
-#[test]
-fn forwarded_calls_find_the_session_by_query() {
+fn forwarded_calls_find_the_session_by_query(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let call = Call {
         customer: Some("cust-q"),
         agent: Some("agent-q"),
@@ -664,7 +646,7 @@ fn forwarded_calls_find_the_session_by_query() {
         .unwrap()
         .to_string();
     let path = format!("{BASE}/kbs/kb1/search?q=ticket&sessionId={id}&size=5");
-    let r = get(sc.ports.proxy, &path, &[]);
+    let r = sc.proxy_get(&path, &[]);
     assert_eq!(r.status, 200, "forwarded");
     let rec = up.received_at(&format!("{BASE}/kbs/")).pop().unwrap();
     for (h, v) in [
@@ -682,7 +664,7 @@ fn forwarded_calls_find_the_session_by_query() {
     );
     // Paths beside the session endpoints are the app's.
     for p in ["/sessions", "/sessions/x/y", "/sessionsx/1"] {
-        assert_eq!(get(sc.ports.proxy, &format!("{BASE}{p}"), &[]).status, 200);
+        assert_eq!(sc.proxy_get(&format!("{BASE}{p}"), &[]).status, 200);
         assert_eq!(
             up.received_at(&format!("{BASE}{p}")).len(),
             1,
@@ -691,10 +673,9 @@ fn forwarded_calls_find_the_session_by_query() {
     }
 }
 
-#[test]
-fn base_path_is_configurable() {
+fn base_path_is_configurable(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start_with(&up, "base_path = \"/kc\"", "");
+    let sc = start_with(&up, "base_path = \"/kc\"", "").over(proto);
     let r = Call::default().send(&sc, "PUT", "/sessions/new");
     assert_eq!(r.status, 200, "the default base is forwarded now");
     assert_eq!(up.received().len(), 1);
@@ -705,10 +686,9 @@ fn base_path_is_configurable() {
     assert_eq!(up.received().len(), 1);
 }
 
-#[test]
-fn concurrent_upserts_of_one_new_id() {
+fn concurrent_upserts_of_one_new_id(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = Arc::new(start(&up));
+    let sc = Arc::new(start(&up).over(proto));
     let n = 10;
     let barrier = Arc::new(Barrier::new(n));
     let threads: Vec<_> = (0..n)
@@ -732,3 +712,24 @@ fn concurrent_upserts_of_one_new_id() {
     }
     assert_eq!(stored(&sc).len(), 1);
 }
+
+both_protocols!(
+    create_with_identity_then_read,
+    create_without_identity,
+    post_changes_only_the_values_present,
+    post_to_an_unknown_id_creates_it,
+    post_to_an_unknown_id_without_client_ids_is_404,
+    bad_ids_are_400,
+    control_characters_in_values_are_refused_and_nothing_is_stored,
+    malformed_input_is_400,
+    token_auth,
+    auth_none_opens_the_endpoints,
+    isolation_between_credentials,
+    other_apis_sessions_are_not_kc_sessions,
+    reading_extends_the_idle_expiry,
+    unknown_methods_are_405_and_not_forwarded,
+    oversize_body_is_413,
+    forwarded_calls_find_the_session_by_query,
+    base_path_is_configurable,
+    concurrent_upserts_of_one_new_id,
+);

@@ -16,6 +16,7 @@ mod deploy;
 mod forwarding;
 mod framing;
 mod fuzz_inputs;
+mod http2;
 mod knowledge_center;
 mod lifecycle;
 mod log_hygiene;

@@ -17,13 +17,13 @@ fn kc_new(sc: &TestSidecar, token: &str) -> Response {
     )
 }
 
-#[test]
-fn creation_per_credential_kc_429_and_swb_200_shape() {
+fn creation_per_credential_kc_429_and_swb_200_shape(proto: Protocol) {
     let up = EchoUpstream::start();
     let sc = TestSidecar::with_upstream(
         &up,
         &format!("{FLAVORS}[rate_limits]\ncreate_per_credential = 5\n"),
-    );
+    )
+    .over(proto);
     let rs: Vec<Response> = (0..20).map(|_| kc_new(&sc, OTHER_TOKEN)).collect();
     let limited: Vec<&Response> = rs.iter().filter(|r| r.status == 429).collect();
     assert!(rs.iter().all(|r| r.status == 200 || r.status == 429));
@@ -117,3 +117,5 @@ fn creation_per_ip() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(kc_new(&sc, OTHER_TOKEN).status, 200, "the bucket refills");
 }
+
+both_protocols!(creation_per_credential_kc_429_and_swb_200_shape,);

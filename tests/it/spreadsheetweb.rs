@@ -43,8 +43,7 @@ fn call(sc: &TestSidecar, endpoint: &str, token: Option<&str>, body: &[u8]) -> R
 fn open(sc: &TestSidecar, token: Option<&str>, app: &str) -> Response {
     let auth = token.map(bearer);
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    post_json(
-        sc.ports.proxy,
+    sc.proxy_json(
         &format!("{BASE}/OpenDedicatedSession"),
         &headers,
         &json!({ "ApplicationKey": app }),
@@ -116,10 +115,9 @@ fn is_uuid_v4(s: &str) -> bool {
             .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
-#[test]
-fn open_and_close_are_answered_exactly_and_never_forwarded() {
+fn open_and_close_are_answered_exactly_and_never_forwarded(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let sid = open_ok(&sc, WEB_TOKEN, APP_KEY);
     assert!(is_uuid_v4(&sid), "{sid}");
     let r = close(&sc, Some(WEB_TOKEN), APP_KEY, &sid);
@@ -131,10 +129,9 @@ fn open_and_close_are_answered_exactly_and_never_forwarded() {
     );
 }
 
-#[test]
-fn token_missing_invalid_or_wrong_scheme() {
+fn token_missing_invalid_or_wrong_scheme(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let sid = open_ok(&sc, WEB_TOKEN, APP_KEY);
     let body_open = json!({ "ApplicationKey": APP_KEY }).to_string();
     let body_close = json!({ "ApplicationKey": APP_KEY, "SessionId": sid }).to_string();
@@ -167,10 +164,9 @@ fn token_missing_invalid_or_wrong_scheme() {
     assert_eq!(close(&sc, Some(WEB_TOKEN), APP_KEY, &sid).text(), CLOSE_OK);
 }
 
-#[test]
-fn application_unknown_or_not_allowed() {
+fn application_unknown_or_not_allowed(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let unknown = "ffffffffffffffffffffffffffffffff";
     let cases = [
         (WEB_TOKEN, unknown, "unknown application"),
@@ -209,10 +205,9 @@ fn application_unknown_or_not_allowed() {
     );
 }
 
-#[test]
-fn session_unknown_closed_or_of_another_application() {
+fn session_unknown_closed_or_of_another_application(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let invalid = close_failure_text(false, SESSION_MSG);
     for sid in [
         "7d1e2c58-0a8b-4c1e-9f3a-0123456789ab",
@@ -246,11 +241,11 @@ fn session_unknown_closed_or_of_another_application() {
     );
 }
 
-#[test]
-fn expired_session_is_invalid() {
+fn expired_session_is_invalid(proto: Protocol) {
     let up = EchoUpstream::start();
     let sc =
-        TestSidecar::with_manual_clock(&up, &flavor_config("[sessions]\nidle_timeout = \"10m\"\n"));
+        TestSidecar::with_manual_clock(&up, &flavor_config("[sessions]\nidle_timeout = \"10m\"\n"))
+            .over(proto);
     let (sid, other) = (
         open_ok(&sc, WEB_TOKEN, APP_KEY),
         open_ok(&sc, WEB_TOKEN, APP_KEY),
@@ -269,10 +264,9 @@ fn expired_session_is_invalid() {
     );
 }
 
-#[test]
-fn isolation_by_credential_and_admin_override() {
+fn isolation_by_credential_and_admin_override(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let sid = open_ok(&sc, WEB_TOKEN, APP_KEY);
     let r = close(&sc, Some(OTHER_TOKEN), APP_KEY, &sid);
     assert_eq!(
@@ -310,10 +304,9 @@ fn isolation_by_credential_and_admin_override() {
     );
 }
 
-#[test]
-fn application_session_limit() {
+fn application_session_limit(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let a = open_ok(&sc, OTHER_TOKEN, SMALL_APP);
     let _b = open_ok(&sc, OTHER_TOKEN, SMALL_APP);
     let r = open(&sc, Some(OTHER_TOKEN), SMALL_APP);
@@ -328,10 +321,9 @@ fn application_session_limit() {
     open_ok(&sc, OTHER_TOKEN, SMALL_APP);
 }
 
-#[test]
-fn malformed_bodies_get_a_message() {
+fn malformed_bodies_get_a_message(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let cases: [(&str, &str, &str); 10] = [
         ("OpenDedicatedSession", "", "empty"),
         (
@@ -390,13 +382,11 @@ fn malformed_bodies_get_a_message() {
     assert!(up.received().is_empty());
 }
 
-#[test]
-fn other_methods_and_spellings() {
+fn other_methods_and_spellings(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let auth = bearer(WEB_TOKEN);
-    let r = get(
-        sc.ports.proxy,
+    let r = sc.proxy_get(
         &format!("{BASE}/OpenDedicatedSession"),
         &[("Authorization", &auth)],
     );
@@ -435,10 +425,9 @@ fn other_methods_and_spellings() {
     assert!(up.received().is_empty());
 }
 
-#[test]
-fn oversize_bodies_keep_the_200_shape() {
+fn oversize_bodies_keep_the_200_shape(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let big = json!({ "ApplicationKey": APP_KEY, "Padding": "p".repeat(70 * 1024) }).to_string();
     let r = call(&sc, "OpenDedicatedSession", Some(WEB_TOKEN), big.as_bytes());
     assert_swb_headers(&r, "oversize open");
@@ -460,10 +449,9 @@ fn oversize_bodies_keep_the_200_shape() {
     assert!(up.received().is_empty());
 }
 
-#[test]
-fn concurrent_opens_give_distinct_ids() {
+fn concurrent_opens_give_distinct_ids(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = Arc::new(start(&up));
+    let sc = Arc::new(start(&up).over(proto));
     let n = 200;
     let barrier = Arc::new(Barrier::new(n));
     let threads: Vec<_> = (0..n)
@@ -480,10 +468,9 @@ fn concurrent_opens_give_distinct_ids() {
     assert!(ids.iter().all(|id| is_uuid_v4(id)));
 }
 
-#[test]
-fn concurrent_closes_succeed_once() {
+fn concurrent_closes_succeed_once(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = Arc::new(start(&up));
+    let sc = Arc::new(start(&up).over(proto));
     let sid = open_ok(&sc, WEB_TOKEN, APP_KEY);
     let n = 10;
     let barrier = Arc::new(Barrier::new(n));
@@ -510,10 +497,9 @@ fn concurrent_closes_succeed_once() {
     );
 }
 
-#[test]
-fn forwarded_calls_find_the_session_in_their_body() {
+fn forwarded_calls_find_the_session_in_their_body(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up);
+    let sc = start(&up).over(proto);
     let sid = open_ok(&sc, WEB_TOKEN, APP_KEY);
     let body = format!(
         "{{\n  \"SessionId\" : \"{sid}\", \"ApplicationKey\":\"{APP_KEY}\", \"Inputs\": [1.50]\n}}"
@@ -557,11 +543,11 @@ fn forwarded_calls_find_the_session_in_their_body() {
     assert!(rec.header_all("X-Application-Key").is_empty());
 }
 
-#[test]
-fn base_path_is_configurable() {
+fn base_path_is_configurable(proto: Protocol) {
     let up = EchoUpstream::start();
     let sc =
-        TestSidecar::with_upstream(&up, "[flavors.spreadsheetweb]\nbase_path = \"/swb/api/\"\n");
+        TestSidecar::with_upstream(&up, "[flavors.spreadsheetweb]\nbase_path = \"/swb/api/\"\n")
+            .over(proto);
     let auth = bearer(WEB_TOKEN);
     let headers = [
         ("Authorization", auth.as_str()),
@@ -590,10 +576,10 @@ fn base_path_is_configurable() {
     );
 }
 
-#[test]
-fn disabled_flavour_is_forwarded() {
+fn disabled_flavour_is_forwarded(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_upstream(&up, "[flavors.spreadsheetweb]\nenabled = false\n");
+    let sc =
+        TestSidecar::with_upstream(&up, "[flavors.spreadsheetweb]\nenabled = false\n").over(proto);
     let r = open(&sc, Some(WEB_TOKEN), APP_KEY);
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -602,3 +588,21 @@ fn disabled_flavour_is_forwarded() {
         1
     );
 }
+
+both_protocols!(
+    open_and_close_are_answered_exactly_and_never_forwarded,
+    token_missing_invalid_or_wrong_scheme,
+    application_unknown_or_not_allowed,
+    session_unknown_closed_or_of_another_application,
+    expired_session_is_invalid,
+    isolation_by_credential_and_admin_override,
+    application_session_limit,
+    malformed_bodies_get_a_message,
+    other_methods_and_spellings,
+    oversize_bodies_keep_the_200_shape,
+    concurrent_opens_give_distinct_ids,
+    concurrent_closes_succeed_once,
+    forwarded_calls_find_the_session_in_their_body,
+    base_path_is_configurable,
+    disabled_flavour_is_forwarded,
+);

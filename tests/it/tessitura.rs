@@ -37,12 +37,7 @@ fn assert_key_shape(key: &str) {
 }
 
 fn create_as(sc: &TestSidecar, token: &str, body: &Value) -> String {
-    let r = post_json(
-        sc.ports.proxy,
-        "/Web/Session",
-        &[("Authorization", &bearer(token))],
-        body,
-    );
+    let r = sc.proxy_json("/Web/Session", &[("Authorization", &bearer(token))], body);
     assert_eq!(r.status, 200, "{}", r.text());
     let key = r.json()["SessionKey"]
         .as_str()
@@ -57,8 +52,7 @@ fn create(sc: &TestSidecar) -> String {
 }
 
 fn read_as(sc: &TestSidecar, token: &str, key: &str) -> Response {
-    get(
-        sc.ports.proxy,
+    sc.proxy_get(
         &format!("/Web/Session/{}", seg(key)),
         &[("Authorization", &bearer(token))],
     )
@@ -185,10 +179,9 @@ fn forwarded_identity(
     )
 }
 
-#[test]
-fn native_create_and_read() {
+fn native_create_and_read(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let key = create_as(
         &sc,
         WEB_TOKEN,
@@ -224,10 +217,9 @@ fn native_create_and_read() {
     );
 }
 
-#[test]
-fn keys_with_plus_slash_equals_are_decoded_from_paths() {
+fn keys_with_plus_slash_equals_are_decoded_from_paths(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let mut seen = std::collections::HashSet::new();
     for _ in 0..60 {
         let key = create(&sc);
@@ -245,10 +237,9 @@ fn keys_with_plus_slash_equals_are_decoded_from_paths() {
     panic!("60 keys never held all of + / = (saw {seen:?})");
 }
 
-#[test]
-fn bad_native_requests_are_4xx_in_shape() {
+fn bad_native_requests_are_4xx_in_shape(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let token = bearer(WEB_TOKEN);
     let check = |method: &str,
                  path: &str,
@@ -335,10 +326,9 @@ fn bad_native_requests_are_4xx_in_shape() {
     assert!(up.received().is_empty());
 }
 
-#[test]
-fn transfer_json_moves_the_session_and_kills_the_old_key() {
+fn transfer_json_moves_the_session_and_kills_the_old_key(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let old = create(&sc);
     let r = transfer(&sc, &old, None);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -359,10 +349,9 @@ fn transfer_json_moves_the_session_and_kills_the_old_key() {
     assert!(up.received_at("/api/TransferSession").is_empty());
 }
 
-#[test]
-fn transfer_in_every_encoding() {
+fn transfer_in_every_encoding(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     // JSON answers, one request encoding each.
     type BodyFor = fn(&str) -> String;
     let encodings: [(&str, BodyFor); 5] = [
@@ -425,10 +414,9 @@ fn transfer_in_every_encoding() {
     assert_eq!(r.json()["Success"], true);
 }
 
-#[test]
-fn transfer_failures_in_both_encodings() {
+fn transfer_failures_in_both_encodings(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let unknown = base64::engine::general_purpose::STANDARD.encode([7u8; 80]);
     let description = "The session key is unknown or has expired.";
     let r = transfer(&sc, &unknown, None);
@@ -511,10 +499,9 @@ fn transfer_failures_in_both_encodings() {
     assert!(up.received().is_empty());
 }
 
-#[test]
-fn xml_bombs_entities_and_doctypes_are_refused() {
+fn xml_bombs_entities_and_doctypes_are_refused(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let key = create(&sc);
     let laughs = format!(
         "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol1 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">\
@@ -560,10 +547,9 @@ fn xml_bombs_entities_and_doctypes_are_refused() {
     assert_eq!(read(&sc, &key).status, 200);
 }
 
-#[test]
-fn reset_by_login_versus_copy() {
+fn reset_by_login_versus_copy(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     for (reset, expect_source, expect_mos) in
         [(Some(true), 9, 3), (Some(false), 77, 3), (None, 77, 3)]
     {
@@ -577,10 +563,9 @@ fn reset_by_login_versus_copy() {
     }
 }
 
-#[test]
-fn login_in_the_app_then_transfer_keeps_the_customer() {
+fn login_in_the_app_then_transfer_keeps_the_customer(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let old = create(&sc);
     login(&sc, &up, &old, "cust-42");
     let before = read(&sc, &old).json();
@@ -618,13 +603,13 @@ fn login_in_the_app_then_transfer_keeps_the_customer() {
     assert_eq!(up.received_at("/Web/Session/BusinessFacing").len(), 1);
 }
 
-#[test]
-fn unknown_and_expired_keys_are_404() {
+fn unknown_and_expired_keys_are_404(proto: Protocol) {
     let up = EchoUpstream::start();
     let sc = TestSidecar::with_manual_clock(
         &up,
         &format!("{}\n[sessions]\nidle_timeout = \"10m\"\n", tessitura("")),
-    );
+    )
+    .over(proto);
     let (idle, ms) = (Duration::from_secs(600), Duration::from_millis(1));
     let key = create(&sc);
     sc.advance(idle - ms);
@@ -641,8 +626,7 @@ fn unknown_and_expired_keys_are_404() {
     let r = transfer(&sc, &key, None);
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["ErrorMessages"][0]["Code"], "SessionNotFound");
-    let r = post_json(
-        sc.ports.proxy,
+    let r = sc.proxy_json(
         &format!("/Web/Session/{}/Transfer", seg(&key)),
         &[("Authorization", &bearer(WEB_TOKEN))],
         &json!({"NewSessionKey": target}),
@@ -650,10 +634,9 @@ fn unknown_and_expired_keys_are_404() {
     assert_eq!(r.status, 404);
 }
 
-#[test]
-fn grace_off_ends_the_old_key_at_once() {
+fn grace_off_ends_the_old_key_at_once(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "transfer_grace = \"0s\"");
+    let sc = start(&up, "transfer_grace = \"0s\"").over(proto);
     let old = create(&sc);
     let new = transfer_ok(&sc, &old, None);
     assert_gone(&sc, &old);
@@ -667,10 +650,9 @@ fn grace_off_ends_the_old_key_at_once() {
     assert_eq!(read(&sc, &new).status, 200);
 }
 
-#[test]
-fn grace_on_keeps_the_old_key_resolving_to_the_new_session() {
+fn grace_on_keeps_the_old_key_resolving_to_the_new_session(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = TestSidecar::with_manual_clock(&up, &tessitura("transfer_grace = \"1m\""));
+    let sc = TestSidecar::with_manual_clock(&up, &tessitura("transfer_grace = \"1m\"")).over(proto);
     let old = create(&sc);
     login(&sc, &up, &old, "cust-grace");
     let new = transfer_ok(&sc, &old, None);
@@ -696,10 +678,9 @@ fn grace_on_keeps_the_old_key_resolving_to_the_new_session() {
     );
 }
 
-#[test]
-fn concurrent_transfers_of_one_key_have_one_winner() {
+fn concurrent_transfers_of_one_key_have_one_winner(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = Arc::new(start(&up, ""));
+    let sc = Arc::new(start(&up, "").over(proto));
     for _round in 0..3 {
         let old = create(&sc);
         let n = 12;
@@ -732,18 +713,16 @@ fn concurrent_transfers_of_one_key_have_one_winner() {
 }
 
 fn native_transfer(sc: &TestSidecar, old: &str, target: &str) -> Response {
-    post_json(
-        sc.ports.proxy,
+    sc.proxy_json(
         &format!("/Web/Session/{}/Transfer", seg(old)),
         &[("Authorization", &bearer(WEB_TOKEN))],
         &json!({ "NewSessionKey": target }),
     )
 }
 
-#[test]
-fn native_transfer_moves_identity_onto_an_existing_session() {
+fn native_transfer_moves_identity_onto_an_existing_session(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let old = create(&sc);
     login(&sc, &up, &old, "cust-native");
     let target = create_as(&sc, WEB_TOKEN, &json!({"PromotionCode": 55}));
@@ -782,10 +761,9 @@ fn native_transfer_moves_identity_onto_an_existing_session() {
     assert_eq!(read(&sc, &other).status, 200);
 }
 
-#[test]
-fn concurrent_native_transfers_of_one_key_have_one_winner() {
+fn concurrent_native_transfers_of_one_key_have_one_winner(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = Arc::new(start(&up, ""));
+    let sc = Arc::new(start(&up, "").over(proto));
     let old = create(&sc);
     login(&sc, &up, &old, "cust-race");
     let n = 8;
@@ -819,10 +797,9 @@ fn concurrent_native_transfers_of_one_key_have_one_winner() {
     assert_gone(&sc, &old);
 }
 
-#[test]
-fn credentials_and_isolation() {
+fn credentials_and_isolation(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let key = create(&sc);
     // No or a bad credential: 401 in each API's shape.
     for headers in [vec![], vec![("Authorization", "Bearer wrong-token")]] {
@@ -863,10 +840,9 @@ fn credentials_and_isolation() {
     assert_eq!(read(&sc, &new).status, 200);
 }
 
-#[test]
-fn auth_none_opens_the_endpoints_and_admin_sessions_are_usable() {
+fn auth_none_opens_the_endpoints_and_admin_sessions_are_usable(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "auth = \"none\"");
+    let sc = start(&up, "auth = \"none\"").over(proto);
     let r = sc.proxy("POST", "/Web/Session", &[], b"");
     assert_eq!(r.status, 200);
     let key = r.json()["SessionKey"].as_str().unwrap().to_string();
@@ -900,10 +876,9 @@ fn auth_none_opens_the_endpoints_and_admin_sessions_are_usable() {
     assert_eq!(r.json()["ModeOfSaleId"], 3);
 }
 
-#[test]
-fn base_path_moves_the_endpoints() {
+fn base_path_moves_the_endpoints(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "base_path = \"/tess\"");
+    let sc = start(&up, "base_path = \"/tess\"").over(proto);
     let r = sc.proxy(
         "POST",
         "/tess/Web/Session",
@@ -943,21 +918,16 @@ fn key_with_slash(sc: &TestSidecar) -> String {
 
 /// A key whose first character is `/` (1 in 64 keys) sent unencoded puts `//` in the path; it
 /// resolves like any other (SPEC §13.7).
-#[test]
-fn unencoded_key_with_leading_slash_resolves() {
+fn unencoded_key_with_leading_slash_resolves(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let auth = bearer(WEB_TOKEN);
     // (63/64)^2000 < 1e-13: the search cannot come back empty by chance.
     let key = (0..2000)
         .map(|_| create(&sc))
         .find(|k| k.starts_with('/'))
         .expect("a key starting with '/' among 2000");
-    let r = get(
-        sc.ports.proxy,
-        &format!("/Web/Session/{key}"),
-        &[("Authorization", &auth)],
-    );
+    let r = sc.proxy_get(&format!("/Web/Session/{key}"), &[("Authorization", &auth)]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["SessionKey"], key.as_str());
     let target = create(&sc);
@@ -980,21 +950,16 @@ fn unencoded_key_with_leading_slash_resolves() {
 
 /// SPEC §13.7: a key sent unencoded (`/` as is) still resolves, for reads, native transfers
 /// and forwarded sub-resources; nothing of it reaches the app as an unknown path.
-#[test]
-fn unencoded_keys_resolve_before_forwarding() {
+fn unencoded_keys_resolve_before_forwarding(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let auth = bearer(WEB_TOKEN);
     let key = key_with_slash(&sc);
-    let r = get(
-        sc.ports.proxy,
-        &format!("/Web/Session/{key}"),
-        &[("Authorization", &auth)],
-    );
+    let r = sc.proxy_get(&format!("/Web/Session/{key}"), &[("Authorization", &auth)]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["SessionKey"], key.as_str());
     // Without credentials the endpoint refuses, as with an encoded key.
-    let r = get(sc.ports.proxy, &format!("/Web/Session/{key}"), &[]);
+    let r = sc.proxy_get(&format!("/Web/Session/{key}"), &[]);
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(
         up.received_at("/Web/Session").is_empty(),
@@ -1038,17 +1003,13 @@ fn unencoded_keys_resolve_before_forwarding() {
     assert_eq!(read(&sc, &target).json()["IsLoggedIn"], true);
     // The dead key, unencoded: the endpoint's 404, not the app's answer.
     let forwarded = up.received().len();
-    let r = get(
-        sc.ports.proxy,
-        &format!("/Web/Session/{key}"),
-        &[("Authorization", &auth)],
-    );
+    let r = sc.proxy_get(&format!("/Web/Session/{key}"), &[("Authorization", &auth)]);
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.json()["ErrorMessages"][0]["Code"], "SessionNotFound");
     assert_eq!(up.received().len(), forwarded);
 
     // An unknown key with slashes, and other sub-resources, are the app's.
-    let r = get(sc.ports.proxy, "/Web/Session/no/such=key", &[]);
+    let r = sc.proxy_get("/Web/Session/no/such=key", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(up.received_at("/Web/Session/no/such").len(), 1);
     assert_eq!(
@@ -1067,10 +1028,9 @@ fn unencoded_keys_resolve_before_forwarding() {
 }
 
 /// SPEC §13.7: Tessitura's JSON bodies may use single quotes (Json.NET leniency).
-#[test]
-fn single_quoted_json_bodies_are_read() {
+fn single_quoted_json_bodies_are_read(proto: Protocol) {
     let up = EchoUpstream::start();
-    let sc = start(&up, "");
+    let sc = start(&up, "").over(proto);
     let auth = bearer(WEB_TOKEN);
     let r = sc.proxy(
         "POST",
@@ -1103,3 +1063,27 @@ fn single_quoted_json_bodies_are_read() {
         assert_eq!(r.json()["ErrorMessages"][0]["Code"], "InvalidRequest");
     }
 }
+
+both_protocols!(
+    native_create_and_read,
+    keys_with_plus_slash_equals_are_decoded_from_paths,
+    bad_native_requests_are_4xx_in_shape,
+    transfer_json_moves_the_session_and_kills_the_old_key,
+    transfer_in_every_encoding,
+    transfer_failures_in_both_encodings,
+    xml_bombs_entities_and_doctypes_are_refused,
+    reset_by_login_versus_copy,
+    login_in_the_app_then_transfer_keeps_the_customer,
+    unknown_and_expired_keys_are_404,
+    grace_off_ends_the_old_key_at_once,
+    grace_on_keeps_the_old_key_resolving_to_the_new_session,
+    concurrent_transfers_of_one_key_have_one_winner,
+    native_transfer_moves_identity_onto_an_existing_session,
+    concurrent_native_transfers_of_one_key_have_one_winner,
+    credentials_and_isolation,
+    auth_none_opens_the_endpoints_and_admin_sessions_are_usable,
+    base_path_moves_the_endpoints,
+    unencoded_key_with_leading_slash_resolves,
+    unencoded_keys_resolve_before_forwarding,
+    single_quoted_json_bodies_are_read,
+);

@@ -130,7 +130,7 @@ impl Pki {
         )
     }
 
-    fn ca(&self) -> &str {
+    pub(crate) fn ca(&self) -> &str {
         self.ca_file.to_str().unwrap()
     }
 }
@@ -180,16 +180,21 @@ impl TlsSidecar {
 
     /// With a `localhost` certificate of `pki` and nothing else in `[server.tls]`.
     pub(crate) fn with_default_cert(up: &EchoUpstream, pki: &Pki) -> TlsSidecar {
+        TlsSidecar::with_default_cert_and(up, pki, "")
+    }
+
+    /// `with_default_cert` with `extra` (more tables) in the config.
+    pub(crate) fn with_default_cert_and(up: &EchoUpstream, pki: &Pki, extra: &str) -> TlsSidecar {
         let server = pki.server("server", &["localhost", "127.0.0.1"], 90);
-        TlsSidecar::start(up, &format!("\n[server.tls]\n{}", files(&server)))
+        TlsSidecar::start(up, &format!("{extra}\n[server.tls]\n{}", files(&server)))
     }
 
     /// `https://localhost:PORT{path}`, resolved to loopback.
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.port)
     }
 
-    fn resolve(&self, name: &str) -> String {
+    pub(crate) fn resolve(&self, name: &str) -> String {
         format!("{name}:{}:127.0.0.1", self.port)
     }
 }
@@ -204,14 +209,14 @@ fn wait_for_port(port: u16) {
 
 /// What curl made of one request.
 #[derive(Debug)]
-struct Curl {
+pub(crate) struct Curl {
     /// Exit status 0.
-    ok: bool,
+    pub(crate) ok: bool,
     exit: Option<i32>,
-    status: u16,
+    pub(crate) status: u16,
     /// `%{http_version}`: "1.1", "2"; "0" when no answer came.
-    version: String,
-    body: String,
+    pub(crate) version: String,
+    pub(crate) body: String,
     stderr: String,
 }
 
@@ -223,12 +228,12 @@ impl Curl {
         !self.ok && self.status == 0 && matches!(self.exit, Some(35 | 55 | 56))
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
 }
 
-fn curl(args: &[&str]) -> Curl {
+pub(crate) fn curl(args: &[&str]) -> Curl {
     let out = Command::new("curl")
         .args([
             "-sS",

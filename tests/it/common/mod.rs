@@ -2,15 +2,18 @@
 //! `build_server` and `Server::run(RunArgs)`), a real echo upstream, and a raw HTTP client.
 //! A `TestSidecar` shuts its server down when dropped. One started `with_manual_clock` keeps
 //! its sessions on a manual clock: tests `advance` it instead of sleeping until they expire.
+//! `over(Protocol::H2c)` makes its `proxy` calls speak HTTP/2 (see `protocol`).
 
 #![allow(dead_code)]
 
 pub mod client;
 pub mod echo;
+pub mod h2c;
 pub mod jwt;
 pub mod otlp;
 pub mod pki;
 pub mod process;
+pub mod protocol;
 pub mod redis_server;
 pub mod store_contract;
 pub mod tls_front;
@@ -30,6 +33,8 @@ use tokio::sync::Notify;
 #[allow(unused_imports)]
 pub use client::{get, post_json, request, Conn, Response};
 pub use echo::EchoUpstream;
+#[allow(unused_imports)]
+pub(crate) use protocol::{both_protocols, AnyConn, Protocol};
 
 /// Bearer tokens of the credentials in `base_config`.
 pub const WEB_TOKEN: &str = "test-web-token-0123456789";
@@ -213,6 +218,8 @@ pub struct TestSidecar {
     pub state: Arc<session_sidecar::state::AppState>,
     /// The sessions' clock: the system clock unless started `with_manual_clock`.
     pub clock: Clock,
+    /// What `proxy` speaks: HTTP/1.1 unless set by `over`.
+    pub protocol: Protocol,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
 }
@@ -261,6 +268,7 @@ impl TestSidecar {
             dir,
             state,
             clock,
+            protocol: Protocol::H1,
             stop,
             thread: Some(thread),
         };
@@ -340,7 +348,13 @@ impl TestSidecar {
         self.dir.path().join("config.toml")
     }
 
-    /// A request through the proxy listener.
+    /// This sidecar with its `proxy` calls over `protocol` (the admin listener stays HTTP/1.1).
+    pub fn over(mut self, protocol: Protocol) -> TestSidecar {
+        self.protocol = protocol;
+        self
+    }
+
+    /// A request through the proxy listener, over `self.protocol`, on a fresh connection.
     pub fn proxy(
         &self,
         method: &str,
@@ -348,7 +362,30 @@ impl TestSidecar {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        request(self.ports.proxy, method, path, headers, body)
+        self.protocol
+            .request(self.ports.proxy, method, path, headers, body)
+    }
+
+    /// A connection to the proxy listener over `self.protocol`, for several requests.
+    pub fn proxy_conn(&self) -> AnyConn {
+        AnyConn::open(self.protocol, self.ports.proxy)
+    }
+
+    /// `proxy` GET without a body.
+    pub fn proxy_get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.proxy("GET", path, headers, b"")
+    }
+
+    /// `proxy` POST with a JSON body (`post_json` over `self.protocol`).
+    pub fn proxy_json(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> Response {
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        h.push(("Content-Type", "application/json"));
+        self.proxy("POST", path, &h, body.to_string().as_bytes())
     }
 
     /// A request to the admin listener.

@@ -218,10 +218,10 @@ fn assert_quantity_exceeded(r: &Response) {
     assert!(!sold_out_codes(r).is_empty());
 }
 
-#[test]
-fn validation_is_forwarded_with_generated_key_and_answered_with_session() {
+fn validation_is_forwarded_with_generated_key_and_answered_with_session(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let sent = body(&["FREE-1"], Some(json!({"type": "LOCK"})), "gen-1");
     let r = post(&sc, "/v1/validations", &app_creds(), &[], &sent);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -254,10 +254,10 @@ fn validation_is_forwarded_with_generated_key_and_answered_with_session() {
     assert_ne!(other, key, "every validation without a key gets a new one");
 }
 
-#[test]
-fn same_key_overwrites_and_never_double_counts() {
+fn same_key_overwrites_and_never_double_counts(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let created = sc.metric("sessions_created_total", &[("flavor", "voucherify")]);
     let active = sc.metric("locks_active", &[]);
     let s = json!({"type": "LOCK", "key": "cart-17"});
@@ -294,10 +294,10 @@ fn same_key_overwrites_and_never_double_counts() {
     );
 }
 
-#[test]
-fn every_ttl_unit_is_accepted_and_echoed() {
+fn every_ttl_unit_is_accepted_and_echoed(proto: Protocol) {
     let _g = serial();
     let (_up, sc) = start();
+    let sc = sc.over(proto);
     for unit in [
         "DAYS",
         "HOURS",
@@ -330,10 +330,10 @@ fn every_ttl_unit_is_accepted_and_echoed() {
     assert_eq!(r.status, 200, "exactly max_ttl is allowed: {}", r.text());
 }
 
-#[test]
-fn invalid_sessions_are_400_and_not_forwarded() {
+fn invalid_sessions_are_400_and_not_forwarded(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let cases = [
         json!({"type": "LOCK", "ttl_unit": "WEEKS"}),
         json!({"type": "LOCK", "ttl": 0}),
@@ -390,10 +390,10 @@ fn invalid_sessions_are_400_and_not_forwarded() {
     );
 }
 
-#[test]
-fn exactly_quantity_of_fifty_concurrent_validations_win() {
+fn exactly_quantity_of_fifty_concurrent_validations_win(proto: Protocol) {
     let _g = serial();
     let (_up, sc) = start();
+    let sc = sc.over(proto);
     let rejected = sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]);
     let port = sc.ports.proxy;
     let n = 50;
@@ -412,7 +412,7 @@ fn exactly_quantity_of_fifty_concurrent_validations_win() {
                     ("X-App-Token", POS_TOKEN),
                     ("Content-Type", "application/json"),
                 ];
-                let mut conn = Conn::open(port);
+                let mut conn = AnyConn::open(proto, port);
                 barrier.wait();
                 conn.send("POST", "/v1/validations", &h, b.to_string().as_bytes())
             })
@@ -439,10 +439,10 @@ fn exactly_quantity_of_fifty_concurrent_validations_win() {
     );
 }
 
-#[test]
-fn app_errors_roll_the_lock_back() {
+fn app_errors_roll_the_lock_back(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     for status in ["400", "503"] {
         let key = format!("rb-{status}");
         let b = body(&["ONE"], Some(json!({"type": "LOCK", "key": key})), &key);
@@ -474,10 +474,10 @@ fn app_errors_roll_the_lock_back() {
     assert_eq!(release(&sc, "ONE", &key, &app_creds()).status, 204);
 }
 
-#[test]
-fn failed_overwrite_restores_the_replaced_lock() {
+fn failed_overwrite_restores_the_replaced_lock(proto: Protocol) {
     let _g = serial();
     let (_up, sc) = start();
+    let sc = sc.over(proto);
     lock_ok(
         &sc,
         &["ONE"],
@@ -512,10 +512,10 @@ fn failed_overwrite_restores_the_replaced_lock() {
     assert_eq!(holds[0].code, "ONE");
 }
 
-#[test]
-fn unreachable_app_rolls_the_lock_back() {
+fn unreachable_app_rolls_the_lock_back(proto: Protocol) {
     let _g = serial();
     let (_up, sc) = start();
+    let sc = sc.over(proto);
     let path = "/v1/vouchers/DEAD-1/validate";
     let b = json!({"session": {"type": "LOCK", "key": "dead-lock"}});
     let r = post(&sc, path, &app_creds(), &[], &b);
@@ -539,10 +539,10 @@ fn unreachable_app_rolls_the_lock_back() {
     );
 }
 
-#[test]
-fn lock_of_a_request_refused_after_inspection_is_rolled_back() {
+fn lock_of_a_request_refused_after_inspection_is_rolled_back(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     // The route demands a session the request does not carry (a generated key is not in the
     // body), so the proxy refuses it after the lock was taken: the lock must not stay.
     let path = "/v1/vouchers/REQ-1/validate";
@@ -577,10 +577,10 @@ fn lock_of_a_request_refused_after_inspection_is_rolled_back() {
     assert!(up.received_at(path).is_empty());
 }
 
-#[test]
-fn session_is_added_only_when_the_answer_lacks_one() {
+fn session_is_added_only_when_the_answer_lacks_one(proto: Protocol) {
     let _g = serial();
     let (_up, sc) = start();
+    let sc = sc.over(proto);
     let s = json!({"type": "LOCK", "key": "inj-1"});
     let app = r#"{"valid":true,"session":{"key":"app-says","type":"LOCK"}}"#;
     let r = post(
@@ -613,10 +613,10 @@ fn session_is_added_only_when_the_answer_lacks_one() {
     );
 }
 
-#[test]
-fn redemption_forwards_lock_headers_and_releases_on_success() {
+fn redemption_forwards_lock_headers_and_releases_on_success(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let redeemed = sc.metric("sessions_ended_total", &[("reason", "redeemed")]);
     lock_ok(
         &sc,
@@ -677,10 +677,10 @@ fn redemption_forwards_lock_headers_and_releases_on_success() {
     lock_ok(&sc, &["ONE"], json!({"type": "LOCK"}), "red-after");
 }
 
-#[test]
-fn release_endpoint_answers_204_then_404_and_is_never_forwarded() {
+fn release_endpoint_answers_204_then_404_and_is_never_forwarded(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let released = sc.metric("sessions_ended_total", &[("reason", "released")]);
     let active = sc.metric("locks_active", &[]);
     let key = lock_ok(
@@ -756,10 +756,10 @@ fn release_endpoint_answers_204_then_404_and_is_never_forwarded() {
     );
 }
 
-#[test]
-fn expiry_frees_capacity() {
+fn expiry_frees_capacity(proto: Protocol) {
     let _g = serial();
     let (_up, sc) = start_on_manual_clock();
+    let sc = sc.over(proto);
     lock_ok(
         &sc,
         &["ONE"],
@@ -786,10 +786,10 @@ fn expiry_frees_capacity() {
     );
 }
 
-#[test]
-fn multi_code_validation_is_all_or_nothing() {
+fn multi_code_validation_is_all_or_nothing(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     lock_ok(&sc, &["TWO-A"], json!({"type": "LOCK"}), "multi-1");
     assert_quantity_exceeded(&lock(
         &sc,
@@ -802,10 +802,10 @@ fn multi_code_validation_is_all_or_nothing() {
     lock_ok(&sc, &["TWO-B"], json!({"type": "LOCK"}), "multi-3");
 }
 
-#[test]
-fn locked_headers_for_one_and_several_codes() {
+fn locked_headers_for_one_and_several_codes(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let gift = |code: &str, credits: i64, points: i64| json!({"object": "voucher", "id": code, "gift": {"credits": credits}, "reward": {"points": points}});
     let first = json!({"redeemables": [gift("G-1", 500, 40)], "session": {"type": "LOCK", "key": "lh-1"}, "m": "lh-a"});
     assert_eq!(
@@ -853,10 +853,10 @@ fn locked_headers_for_one_and_several_codes() {
     );
 }
 
-#[test]
-fn plain_validations_are_forwarded_without_lock_headers() {
+fn plain_validations_are_forwarded_without_lock_headers(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let spoof = [
         ("X-Session-Key", "spoofed"),
         ("X-Locked-Quantity", "5"),
@@ -885,10 +885,10 @@ fn plain_validations_are_forwarded_without_lock_headers() {
     lock_ok(&sc, &["ONE"], json!({"type": "LOCK"}), "plain-2");
 }
 
-#[test]
-fn credentials_are_required_on_validations_redemptions_and_releases() {
+fn credentials_are_required_on_validations_redemptions_and_releases(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let s = || Some(json!({"type": "LOCK"}));
     let client = vec![
         ("X-Client-Application-Id", POS_APP_ID.to_string()),
@@ -947,10 +947,10 @@ fn credentials_are_required_on_validations_redemptions_and_releases() {
     );
 }
 
-#[test]
-fn unreadable_bodies_are_refused_in_voucherify_shape() {
+fn unreadable_bodies_are_refused_in_voucherify_shape(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let big = json!({"session": {"type": "LOCK"}, "pad": "x".repeat(70 * 1024), "m": "too-big"});
     let r = post(&sc, "/v1/validations", &app_creds(), &[], &big);
     assert_error(&r, 413, "payload_too_large");
@@ -958,10 +958,23 @@ fn unreadable_bodies_are_refused_in_voucherify_shape() {
         ("X-App-Id", POS_APP_ID),
         ("X-App-Token", POS_TOKEN),
         ("Content-Type", "application/json"),
-        ("Transfer-Encoding", "chunked"),
     ];
-    let r = sc.proxy("POST", "/v1/validations", &h, b"2\r\n{}\r\n0\r\n\r\n");
-    assert_error(&r, 411, "length_required");
+    if proto.is_h2() {
+        // h2 has no chunked coding: a body without content-length is read to the end of its
+        // stream, and one over the cap is refused like one that announced its size.
+        let r = common::h2c::H2Conn::open(sc.ports.proxy).send_unsized(
+            "POST",
+            "/v1/validations",
+            &h,
+            &[big.to_string().as_bytes()],
+        );
+        assert_error(&r, 413, "payload_too_large");
+    } else {
+        let mut h = h.to_vec();
+        h.push(("Transfer-Encoding", "chunked"));
+        let r = sc.proxy("POST", "/v1/validations", &h, b"2\r\n{}\r\n0\r\n\r\n");
+        assert_error(&r, 411, "length_required");
+    }
     let r = sc.proxy(
         "DELETE",
         "/v1/vouchers/ONE/sessions/k",
@@ -976,29 +989,23 @@ fn unreadable_bodies_are_refused_in_voucherify_shape() {
     assert!(up.received_at("/v1/").is_empty());
 }
 
-#[test]
-fn other_methods_and_sessionless_redemptions_still_need_credentials() {
+fn other_methods_and_sessionless_redemptions_still_need_credentials(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
-    assert_error(
-        &get(sc.ports.proxy, "/v1/validations", &[]),
-        401,
-        "unauthorized",
-    );
-    let r = get(
-        sc.ports.proxy,
+    let sc = sc.over(proto);
+    assert_error(&sc.proxy_get("/v1/validations", &[]), 401, "unauthorized");
+    let r = sc.proxy_get(
         "/v1/validations?m=get-ok",
         &[("X-App-Id", POS_APP_ID), ("X-App-Token", POS_TOKEN)],
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let plain = json!({"redeemables": [{"object": "voucher", "id": "ONE"}], "m": "redeem-plain"});
     assert_error(
-        &post_json(sc.ports.proxy, "/v1/redemptions", &[], &plain),
+        &sc.proxy_json("/v1/redemptions", &[], &plain),
         401,
         "unauthorized",
     );
-    let r = post_json(
-        sc.ports.proxy,
+    let r = sc.proxy_json(
         "/v1/redemptions",
         &[("Authorization", &bearer(WEB_TOKEN))],
         &plain,
@@ -1054,10 +1061,10 @@ fn send(
 
 /// SPEC §13.7, the hole the JS SDK found: every request under `/v1/` and `/client/v1/` is
 /// credential-checked, whatever the endpoint; a bad credential never reaches the app.
-#[test]
-fn unknown_endpoints_under_the_api_never_forward_bad_credentials() {
+fn unknown_endpoints_under_the_api_never_forward_bad_credentials(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let active = sc.metric("locks_active", &[]);
     let wrong = client_creds("wrong-token");
     let cases = [
@@ -1105,10 +1112,10 @@ fn unknown_endpoints_under_the_api_never_forward_bad_credentials() {
 /// SPEC §13.7: the JS SDK's legacy `client.validate()` locks like a validation (headers,
 /// all-or-nothing, rollback, sold-out answer in the single voucher shape) and `client.redeem()`
 /// releases the lock.
-#[test]
-fn legacy_client_side_validate_and_redeem() {
+fn legacy_client_side_validate_and_redeem(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let active = sc.metric("locks_active", &[]);
     let creds = client_creds(POS_TOKEN);
     let path = "/client/v1/validate?code=ONE&session_type=LOCK&session_key=legacy%2B1%2F%3D&session_ttl=1.5&session_ttl_unit=minutes";
@@ -1219,10 +1226,10 @@ fn legacy_client_side_validate_and_redeem() {
 
 /// SPEC §13.7: a stacked sold-out answer lists every refused code; the single voucher path
 /// answers in its own shape; both are counted in lock_rejections_total.
-#[test]
-fn sold_out_answers_list_every_refused_code() {
+fn sold_out_answers_list_every_refused_code(proto: Protocol) {
     let _g = serial();
     let (up, sc) = start();
+    let sc = sc.over(proto);
     let rejected = sc.metric("lock_rejections_total", &[("reason", "quantity_exceeded")]);
     lock_ok(
         &sc,
@@ -1266,10 +1273,10 @@ fn sold_out_answers_list_every_refused_code() {
 }
 
 /// SPEC §13.7: fractional ttls (rounded to the millisecond) and any-case units.
-#[test]
-fn fractional_ttls_and_lower_case_units() {
+fn fractional_ttls_and_lower_case_units(proto: Protocol) {
     let _g = serial();
     let (_up, sc) = start_on_manual_clock();
+    let sc = sc.over(proto);
     let active = sc.metric("locks_active", &[]);
     let r = lock(
         &sc,
@@ -1300,3 +1307,29 @@ fn fractional_ttls_and_lower_case_units() {
     sc.advance(Duration::from_millis(1));
     assert_eq!((sc.metric("locks_active", &[]) - active), 1.0);
 }
+
+both_protocols!(
+    validation_is_forwarded_with_generated_key_and_answered_with_session,
+    same_key_overwrites_and_never_double_counts,
+    every_ttl_unit_is_accepted_and_echoed,
+    invalid_sessions_are_400_and_not_forwarded,
+    exactly_quantity_of_fifty_concurrent_validations_win,
+    app_errors_roll_the_lock_back,
+    failed_overwrite_restores_the_replaced_lock,
+    unreachable_app_rolls_the_lock_back,
+    lock_of_a_request_refused_after_inspection_is_rolled_back,
+    session_is_added_only_when_the_answer_lacks_one,
+    redemption_forwards_lock_headers_and_releases_on_success,
+    release_endpoint_answers_204_then_404_and_is_never_forwarded,
+    expiry_frees_capacity,
+    multi_code_validation_is_all_or_nothing,
+    locked_headers_for_one_and_several_codes,
+    plain_validations_are_forwarded_without_lock_headers,
+    credentials_are_required_on_validations_redemptions_and_releases,
+    unreadable_bodies_are_refused_in_voucherify_shape,
+    other_methods_and_sessionless_redemptions_still_need_credentials,
+    unknown_endpoints_under_the_api_never_forward_bad_credentials,
+    legacy_client_side_validate_and_redeem,
+    sold_out_answers_list_every_refused_code,
+    fractional_ttls_and_lower_case_units,
+);
