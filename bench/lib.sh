@@ -428,7 +428,8 @@ start_forwarding_sidecar() {
 # ---- the same-job peer and the floor (issue 20, SPEC §13.6) ----
 
 # session_record ADMIN_PORT ID: one line of bench/lua/sidecar.lua's sessions file for the
-# session ID, read back from the sidecar's admin API: the dict holds the very same sessions.
+# session ID, read back from the sidecar's admin API: the dict holds the very same sessions,
+# with the idle and absolute timeouts of sidecar_conf's [sessions] (30 min, 12 h).
 session_record() {
   curl -sf "http://127.0.0.1:$1/admin/sessions/$2" -H "Authorization: Bearer $ADMIN_TOKEN" |
     python3 -c '
@@ -437,11 +438,14 @@ s = json.load(sys.stdin)
 def f(k):
     v = s.get(k)
     return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-exp = datetime.datetime.fromisoformat(s["expires_at"].replace("Z", "+00:00"))
-ttl = max(1, int((exp - datetime.datetime.now(datetime.timezone.utc)).total_seconds()))
+def ms(k):
+    t = datetime.datetime.fromisoformat(s[k].replace("Z", "+00:00"))
+    return int(t.timestamp() * 1000)
+now = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
 print("\t".join([s["id"], f("customer_id"), f("agent_id"), f("visit_id"), f("global_visit_id"),
-                 f("application_key"), f("tenant_id"), f("logged_in"), f("created_at"),
-                 f("expires_at"), str(ttl)]))'
+                 f("application_key"), f("tenant_id"), f("logged_in"), str(ms("created_at")),
+                 str(ms("expires_at")), str(ms("last_access")), str(30 * 60 * 1000),
+                 str(ms("created_at") + 12 * 3600 * 1000), str(max(1, (ms("expires_at") - now) // 1000))]))'
 }
 
 # start_nginx_lua NAME WORKERS PIN... : nginx + Lua doing the sidecar's forward job and its KC
@@ -503,9 +507,13 @@ check_nginx_lua() {
     -H 'X-Session-Id: no-such-session')
   [ "$status" = "401" ] || die "nginx + Lua answered $status, not 401, for a missing required session"
   [ -n "$kc" ] || return 0
+  # Both slide the idle deadline on every GET: expiresAt is the time of the request plus
+  # 30 minutes, so the two answers match but for the milliseconds between the requests.
   ours=$(curl -s "http://127.0.0.1:$port/gks-server/v1/sessions/$kc" -H "Authorization: Bearer $CLIENT_TOKEN")
   theirs=$(curl -s "http://127.0.0.1:$sidecar/gks-server/v1/sessions/$kc" -H "Authorization: Bearer $CLIENT_TOKEN")
-  [ "$ours" = "$theirs" ] || die "nginx + Lua's KC GET answer differs from the sidecar's:
+  # The last 12 characters are expiresAt's minutes, seconds and milliseconds: "MM:SS.mmmZ"}.
+  [ "${#ours}" = "${#theirs}" ] && [ "${ours:0:${#ours}-12}" = "${theirs:0:${#theirs}-12}" ] ||
+    die "nginx + Lua's KC GET answer differs from the sidecar's:
   lua:     $ours
   sidecar: $theirs"
 }
@@ -518,6 +526,7 @@ start_plain_pingora() {
   start_bg plain-pingora "${PIN_SUT[@]}" "$PLAIN_BIN" "127.0.0.1:$PLAIN_PORT" \
     "127.0.0.1:$UPSTREAM_PORT" "$1"
   PLAIN_PID=$LAST_PID
+  SIDECAR_PIDS+=("$PLAIN_PID") # pingora's fast stop is SIGINT, as the sidecar's
   wait_http "http://127.0.0.1:$PLAIN_PORT/answer" 20 "$PLAIN_PID" ||
     die "bench-plain-proxy did not start (see $WORK/plain-pingora.log)"
   cmp -s <(curl -s "http://127.0.0.1:$PLAIN_PORT/answer") "$1" ||
