@@ -547,14 +547,16 @@ build_plain_pingora() {
 
 # ensure_oha: sets OHA_BIN to a rate-limited load generator (oha, from crates.io: -q fixes the
 # request rate, --latency-correction measures from each request's scheduled start, so a stall
-# is not hidden by the requests it delayed). Installed once into ~/.cargo/bin, plain HTTP only
-# (no TLS features: nothing here needs them, and they would triple the build).
+# is not hidden by the requests it delayed). Installed once into ~/.cargo/bin, with the
+# system's OpenSSL (native-tls; libssl-dev) rather than its default rustls + aws-lc, which
+# would add a long C build for TLS nothing here uses (oha does not build with neither).
 OHA_VERSION="${BENCH_OHA_VERSION:-1.16.0}"
 ensure_oha() {
   OHA_BIN=$(command -v oha || echo "$HOME/.cargo/bin/oha")
   if [ ! -x "$OHA_BIN" ]; then
+    "$ROOT/scripts/install-packages" libssl-dev pkg-config
     log "installing oha $OHA_VERSION from crates.io (once)"
-    cargo install --quiet --locked --no-default-features oha --version "$OHA_VERSION" >"$WORK/oha-install.log" 2>&1 ||
+    cargo install --quiet --locked --no-default-features --features native-tls oha --version "$OHA_VERSION" >"$WORK/oha-install.log" 2>&1 ||
       { cat "$WORK/oha-install.log" >&2; die "could not install oha"; }
     OHA_BIN="$HOME/.cargo/bin/oha"
   fi
