@@ -512,10 +512,11 @@ check_nginx_lua() {
   ours=$(curl -s "http://127.0.0.1:$port/gks-server/v1/sessions/$kc" -H "Authorization: Bearer $CLIENT_TOKEN")
   theirs=$(curl -s "http://127.0.0.1:$sidecar/gks-server/v1/sessions/$kc" -H "Authorization: Bearer $CLIENT_TOKEN")
   # The last 12 characters are expiresAt's minutes, seconds and milliseconds: "MM:SS.mmmZ"}.
-  [ "${#ours}" = "${#theirs}" ] && [ "${ours:0:${#ours}-12}" = "${theirs:0:${#theirs}-12}" ] ||
+  if [ "${#ours}" != "${#theirs}" ] || [ "${ours:0:${#ours}-12}" != "${theirs:0:${#theirs}-12}" ]; then
     die "nginx + Lua's KC GET answer differs from the sidecar's:
   lua:     $ours
   sidecar: $theirs"
+  fi
 }
 
 # start_plain_pingora ANSWER_FILE: examples/bench-plain-proxy on the contender core, forwarding

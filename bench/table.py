@@ -355,6 +355,7 @@ def main():
     w("")
     w(f"Machine: {meta.get('nproc')} x {meta.get('cpu')}, {meta.get('kernel')}; {meta.get('rustc')}; "
       f"nginx {meta.get('nginx')}; {meta.get('wrk')}; redis {meta.get('redis')}; "
+      f"{meta.get('lua_module', 'libnginx-mod-http-lua ?')}; {meta.get('oha', 'oha not used')}; "
       f"{meta.get('sidecar')}.")
     print("\n".join(out))
 
