@@ -40,6 +40,8 @@ test: test-deps clients
 	CLIENTS_VENV=$(abspath $(CLIENTS_VENV)) $(CARGO) test --all-targets -- --skip exclusive::
 	CLIENTS_VENV=$(abspath $(CLIENTS_VENV)) $(CARGO) test --test it exclusive:: -- --test-threads=1
 
+# The benchmark (bench/RESULTS.md): nginx, nginx + Lua, plain pingora and the sidecar in one
+# alternating run; bench/run installs its Debian packages and the oha load generator itself.
 bench: build-deps
 	@bench/run
 

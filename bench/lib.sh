@@ -112,13 +112,15 @@ sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
 # ---- nginx ----
 
-# nginx_conf FILE SERVERS: one worker, no access log, long keep-alive, runtime files in $WORK.
+# nginx_conf FILE SERVERS: one worker (NGINX_WORKERS), no access log, long keep-alive, runtime
+# files in $WORK; NGINX_PRELUDE (main-context lines, e.g. load_module) goes first.
 nginx_conf() {
   local file=$1 servers=$2 dir
   dir="$(dirname "$file")"
   mkdir -p "$dir/tmp"
   cat >"$file" <<EOF
-worker_processes 1;
+${NGINX_PRELUDE:-}
+worker_processes ${NGINX_WORKERS:-1};
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
@@ -150,9 +152,9 @@ start_nginx() {
 
 # ---- the sidecar ----
 
-# sidecar_conf FILE PROXY_PORT ADMIN_PORT UPSTREAM_PORT STORE_TOML: one worker thread, the
-# header locator, every identity header, an admin credential and a client credential (the
-# Knowledge Center flavour with auth = "token").
+# sidecar_conf FILE PROXY_PORT ADMIN_PORT UPSTREAM_PORT STORE_TOML: one worker thread (or
+# BENCH_THREADS), the header locator, every identity header, an admin credential and a client
+# credential (the Knowledge Center flavour with auth = "token").
 sidecar_conf() {
   local file=$1 port=$2 admin=$3 upstream=$4 store=$5 dir
   dir="$(dirname "$file")"
@@ -160,7 +162,7 @@ sidecar_conf() {
 [server]
 listen = ["127.0.0.1:$port"]
 admin_listen = "127.0.0.1:$admin"
-threads = 1
+threads = ${BENCH_THREADS:-1}
 grace_period = "1s"
 upgrade_sock = "$dir/upgrade.sock"
 pid_file = "$dir/sidecar.pid"
@@ -421,4 +423,142 @@ start_forwarding_sidecar() {
     "customer=c-000042 agent=agent-7 logged_in=true") ;;
     *) die "the sidecar did not inject the session's identity: upstream saw '$identity'" ;;
   esac
+}
+
+# ---- the same-job peer and the floor (issue 20, SPEC §13.6) ----
+
+# session_record ADMIN_PORT ID: one line of bench/lua/sidecar.lua's sessions file for the
+# session ID, read back from the sidecar's admin API: the dict holds the very same sessions,
+# with the idle and absolute timeouts of sidecar_conf's [sessions] (30 min, 12 h).
+session_record() {
+  curl -sf "http://127.0.0.1:$1/admin/sessions/$2" -H "Authorization: Bearer $ADMIN_TOKEN" |
+    python3 -c '
+import json, sys, datetime
+s = json.load(sys.stdin)
+def f(k):
+    v = s.get(k)
+    return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+def ms(k):
+    t = datetime.datetime.fromisoformat(s[k].replace("Z", "+00:00"))
+    return int(t.timestamp() * 1000)
+now = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
+print("\t".join([s["id"], f("customer_id"), f("agent_id"), f("visit_id"), f("global_visit_id"),
+                 f("application_key"), f("tenant_id"), f("logged_in"), str(ms("created_at")),
+                 str(ms("expires_at")), str(ms("last_access")), str(30 * 60 * 1000),
+                 str(ms("created_at") + 12 * 3600 * 1000), str(max(1, (ms("expires_at") - now) // 1000))]))'
+}
+
+# start_nginx_lua NAME WORKERS PIN... : nginx + Lua doing the sidecar's forward job and its KC
+# GET answer (bench/lua/sidecar.lua) over the sessions in $WORK/lua-sessions.tsv, with a
+# keepalive pool to the upstream; sets LUA_PORT and LUA_PIDS (master and workers).
+start_nginx_lua() {
+  local name=$1 workers=$2 dir; shift 2
+  dir="$WORK/$name"
+  LUA_PORT=$(free_port)
+  mkdir -p "$dir"
+  printf '%s\tbench-client\n%s\tbench-admin\n' "$(sha256 "$CLIENT_TOKEN")" "$(sha256 "$ADMIN_TOKEN")" \
+    >"$WORK/lua-tokens.tsv"
+  NGINX_WORKERS=$workers NGINX_PRELUDE="load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" nginx_conf "$dir/nginx.conf" "
+    lua_package_path '$BENCH_DIR/lua/?.lua;/usr/share/lua/5.1/?.lua;;';
+    lua_shared_dict sessions 16m;
+    init_by_lua_block {
+        require('sidecar').load('$WORK/lua-sessions.tsv', '$WORK/lua-tokens.tsv')
+    }
+    upstream app {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$LUA_PORT;
+        location / {
+            access_by_lua_block { require('sidecar').forward(false) }
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+        location /required/ {
+            access_by_lua_block { require('sidecar').forward(true) }
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+        location ~ ^/gks-server/v1/sessions/([^/]+)\$ {
+            content_by_lua_block { require('sidecar').kc_get(ngx.var[1]) }
+        }
+        location = /healthz { return 200 \"ok\n\"; }
+    }"
+  NGINX_CHECK_URL="http://127.0.0.1:$LUA_PORT/healthz"
+  start_nginx "$name" "$dir/nginx.conf" "$@"
+  LUA_PIDS="${NGINX_PIDS[*]}"
+}
+
+# check_nginx_lua PORT SESSION KC_SESSION SIDECAR_PORT: nginx + Lua does the sidecar's job: the
+# upstream sees the same identity, a required missing session is 401, and the KC GET answer
+# is the sidecar's, byte for byte.
+check_nginx_lua() {
+  local port=$1 sid=$2 kc=$3 sidecar=$4 identity status ours theirs
+  identity=$(curl -s "http://127.0.0.1:$port/bench/identity" -H "X-Session-Id: $sid" \
+    -H 'X-Customer-Id: forged')
+  [ "$identity" = "customer=c-000042 agent=agent-7 logged_in=true" ] ||
+    die "nginx + Lua did not inject the session's identity: upstream saw '$identity'"
+  status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/required/x" \
+    -H 'X-Session-Id: no-such-session')
+  [ "$status" = "401" ] || die "nginx + Lua answered $status, not 401, for a missing required session"
+  [ -n "$kc" ] || return 0
+  # Both slide the idle deadline on every GET: expiresAt is the time of the request plus
+  # 30 minutes, so the two answers match but for the milliseconds between the requests.
+  ours=$(curl -s "http://127.0.0.1:$port/gks-server/v1/sessions/$kc" -H "Authorization: Bearer $CLIENT_TOKEN")
+  theirs=$(curl -s "http://127.0.0.1:$sidecar/gks-server/v1/sessions/$kc" -H "Authorization: Bearer $CLIENT_TOKEN")
+  # The last 12 characters are expiresAt's minutes, seconds and milliseconds: "MM:SS.mmmZ"}.
+  if [ "${#ours}" != "${#theirs}" ] || [ "${ours:0:${#ours}-12}" != "${theirs:0:${#theirs}-12}" ]; then
+    die "nginx + Lua's KC GET answer differs from the sidecar's:
+  lua:     $ours
+  sidecar: $theirs"
+  fi
+}
+
+# start_plain_pingora ANSWER_FILE: examples/bench-plain-proxy on the contender core, forwarding
+# to the upstream and answering /answer with ANSWER_FILE's bytes (the KC GET answer's size and
+# type, so the floor writes what the sidecar writes); sets PLAIN_PORT and PLAIN_PID.
+start_plain_pingora() {
+  PLAIN_PORT=$(free_port)
+  start_bg plain-pingora "${PIN_SUT[@]}" "$PLAIN_BIN" "127.0.0.1:$PLAIN_PORT" \
+    "127.0.0.1:$UPSTREAM_PORT" "$1"
+  PLAIN_PID=$LAST_PID
+  SIDECAR_PIDS+=("$PLAIN_PID") # pingora's fast stop is SIGINT, as the sidecar's
+  wait_http "http://127.0.0.1:$PLAIN_PORT/answer" 20 "$PLAIN_PID" ||
+    die "bench-plain-proxy did not start (see $WORK/plain-pingora.log)"
+  cmp -s <(curl -s "http://127.0.0.1:$PLAIN_PORT/answer") "$1" ||
+    die "bench-plain-proxy's /answer is not the answer file's bytes"
+}
+
+# build_plain_pingora: sets PLAIN_BIN to BENCH_PLAIN_BIN, or builds examples/bench-plain-proxy.
+build_plain_pingora() {
+  if [ -n "${BENCH_PLAIN_BIN:-}" ]; then
+    PLAIN_BIN="$BENCH_PLAIN_BIN"
+  else
+    log "building examples/bench-plain-proxy.rs"
+    (cd "$ROOT" && cargo build --release --quiet --example bench-plain-proxy)
+    PLAIN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench-plain-proxy"
+  fi
+  [ -x "$PLAIN_BIN" ] || die "no bench-plain-proxy binary at $PLAIN_BIN"
+}
+
+# ensure_oha: sets OHA_BIN to a rate-limited load generator (oha, from crates.io: -q fixes the
+# request rate, --latency-correction measures from each request's scheduled start, so a stall
+# is not hidden by the requests it delayed). Installed once into ~/.cargo/bin, with the
+# system's OpenSSL (native-tls; libssl-dev) rather than its default rustls + aws-lc, which
+# would add a long C build for TLS nothing here uses (oha does not build with neither).
+OHA_VERSION="${BENCH_OHA_VERSION:-1.16.0}"
+ensure_oha() {
+  OHA_BIN=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+  if [ ! -x "$OHA_BIN" ]; then
+    "$ROOT/scripts/install-packages" libssl-dev pkg-config
+    log "installing oha $OHA_VERSION from crates.io (once)"
+    cargo install --quiet --locked --no-default-features --features native-tls oha --version "$OHA_VERSION" >"$WORK/oha-install.log" 2>&1 ||
+      { cat "$WORK/oha-install.log" >&2; die "could not install oha"; }
+    OHA_BIN="$HOME/.cargo/bin/oha"
+  fi
 }

@@ -4,8 +4,12 @@
 //! sidecar and nginx to split the sidecar's CPU per request into "pingora" and "ours".
 //! Requests under `/answer` are answered by the proxy itself (`200 ok`, as nginx's static
 //! `return 200` answers): the floor under the sidecar's own session answers (bench/run row 5).
+//! With ANSWER_FILE, `/answer` sends that file's bytes as `application/json` with
+//! `Cache-Control: no-store` instead: bench/run passes the sidecar's KC GET answer, so the
+//! floor writes the same bytes and headers the sidecar does (SPEC §13.6's "direct floor").
 //!
-//! Usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR   (e.g. 127.0.0.1:8081 127.0.0.1:3000)
+//! Usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR [ANSWER_FILE]
+//!        (e.g. 127.0.0.1:8081 127.0.0.1:3000)
 
 use async_trait::async_trait;
 use mimalloc::MiMalloc;
@@ -22,6 +26,9 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 struct PlainProxy {
     peer: HttpPeer,
+    /// The `/answer` body and its content type.
+    answer: bytes::Bytes,
+    json: bool,
 }
 
 #[async_trait]
@@ -34,14 +41,19 @@ impl ProxyHttp for PlainProxy {
         if !session.req_header().uri.path().starts_with("/answer") {
             return Ok(false);
         }
-        let mut header = ResponseHeader::build(200, Some(2))?;
-        header.insert_header("Content-Type", "text/plain")?;
-        header.insert_header("Content-Length", "3")?;
+        let mut header = ResponseHeader::build(200, Some(3))?;
+        if self.json {
+            header.insert_header("Content-Type", "application/json")?;
+            header.insert_header("Cache-Control", "no-store")?;
+        } else {
+            header.insert_header("Content-Type", "text/plain")?;
+        }
+        header.insert_header("Content-Length", self.answer.len())?;
         session
             .write_response_header(Box::new(header), false)
             .await?;
         session
-            .write_response_body(Some(bytes::Bytes::from_static(b"ok\n")), true)
+            .write_response_body(Some(self.answer.clone()), true)
             .await?;
         Ok(true)
     }
@@ -54,12 +66,22 @@ impl ProxyHttp for PlainProxy {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR");
+        eprintln!("usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR [ANSWER_FILE]");
         std::process::exit(2);
     };
     let Ok(upstream) = upstream.parse::<SocketAddr>() else {
         eprintln!("bench-plain-proxy: {upstream} is not an address like 127.0.0.1:3000");
         std::process::exit(2);
+    };
+    let (answer, json) = match args.get(3) {
+        Some(path) => match std::fs::read(path) {
+            Ok(body) => (bytes::Bytes::from(body), true),
+            Err(e) => {
+                eprintln!("bench-plain-proxy: cannot read {path}: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => (bytes::Bytes::from_static(b"ok\n"), false),
     };
     // The sidecar's runtime settings: one thread, running its own single-threaded runtime.
     let conf = ServerConf {
@@ -73,6 +95,8 @@ fn main() {
         &server.configuration,
         PlainProxy {
             peer: HttpPeer::new(upstream, false, String::new()),
+            answer,
+            json,
         },
     );
     proxy.add_tcp(listen);
