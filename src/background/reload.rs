@@ -74,7 +74,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.http.keepalive_requests != new.server.http.keepalive_requests {
         out.push("server.keepalive_requests");
     }
-    if old.store.backend != new.store.backend || old.store.redis.urls != new.store.redis.urls {
+    if old.store.backend != new.store.backend
+        || old.store.redis.urls != new.store.redis.urls
+        || old.store.redis.sentinels != new.store.redis.sentinels {
         out.push("store");
     }
     if old.sessions.max_sessions != new.sessions.max_sessions {

@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod pem;
+mod redis;
 pub mod runtime;
 pub mod tls;
 pub mod units;
