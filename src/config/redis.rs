@@ -29,6 +29,26 @@ pub struct RedisSettings {
     pub wait_for_replicas: u32,
 }
 
+impl Default for RedisSettings {
+    /// The file's defaults: one local standalone Redis, no TLS, no ACL user.
+    fn default() -> Self {
+        RedisSettings {
+            urls: vec![DEFAULT_URL.to_string()],
+            cluster: false,
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
+            key_prefix: "session-sidecar:".into(),
+            near_cache_ttl: Duration::from_secs(1),
+            degraded_grace: Duration::from_secs(30),
+            timeout: Duration::from_millis(500),
+            tls: None,
+            username: None,
+            password: None,
+            wait_for_replicas: 0,
+        }
+    }
+}
+
 impl RedisSettings {
     pub fn sentinel(&self) -> bool {
         !self.sentinels.is_empty()

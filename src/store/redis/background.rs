@@ -36,6 +36,10 @@ pub(super) async fn subscribe(inner: Arc<Inner>) {
         seed = seed.wrapping_add(1);
         match listen(&inner, seed, &channel).await {
             Ok(()) => log::warn!("redis store: invalidation subscription ended; resubscribing"),
+            Err(e) if super::checks::is_permission_failure(&e) => crate::warn_throttled!(
+                "redis permissions",
+                "redis store: cannot subscribe to invalidations: {e}"
+            ),
             Err(e) => log::debug!("redis store: cannot subscribe to invalidations: {e}"),
         }
         tokio::time::sleep(RESUBSCRIBE_AFTER).await;

@@ -20,17 +20,20 @@ use redis::cmd;
 use std::time::{Duration, Instant};
 
 /// Redis's words for refused credentials.
-fn is_auth_failure(e: &str) -> bool {
+pub(super) fn is_auth_failure(e: &str) -> bool {
     let e = e.to_ascii_lowercase();
     ["wrongpass", "noauth", "invalid username-password", "authentication"]
         .iter()
         .any(|w| e.contains(w))
 }
 
-/// Redis's words for a missing ACL permission (a command, a key or a channel).
-fn is_permission_failure(e: &str) -> bool {
+/// Redis's words for a missing ACL permission (a command, a key or a channel), directly or
+/// inside a script.
+pub(super) fn is_permission_failure(e: &str) -> bool {
     let e = e.to_ascii_lowercase();
-    e.contains("noperm") || e.contains("no permissions")
+    e.contains("noperm")
+        || e.contains("no permissions")
+        || e.contains("user executing the script can't run")
 }
 
 fn who(inner: &Inner) -> String {
@@ -100,6 +103,9 @@ async fn check(inner: &Inner) -> Result<(), String> {
     if outcome.is_ok() {
         outcome = check_epoch(inner).await;
     }
+    if outcome.is_ok() {
+        outcome = subscribe_allowed(inner).await;
+    }
     match outcome {
         Ok(()) => {
             log::info!("redis store: connected to Redis ({where_}) as {}", who(inner));
@@ -109,6 +115,24 @@ async fn check(inner: &Inner) -> Result<(), String> {
             Err(permission_error(inner, &why))
         }
         Err(e) => unreachable(&e),
+    }
+}
+
+/// The invalidation subscriber needs SUBSCRIBE and the channel: tried once here, so a
+/// missing permission is an error at start rather than a silently stale near cache.
+async fn subscribe_allowed(inner: &Inner) -> Result<(), StoreError> {
+    let client = inner
+        .link
+        .pubsub_client(0)
+        .map_err(StoreError::Unavailable)?;
+    let attempt = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(inner.keys.channel()).await
+    };
+    match tokio::time::timeout(inner.settings.timeout, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+        Err(_) => Err(StoreError::Unavailable("SUBSCRIBE: no answer".into())),
     }
 }
 
@@ -173,6 +197,9 @@ mod tests {
         assert!(!is_auth_failure("connection refused"));
         assert!(is_permission_failure(
             "NOPERM: User app has no permissions to run the 'hset' command"
+        ));
+        assert!(is_permission_failure(
+            "ResponseError: The user executing the script can't run this command or subcommand"
         ));
         assert!(!is_permission_failure("timed out"));
     }

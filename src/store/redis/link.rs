@@ -322,7 +322,17 @@ impl Link {
                 self.health.ok();
                 return Ok(v);
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => {
+                let why = e.to_string();
+                if super::checks::is_permission_failure(&why) {
+                    // Redis answered: it is up, it refused. Not degraded mode, but loud.
+                    self.health.ok();
+                    metrics::store_error(BACKEND);
+                    crate::warn_throttled!("redis permissions", "redis store: {why}");
+                    return Err(StoreError::Unavailable(format!("redis: {why}")));
+                }
+                why
+            }
             Err(_) => format!("no answer within {limit:?}"),
         };
         self.failed(&failure);
