@@ -95,6 +95,9 @@ fn sentinel_failover_under_load_follows_the_new_master_and_loses_no_acknowledged
             let mut samples = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let r = request(port, "GET", "/steady/load", &[("X-Session-Id", &sid)], b"");
+                if r.status != 200 {
+                    eprintln!("forward at {:?}: {} {}", start.elapsed(), r.status, r.text());
+                }
                 samples.push((start.elapsed(), r.status == 200));
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -71,6 +71,12 @@ impl Health {
         }
     }
 
+    /// A new master: the next command tries it rather than short-cutting to the near cache
+    /// (which a failover has just emptied).
+    fn forget_failures(&self) {
+        self.last_err.store(0, Ordering::Relaxed);
+    }
+
     /// Logs, once per outage, that it has outlasted `grace` (called by the maintenance loop).
     pub fn note_grace(&self, grace: Duration) {
         if self.down.load(Ordering::Relaxed)
@@ -144,6 +150,10 @@ pub enum Switch {
 pub struct Link {
     /// None until the sentinels named a master (Sentinel only).
     conn: RwLock<Option<Connection>>,
+    /// With `wait_for_replicas` (not Cluster): a second connection that carries only the
+    /// writes that are waited for, and their `WAIT`. Redis blocks a connection during `WAIT`,
+    /// so on the shared one every read and touch would queue behind it.
+    writer: RwLock<Option<Connection>>,
     /// Sentinel: the master `conn` points at.
     master: RwLock<Option<(String, u16)>>,
     settings: RedisSettings,
@@ -151,6 +161,8 @@ pub struct Link {
     pub health: Health,
     /// Woken when the master changes, so the invalidation subscriber moves too.
     pub switched: tokio::sync::Notify,
+    /// Bumped when the master changes (see `attempt`).
+    generation: AtomicU64,
 }
 
 /// A client for `url` with the settings' ACL user and TLS material.
@@ -210,6 +222,7 @@ impl Link {
     /// that will drive the connection (its tasks are spawned there).
     pub fn open(settings: &RedisSettings) -> Result<Link, String> {
         let timeout = settings.timeout;
+        let mut writer = None;
         let conn = if settings.sentinel() {
             None
         } else if settings.cluster {
@@ -244,15 +257,20 @@ impl Link {
                         .into(),
                 );
             };
+            if settings.wait_for_replicas > 0 {
+                writer = Some(manager(settings, url)?);
+            }
             Some(manager(settings, url)?)
         };
         Ok(Link {
             conn: RwLock::new(conn),
+            writer: RwLock::new(writer),
             master: RwLock::new(None),
             settings: settings.clone(),
             timeout,
             health: Health::default(),
             switched: tokio::sync::Notify::new(),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -278,9 +296,15 @@ impl Link {
         if previous.as_ref() == Some(&new) {
             return Ok(Switch::Same);
         }
-        let conn = manager(&self.settings, &self.master_url(host, port))?;
+        let url = self.master_url(host, port);
+        let conn = manager(&self.settings, &url)?;
+        if self.settings.wait_for_replicas > 0 {
+            *self.writer.write() = Some(manager(&self.settings, &url)?);
+        }
         *self.conn.write() = Some(conn);
         *self.master.write() = Some(new);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.health.forget_failures();
         self.switched.notify_waiters();
         Ok(match previous {
             None => Switch::First,
@@ -309,18 +333,25 @@ impl Link {
 
     /// Bounds `fut` by the timeout and records the outcome.
     async fn run<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
-        self.run_within(self.timeout, fut).await
+        let gen = self.generation.load(Ordering::Acquire);
+        self.attempt(gen, fut)
+            .await
+            .unwrap_or_else(|| Err(StoreError::Unavailable("redis: the master changed".into())))
     }
 
-    async fn run_within<T>(
+    /// `run` for a command sent on the connection of generation `gen`. None: it failed after
+    /// the master changed (Sentinel), so the failure belongs to the old master: it is not
+    /// recorded (it would put the new one in degraded mode) and the caller retries.
+    async fn attempt<T>(
         &self,
-        limit: Duration,
+        gen: u64,
         fut: impl Future<Output = RedisResult<T>>,
-    ) -> StoreResult<T> {
+    ) -> Option<StoreResult<T>> {
+        let limit = self.timeout;
         let failure = match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => {
                 self.health.ok();
-                return Ok(v);
+                return Some(Ok(v));
             }
             Ok(Err(e)) => {
                 let why = e.to_string();
@@ -329,14 +360,17 @@ impl Link {
                     self.health.ok();
                     metrics::store_error(BACKEND);
                     crate::warn_throttled!("redis permissions", "redis store: {why}");
-                    return Err(StoreError::Unavailable(format!("redis: {why}")));
+                    return Some(Err(StoreError::Unavailable(format!("redis: {why}"))));
                 }
                 why
             }
             Err(_) => format!("no answer within {limit:?}"),
         };
+        if self.generation.load(Ordering::Acquire) != gen {
+            return None;
+        }
         self.failed(&failure);
-        Err(StoreError::Unavailable(format!("redis: {failure}")))
+        Some(Err(StoreError::Unavailable(format!("redis: {failure}"))))
     }
 
     fn failed(&self, why: &str) {
@@ -344,53 +378,80 @@ impl Link {
         metrics::store_error(BACKEND);
     }
 
-    pub async fn query(&self, cmd: &Cmd) -> StoreResult<Value> {
-        let mut conn = match self.conn() {
-            Ok(c) => c,
+    /// The connection and its generation.
+    fn current(&self) -> StoreResult<(u64, Connection)> {
+        let gen = self.generation.load(Ordering::Acquire);
+        match self.conn() {
+            Ok(c) => Ok((gen, c)),
             Err(e) => {
                 self.failed("no master known");
-                return Err(e);
+                Err(e)
             }
-        };
-        self.run(cmd.query_async(&mut conn)).await
+        }
+    }
+
+    pub async fn query(&self, cmd: &Cmd) -> StoreResult<Value> {
+        // A second try only when the master changed under the first.
+        for _ in 0..2 {
+            let (gen, mut conn) = self.current()?;
+            if let Some(r) = self.attempt(gen, cmd.query_async(&mut conn)).await {
+                return r;
+            }
+        }
+        Err(StoreError::Unavailable("redis: the master changed".into()))
     }
 
     pub async fn script(&self, invocation: &ScriptInvocation<'_>) -> StoreResult<Value> {
-        let mut conn = match self.conn() {
-            Ok(c) => c,
-            Err(e) => {
-                self.failed("no master known");
-                return Err(e);
+        for _ in 0..2 {
+            let (gen, mut conn) = self.current()?;
+            if let Some(r) = self.attempt(gen, invocation.invoke_async(&mut conn)).await {
+                return r;
             }
-        };
-        self.run(invocation.invoke_async(&mut conn)).await
+        }
+        Err(StoreError::Unavailable("redis: the master changed".into()))
     }
 
-    /// `wait_for_replicas` (SPEC §13.4): `WAIT n` on the connection that carried the write,
-    /// so the write is acknowledged only once `n` replicas hold it. Redis blocks the
-    /// connection while it waits, so commands behind it wait too: that is the cost.
-    pub async fn wait_for_replicas(&self) -> StoreResult<()> {
+    /// A write that `wait_for_replicas` (SPEC §13.4) applies to: the script, then, when
+    /// `wrote` says it changed something, `WAIT n` on the same connection, so the write is
+    /// acknowledged only once `n` replicas hold it. Returns the script's reply and the
+    /// outcome of the wait (Ok when nothing was to be waited for).
+    pub async fn script_replicated(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        wrote: impl Fn(&Value) -> bool,
+    ) -> StoreResult<(Value, StoreResult<()>)> {
         let n = self.settings.wait_for_replicas;
         if n == 0 {
-            return Ok(());
+            return Ok((self.script(invocation).await?, Ok(())));
+        }
+        // The dedicated connection when there is one (Cluster: the shared one).
+        let writer = self.writer.read().clone();
+        let mut conn = match writer {
+            Some(w) => w,
+            None => self.conn()?,
+        };
+        let reply = self.run(invocation.invoke_async(&mut conn)).await?;
+        if !wrote(&reply) {
+            return Ok((reply, Ok(())));
         }
         // WAIT's own timeout ends before ours, so a slow replica is an answer, not a timeout.
         let wait_ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
         let mut c = redis::cmd("WAIT");
         c.arg(n).arg(wait_ms);
-        let mut conn = self.conn()?;
-        let acked = self.run(c.query_async::<i64>(&mut conn)).await?;
-        if acked >= i64::from(n) {
-            Ok(())
-        } else {
-            crate::warn_throttled!(
-                "redis replicas",
-                "redis store: only {acked} of {n} replicas acknowledged a write within \
-                 {wait_ms} ms (wait_for_replicas): the request is refused"
-            );
-            Err(StoreError::Unavailable(format!(
-                "redis: {acked} of {n} replicas acknowledged the write"
-            )))
-        }
+        let waited = match self.run(c.query_async::<i64>(&mut conn)).await {
+            Ok(acked) if acked >= i64::from(n) => Ok(()),
+            Ok(acked) => {
+                crate::warn_throttled!(
+                    "redis replicas",
+                    "redis store: only {acked} of {n} replicas acknowledged a write within \
+                     {wait_ms} ms (wait_for_replicas): the request is refused"
+                );
+                Err(StoreError::Unavailable(format!(
+                    "redis: {acked} of {n} replicas acknowledged the write"
+                )))
+            }
+            Err(e) => Err(e),
+        };
+        Ok((reply, waited))
     }
 }

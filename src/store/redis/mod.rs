@@ -273,12 +273,23 @@ impl Inner {
 
     // ---- changing -----------------------------------------------------------------------
 
+    /// Stores a new session unless its id is live; says whether it did. With
+    /// `wait_for_replicas`, a write the replicas did not acknowledge is taken back and the
+    /// call fails: the caller answers 503 and nothing was created.
     async fn write_new(&self, s: &Session) -> StoreResult<bool> {
         let mut inv = CREATE.key(self.keys.session(&s.id));
         inv.arg(now_millis())
             .arg(s.expires_at)
             .arg(codec::to_fields(s));
-        Ok(int(&self.link.script(&inv).await?) == Some(1))
+        let (reply, waited) = self
+            .link
+            .script_replicated(&inv, |v| int(v) == Some(1))
+            .await?;
+        if let Err(e) = waited {
+            let _ = self.take(&s.id, None).await;
+            return Err(e);
+        }
+        Ok(int(&reply) == Some(1))
     }
 
     async fn create(
@@ -318,9 +329,6 @@ impl Inner {
             }
             return written.map(|_| CreateOutcome::IdTaken);
         }
-        // Acknowledged only once the replicas have it (wait_for_replicas); if they do not
-        // confirm, the caller answers 503 and the unconfirmed session simply expires.
-        self.link.wait_for_replicas().await?;
         self.near.put(&session);
         if is_indexed(&session) {
             metrics::session_created(session.flavor);
@@ -441,15 +449,9 @@ impl Inner {
         reason: EndReason,
     ) -> StoreResult<Option<Session>> {
         // The new session is written first: the old key never points at nothing.
+        // With wait_for_replicas the new session is acknowledged by the replicas before the
+        // old one is touched, so a refused rotation changes nothing.
         let written = self.write_new(&new).await?;
-        if written {
-            // A rotation is acknowledged only once the replicas hold the new session; until
-            // then the old one is left alone, so a refused rotation changes nothing.
-            if let Err(e) = self.link.wait_for_replicas().await {
-                let _ = self.take(&new.id, None).await;
-                return Err(e);
-            }
-        }
         let alias = (!grace.is_zero()).then(|| {
             // Redis expires keys on its own wall clock: the alias is on system time too.
             let mut a = Session::with_fixed_ttl_at(
@@ -521,7 +523,15 @@ impl Inner {
                 .arg(limit);
         }
         inv.arg(session.expires_at).arg(codec::to_fields(&session));
-        let reply = self.link.script(&inv).await?;
+        let acquired = |v: &Value| match v {
+            Value::Array(parts) => parts.first().and_then(int) == Some(1),
+            _ => false,
+        };
+        let (reply, waited) = if count {
+            self.link.script_replicated(&inv, acquired).await?
+        } else {
+            (self.link.script(&inv).await?, Ok(()))
+        };
         let parts = match &reply {
             Value::Array(parts) => parts,
             _ => {
@@ -530,15 +540,19 @@ impl Inner {
                 ))
             }
         };
+        if let Err(e) = waited {
+            // Not acknowledged: a new lock is given back; a renewed one is left as it is.
+            if parts.get(1).and_then(|v| from_reply(&session.id, v)).is_none() {
+                let _ = self.take_lock(&session.id).await;
+            }
+            return Err(e);
+        }
         if parts.first().and_then(int) != Some(1) {
             let code = parts.get(1).and_then(codec::text).unwrap_or_default();
             return Ok(LockOutcome::Refused { code });
         }
         let replaced = parts.get(1).and_then(|v| from_reply(&session.id, v));
         let others = parts.get(2).map(totals).unwrap_or_default();
-        if count {
-            self.link.wait_for_replicas().await?;
-        }
         self.near.put(&session);
         if replaced.is_none() && count {
             metrics::session_created(session.flavor);
