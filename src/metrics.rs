@@ -116,10 +116,10 @@ pub fn init() {
 /// first scrape (alert rules and dashboards query it) rather than after the first failure.
 pub fn store_backend(backend: &str) {
     STORE_ERRORS.with_label_values(&[backend]);
-    if backend == "redis" {
-        STORE_FAILOVERS.with_label_values(&[backend]);
-        STORE_RESETS.with_label_values(&[backend]);
-    }
+    // Only Redis fails over or comes back empty; the series exist for every backend so that
+    // dashboards and alerts find them (at zero).
+    STORE_FAILOVERS.with_label_values(&[backend]);
+    STORE_RESETS.with_label_values(&[backend]);
 }
 
 /// Values of the `kind` label of `upstream_errors_total`.

@@ -564,6 +564,9 @@ fn dashboard_parses_and_every_panel_has_a_query() {
         "session_sidecar_lock_rejections_total",
         "session_sidecar_store_operation_duration_seconds_bucket",
         "session_sidecar_store_errors_total",
+        // Issue 18: failovers followed and Redis coming back empty.
+        "session_sidecar_store_failovers_total",
+        "session_sidecar_store_resets_total",
     ] {
         assert!(exprs.contains(needed), "the dashboard has no query with {needed}");
     }
