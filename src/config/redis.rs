@@ -309,6 +309,13 @@ pub(super) fn validate(
             );
         }
     }
+    if cluster && *r.wait_for_replicas.get_ref() > 0 {
+        return err(
+            span_of(&r.wait_for_replicas),
+            "store.redis.wait_for_replicas is for standalone and Sentinel deployments; a Redis \
+             Cluster write would need a WAIT on each session's own master",
+        );
+    }
     Ok(RedisSettings {
         urls,
         cluster,

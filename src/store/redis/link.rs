@@ -424,7 +424,7 @@ impl Link {
         if n == 0 {
             return Ok((self.script(invocation).await?, Ok(())));
         }
-        // The dedicated connection when there is one (Cluster: the shared one).
+        // The dedicated connection (the shared one only before a Sentinel master is known).
         let writer = self.writer.read().clone();
         let mut conn = match writer {
             Some(w) => w,
