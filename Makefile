@@ -9,8 +9,9 @@ BUILD_PACKAGES := cmake gcc g++ make pkg-config
 # Tests start their own redis-server processes; promtool (package prometheus) checks alert rules.
 # tests/it/real_clients.rs drives the sidecar through the real Voucherify and Tessitura client
 # libraries: Node for the JS SDK, a Python virtualenv for the Python ones. tests/it/tls.rs is
-# a TLS client through curl (OpenSSL, --http2, --tls-max, --cert).
-TEST_PACKAGES := redis-server redis-tools prometheus busybox python3 python3-venv nodejs curl
+# a TLS client through curl (OpenSSL, --http2, --tls-max, --cert). .ci/conformance-redis-ha makes
+# its TLS Redis certificates with the openssl command.
+TEST_PACKAGES := redis-server redis-tools prometheus busybox python3 python3-venv nodejs curl openssl
 # Where the Python client libraries are installed (tests/it/real_clients.rs reads it too).
 CLIENTS_VENV ?= target/clients-venv
 
