@@ -76,7 +76,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.store.backend != new.store.backend
         || old.store.redis.urls != new.store.redis.urls
-        || old.store.redis.sentinels != new.store.redis.sentinels {
+        || old.store.redis.sentinels != new.store.redis.sentinels
+    {
         out.push("store");
     }
     if old.sessions.max_sessions != new.sessions.max_sessions {

@@ -44,7 +44,11 @@ fn admin_create(admin_port: u16, customer: &str) -> Response {
     )
 }
 
-fn binary_on(redis_url: &str, up: &EchoUpstream, more: &str) -> (SidecarProcess, tempfile::TempDir) {
+fn binary_on(
+    redis_url: &str,
+    up: &EchoUpstream,
+    more: &str,
+) -> (SidecarProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new(up.port);
     let keys = format!(
@@ -80,20 +84,41 @@ fn redis_restarted_empty_is_noticed_in_a_metric_and_one_log_line() {
     redis.kill();
     // Requests during the outage: their failures must not each get a log line.
     for i in 0..60 {
-        let _ = request(p.ports.proxy, "GET", &format!("/x/{i}"), &[("X-Session-Id", "unknown-id")], b"");
+        let _ = request(
+            p.ports.proxy,
+            "GET",
+            &format!("/x/{i}"),
+            &[("X-Session-Id", "unknown-id")],
+            b"",
+        );
         let _ = admin_create(p.ports.admin, "cust-during");
     }
     redis.restart();
     assert!(
-        eventually(Duration::from_secs(10), || metric(&p, "store_resets_total") == 1.0),
+        eventually(Duration::from_secs(10), || metric(&p, "store_resets_total")
+            == 1.0),
         "the empty Redis was not noticed: {}",
         p.log_text()
     );
-    assert!(eventually(Duration::from_secs(5), || get(p.ports.admin, "/readyz", &[]).status == 200));
+    assert!(eventually(Duration::from_secs(5), || get(
+        p.ports.admin,
+        "/readyz",
+        &[]
+    )
+    .status
+        == 200));
     // What the operator loses: the session made before is unknown now.
-    let r = request(p.ports.proxy, "GET", "/after", &[("X-Session-Id", &sid)], b"");
+    let r = request(
+        p.ports.proxy,
+        "GET",
+        "/after",
+        &[("X-Session-Id", &sid)],
+        b"",
+    );
     assert_eq!(r.status, 200);
-    assert!(up.received_at("/after")[0].header("X-Customer-Id").is_none());
+    assert!(up.received_at("/after")[0]
+        .header("X-Customer-Id")
+        .is_none());
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(metric(&p, "store_resets_total"), 1.0, "counted once");
 
@@ -103,7 +128,10 @@ fn redis_restarted_empty_is_noticed_in_a_metric_and_one_log_line() {
     assert_eq!(count("Redis stopped answering"), 1, "{log}");
     assert_eq!(count("Redis answers again"), 1, "{log}");
     let warns = log.lines().filter(|l| l.contains("WARN")).count();
-    assert!(warns < 15, "{warns} WARN lines for one outage of 120 failed requests:\n{log}");
+    assert!(
+        warns < 15,
+        "{warns} WARN lines for one outage of 120 failed requests:\n{log}"
+    );
 }
 
 #[test]
@@ -112,11 +140,15 @@ fn redis_unreachable_at_start_is_logged_and_a_failed_create_claims_no_index() {
     let up = EchoUpstream::start();
     let (p, _dir) = binary_on(&format!("redis://127.0.0.1:{port}"), &up, "");
     assert!(
-        eventually(Duration::from_secs(10), || p.log_text().contains("unreachable at start-up")),
+        eventually(Duration::from_secs(10), || p
+            .log_text()
+            .contains("unreachable at start-up")),
         "{}",
         p.log_text()
     );
-    assert!(eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", p.ports.admin)).is_ok()));
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", p.ports.admin)).is_ok()
+    }));
     assert_eq!(get(p.ports.admin, "/readyz", &[]).status, 503);
     let r = admin_create(p.ports.admin, "cust-down");
     assert_eq!(r.status, 503, "{}", r.text());
@@ -160,8 +192,13 @@ fn a_stalled_redis_serves_forwards_from_copies_for_the_grace_from_the_outage_sta
     let sid = r.json()["id"].as_str().unwrap().to_string();
     let forward = |tag: &str| {
         let path = format!("/stall/{tag}/{}", new_uuid());
-        let status = sc.proxy("GET", &path, &[("X-Session-Id", &sid)], b"").status;
-        let who = up.received_at(&path).first().and_then(|r| r.header("X-Customer-Id"));
+        let status = sc
+            .proxy("GET", &path, &[("X-Session-Id", &sid)], b"")
+            .status;
+        let who = up
+            .received_at(&path)
+            .first()
+            .and_then(|r| r.header("X-Customer-Id"));
         (status, who)
     };
     // The copy is made now; the outage starts 2 s later: a per-copy grace of 3 s would end
@@ -173,7 +210,12 @@ fn a_stalled_redis_serves_forwards_from_copies_for_the_grace_from_the_outage_sta
     let resume = scopeguard(&redis);
 
     // Session endpoints: 503 in each flavour's shape.
-    let kc = sc.proxy("GET", "/gks-server/v1/sessions/some-session", &[("Authorization", &bearer(WEB_TOKEN))], b"");
+    let kc = sc.proxy(
+        "GET",
+        "/gks-server/v1/sessions/some-session",
+        &[("Authorization", &bearer(WEB_TOKEN))],
+        b"",
+    );
     assert_eq!(kc.status, 503, "{}", kc.text());
     assert_eq!(kc.json()["code"], 503);
     let swb = post_json(
@@ -183,8 +225,17 @@ fn a_stalled_redis_serves_forwards_from_copies_for_the_grace_from_the_outage_sta
         &json!({"ApplicationKey": APP_KEY}),
     );
     assert_eq!(swb.status, 200, "SpreadsheetWEB answers 200 always");
-    assert!(swb.text().contains("temporarily unavailable"), "{}", swb.text());
-    let tess = sc.proxy("POST", "/Web/Session", &[("Authorization", &bearer(WEB_TOKEN))], b"");
+    assert!(
+        swb.text().contains("temporarily unavailable"),
+        "{}",
+        swb.text()
+    );
+    let tess = sc.proxy(
+        "POST",
+        "/Web/Session",
+        &[("Authorization", &bearer(WEB_TOKEN))],
+        b"",
+    );
     assert_eq!(tess.status, 503, "{}", tess.text());
     let vf = sc.proxy(
         "POST",
@@ -214,7 +265,10 @@ fn a_stalled_redis_serves_forwards_from_copies_for_the_grace_from_the_outage_sta
 
     drop(resume);
     assert!(
-        eventually(Duration::from_secs(10), || sc.admin("GET", "/readyz", &[], b"").status == 200),
+        eventually(Duration::from_secs(10), || sc
+            .admin("GET", "/readyz", &[], b"")
+            .status
+            == 200),
         "no recovery after SIGCONT"
     );
     assert_eq!(forward("recovered"), (200, Some("cust-stall".into())));

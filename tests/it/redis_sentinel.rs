@@ -65,7 +65,8 @@ fn sentinel_failover_under_load_follows_the_new_master_and_loses_no_acknowledged
     assert_eq!(status, 201);
     let sid = sid.unwrap();
     assert_eq!(
-        sc.proxy("GET", "/steady/0", &[("X-Session-Id", &sid)], b"").status,
+        sc.proxy("GET", "/steady/0", &[("X-Session-Id", &sid)], b"")
+            .status,
         200
     );
 
@@ -96,7 +97,12 @@ fn sentinel_failover_under_load_follows_the_new_master_and_loses_no_acknowledged
             while !stop.load(Ordering::Relaxed) {
                 let r = request(port, "GET", "/steady/load", &[("X-Session-Id", &sid)], b"");
                 if r.status != 200 {
-                    eprintln!("forward at {:?}: {} {}", start.elapsed(), r.status, r.text());
+                    eprintln!(
+                        "forward at {:?}: {} {}",
+                        start.elapsed(),
+                        r.status,
+                        r.text()
+                    );
                 }
                 samples.push((start.elapsed(), r.status == 200));
                 std::thread::sleep(Duration::from_millis(5));
@@ -113,7 +119,10 @@ fn sentinel_failover_under_load_follows_the_new_master_and_loses_no_acknowledged
     // The sidecar follows the sentinels' choice by itself.
     let deadline = Instant::now() + Duration::from_secs(30);
     while sc.metric("store_failovers_total", &[("backend", "redis")]) < failovers_before + 1.0 {
-        assert!(Instant::now() < deadline, "no failover followed within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "no failover followed within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let new_port = set.master_port().unwrap();
@@ -160,5 +169,8 @@ fn sentinel_failover_under_load_follows_the_new_master_and_loses_no_acknowledged
         forwards_failed, 0,
         "forwarded traffic must be served from the near cache during the failover"
     );
-    assert!(drill.elapsed() < Duration::from_secs(90), "the drill is bounded");
+    assert!(
+        drill.elapsed() < Duration::from_secs(90),
+        "the drill is bounded"
+    );
 }

@@ -59,10 +59,22 @@ fn the_right_acl_user_works_over_tls_with_a_client_certificate() {
     let keys = tls_keys(&redis, &ca, dir.path(), "app", "s3cret-Pw");
     // TestSidecar writes its config into its own dir: the files go with absolute paths.
     let keys = keys
-        .replace("\"ca.crt\"", &format!("\"{}\"", dir.path().join("ca.crt").display()))
-        .replace("\"client.crt\"", &format!("\"{}\"", dir.path().join("client.crt").display()))
-        .replace("\"client.key\"", &format!("\"{}\"", dir.path().join("client.key").display()))
-        .replace("\"redis.pass\"", &format!("\"{}\"", dir.path().join("redis.pass").display()));
+        .replace(
+            "\"ca.crt\"",
+            &format!("\"{}\"", dir.path().join("ca.crt").display()),
+        )
+        .replace(
+            "\"client.crt\"",
+            &format!("\"{}\"", dir.path().join("client.crt").display()),
+        )
+        .replace(
+            "\"client.key\"",
+            &format!("\"{}\"", dir.path().join("client.key").display()),
+        )
+        .replace(
+            "\"redis.pass\"",
+            &format!("\"{}\"", dir.path().join("redis.pass").display()),
+        );
     let sc = TestSidecar::start(ports, &redis_store_config(&ports, &keys, ""));
     let r = sc.admin(
         "POST",
@@ -76,10 +88,16 @@ fn the_right_acl_user_works_over_tls_with_a_client_certificate() {
     assert_eq!(r.status, 201, "{}", r.text());
     let sid = r.json()["id"].as_str().unwrap().to_string();
     let path = format!("/tls/{}", new_uuid());
-    assert_eq!(sc.proxy("GET", &path, &[("X-Session-Id", &sid)], b"").status, 200);
+    assert_eq!(
+        sc.proxy("GET", &path, &[("X-Session-Id", &sid)], b"")
+            .status,
+        200
+    );
     let seen = up.received_at(&path);
     assert_eq!(
-        seen.first().and_then(|r| r.header("X-Customer-Id")).as_deref(),
+        seen.first()
+            .and_then(|r| r.header("X-Customer-Id"))
+            .as_deref(),
         Some("cust-tls")
     );
     // The session is in this Redis, written by the ACL user over TLS.
@@ -101,7 +119,10 @@ fn a_wrong_password_stops_the_start_naming_the_user_never_the_password() {
     assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {log}");
     assert!(log.contains("refused user \"app\""), "{log}");
     assert!(log.contains("wrong password"), "{log}");
-    assert!(!log.contains("not-the-Pw-4711"), "the password is in the log: {log}");
+    assert!(
+        !log.contains("not-the-Pw-4711"),
+        "the password is in the log: {log}"
+    );
 }
 
 #[test]

@@ -22,9 +22,14 @@ use std::time::{Duration, Instant};
 /// Redis's words for refused credentials.
 pub(super) fn is_auth_failure(e: &str) -> bool {
     let e = e.to_ascii_lowercase();
-    ["wrongpass", "noauth", "invalid username-password", "authentication"]
-        .iter()
-        .any(|w| e.contains(w))
+    [
+        "wrongpass",
+        "noauth",
+        "invalid username-password",
+        "authentication",
+    ]
+    .iter()
+    .any(|w| e.contains(w))
 }
 
 /// Redis's words for a missing ACL permission (a command, a key or a channel), directly or
@@ -108,7 +113,10 @@ async fn check(inner: &Inner) -> Result<(), String> {
     }
     match outcome {
         Ok(()) => {
-            log::info!("redis store: connected to Redis ({where_}) as {}", who(inner));
+            log::info!(
+                "redis store: connected to Redis ({where_}) as {}",
+                who(inner)
+            );
             Ok(())
         }
         Err(StoreError::Unavailable(why)) if is_permission_failure(&why) => {
@@ -169,7 +177,11 @@ pub(super) async fn check_epoch(inner: &Inner) -> Result<(), StoreError> {
                  session made before is gone and its clients must start new ones; near cache \
                  dropped",
                 inner.settings.describe(),
-                if seen.is_some() { "a new one" } else { "missing" }
+                if seen.is_some() {
+                    "a new one"
+                } else {
+                    "missing"
+                }
             );
         }
     }

@@ -21,8 +21,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult,
-    ScriptInvocation, TlsCertificates, Value,
+    ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, ScriptInvocation,
+    TlsCertificates, Value,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -179,7 +179,8 @@ pub fn client_for(settings: &RedisSettings, url: &str) -> Result<redis::Client, 
     }
     match &settings.tls {
         Some(tls) if url.starts_with("rediss://") => {
-            redis::Client::build_with_tls(info, certificates(tls)).map_err(|e| format!("store.redis TLS: {e}"))
+            redis::Client::build_with_tls(info, certificates(tls))
+                .map_err(|e| format!("store.redis TLS: {e}"))
         }
         _ => redis::Client::open(info).map_err(|e| format!("store.redis: {e}")),
     }

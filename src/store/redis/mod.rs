@@ -542,7 +542,11 @@ impl Inner {
         };
         if let Err(e) = waited {
             // Not acknowledged: a new lock is given back; a renewed one is left as it is.
-            if parts.get(1).and_then(|v| from_reply(&session.id, v)).is_none() {
+            if parts
+                .get(1)
+                .and_then(|v| from_reply(&session.id, v))
+                .is_none()
+            {
                 let _ = self.take_lock(&session.id).await;
             }
             return Err(e);

@@ -410,11 +410,12 @@ impl SentinelSet {
         let deadline = Instant::now() + within;
         loop {
             let sentinels_ok = self.sentinels.iter().all(|s| {
-                raw_command(s.port, &format!("SENTINEL MASTER {}", self.master_name))
-                    .is_some_and(|r| {
+                raw_command(s.port, &format!("SENTINEL MASTER {}", self.master_name)).is_some_and(
+                    |r| {
                         resp_field(&r, "num-other-sentinels").as_deref() == Some("2")
                             && resp_field(&r, "num-slaves").as_deref() == Some(replicas.as_str())
-                    })
+                    },
+                )
             });
             let master = self.master_port();
             let replicas_ok = self
