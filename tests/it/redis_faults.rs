@@ -18,19 +18,6 @@ use serde_json::json;
 use session_sidecar::session::id::new_uuid;
 use std::time::{Duration, Instant};
 
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 fn admin_create(admin_port: u16, customer: &str) -> Response {
     request(
         admin_port,
