@@ -10,8 +10,9 @@ BUILD_PACKAGES := cmake gcc g++ make pkg-config
 # tests/it/real_clients.rs drives the sidecar through the real Voucherify and Tessitura client
 # libraries: Node for the JS SDK, a Python virtualenv for the Python ones. tests/it/tls.rs is
 # a TLS client through curl (OpenSSL, --http2, --tls-max, --cert); tests/it/http2.rs puts a
-# load on h2c with h2load (nghttp2-client).
-TEST_PACKAGES := redis-server redis-tools prometheus busybox python3 python3-venv nodejs curl nghttp2-client
+# load on h2c with h2load (nghttp2-client). .ci/conformance-redis-ha makes its TLS Redis
+# certificates with the openssl command.
+TEST_PACKAGES := redis-server redis-tools prometheus busybox python3 python3-venv nodejs curl nghttp2-client openssl
 # Where the Python client libraries are installed (tests/it/real_clients.rs reads it too).
 CLIENTS_VENV ?= target/clients-venv
 

@@ -52,6 +52,12 @@ lazy_metric!(STORE_DURATION: HistogramVec = register_histogram_vec!(
     vec![0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5]));
 lazy_metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     "session_sidecar_store_errors_total", "Store operation failures", &["backend"]));
+lazy_metric!(STORE_FAILOVERS: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_store_failovers_total",
+    "Changes of Redis master followed through Sentinel (SPEC §13.4)", &["backend"]));
+lazy_metric!(STORE_RESETS: IntCounterVec = register_int_counter_vec!(
+    "session_sidecar_store_resets_total",
+    "Times the store came back empty (Redis restarted without its data)", &["backend"]));
 lazy_metric!(CONFIG_RELOAD_SUCCESS: IntGauge = register_int_gauge!(
     "session_sidecar_config_reload_success", "1 if the last config (re)load succeeded, else 0"));
 lazy_metric!(TLS_CERT_EXPIRY: IntGaugeVec = register_int_gauge_vec!(
@@ -110,6 +116,10 @@ pub fn init() {
 /// first scrape (alert rules and dashboards query it) rather than after the first failure.
 pub fn store_backend(backend: &str) {
     STORE_ERRORS.with_label_values(&[backend]);
+    // Only Redis fails over or comes back empty; the series exist for every backend so that
+    // dashboards and alerts find them (at zero).
+    STORE_FAILOVERS.with_label_values(&[backend]);
+    STORE_RESETS.with_label_values(&[backend]);
 }
 
 /// Values of the `kind` label of `upstream_errors_total`.
@@ -297,6 +307,14 @@ pub fn store_operation(backend: &'static str, op: &'static str, seconds: f64) {
 
 pub fn store_error(backend: &str) {
     STORE_ERRORS.with_label_values(&[backend]).inc();
+}
+
+pub fn store_failover(backend: &str) {
+    STORE_FAILOVERS.with_label_values(&[backend]).inc();
+}
+
+pub fn store_reset(backend: &str) {
+    STORE_RESETS.with_label_values(&[backend]).inc();
 }
 
 /// The loaded TLS certificates as `(server_name, notAfter)`; `gone`: names published before

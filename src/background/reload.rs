@@ -79,7 +79,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.http2 && old.server.http.keepalive_timeout != new.server.http.keepalive_timeout {
         out.push("server.keepalive_timeout (for HTTP/2 connections)");
     }
-    if old.store.backend != new.store.backend || old.store.redis.urls != new.store.redis.urls {
+    if old.store.backend != new.store.backend
+        || old.store.redis.urls != new.store.redis.urls
+        || old.store.redis.sentinels != new.store.redis.sentinels
+    {
         out.push("store");
     }
     if old.sessions.max_sessions != new.sessions.max_sessions {

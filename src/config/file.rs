@@ -404,23 +404,46 @@ impl Default for StoreSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
-    pub urls: Vec<String>,
-    pub cluster: bool,
+    /// Absent: `redis://127.0.0.1:6379` (unless `sentinels` is set). Spanned for the errors
+    /// that name where a conflicting key is (SPEC §13.4).
+    pub urls: Option<Spanned<Vec<String>>>,
+    pub cluster: Option<Spanned<bool>>,
     pub key_prefix: String,
     pub near_cache_ttl: ConfigDuration,
     pub degraded_grace: ConfigDuration,
     pub timeout: ConfigDuration,
+    /// SPEC §13.4: Redis Sentinel (`host:port` of each sentinel) and the monitored master's name.
+    pub sentinels: Option<Spanned<Vec<String>>>,
+    pub sentinel_master: Option<Spanned<String>>,
+    /// `rediss://`: the CA that signed Redis's certificate (system roots when absent), and an
+    /// optional client certificate.
+    pub ca_file: Option<Spanned<String>>,
+    pub client_cert_file: Option<Spanned<String>>,
+    pub client_key_file: Option<Spanned<String>>,
+    /// ACL user, and the file holding its password (never the password itself).
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    /// `WAIT n` after each create and rotation: acknowledged only once n replicas have it.
+    pub wait_for_replicas: Spanned<u32>,
 }
 
 impl Default for RedisSection {
     fn default() -> Self {
         RedisSection {
-            urls: vec!["redis://127.0.0.1:6379".into()],
-            cluster: false,
+            urls: None,
+            cluster: None,
             key_prefix: "session-sidecar:".into(),
             near_cache_ttl: ConfigDuration::secs(1),
             degraded_grace: ConfigDuration::secs(30),
             timeout: ConfigDuration::millis(500),
+            sentinels: None,
+            sentinel_master: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            username: None,
+            password_file: None,
+            wait_for_replicas: Spanned::new(0..0, 0),
         }
     }
 }

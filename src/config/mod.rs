@@ -6,6 +6,7 @@
 pub mod address;
 pub mod file;
 pub mod pem;
+mod redis;
 pub mod runtime;
 pub mod tls;
 pub mod units;

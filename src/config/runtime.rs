@@ -9,6 +9,7 @@ use super::file::{self, FileConfig};
 pub use super::file::{
     AccessLogFormat, AuthMode, RotateOnLogin, SessionMode, StoreBackend, TlsVersion,
 };
+pub use super::redis::{RedisPassword, RedisSettings, RedisTls};
 pub use super::tls::{ClientCa, ListenerTls, ServerCert};
 use http::header::HeaderName;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -278,16 +279,6 @@ pub struct StoreSettings {
     pub snapshot_file: Option<PathBuf>,
     pub snapshot_interval: Duration,
     pub redis: RedisSettings,
-}
-
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    pub urls: Vec<String>,
-    pub cluster: bool,
-    pub key_prefix: String,
-    pub near_cache_ttl: Duration,
-    pub degraded_grace: Duration,
-    pub timeout: Duration,
 }
 
 /// How a credential proves itself.
@@ -974,12 +965,7 @@ fn validate_store(
     s: &file::StoreSection,
     base_dir: &Path,
 ) -> Result<StoreSettings, ValidationError> {
-    if s.backend == StoreBackend::Redis && s.redis.urls.is_empty() {
-        return err(
-            None,
-            "store.redis.urls needs at least one URL for the redis backend",
-        );
-    }
+    let redis = super::redis::validate(&s.redis, base_dir, s.backend == StoreBackend::Redis)?;
     if s.snapshot_interval.0.is_zero() {
         return err(None, "store.snapshot_interval must be greater than zero");
     }
@@ -991,14 +977,7 @@ fn validate_store(
             .filter(|p| !p.is_empty())
             .map(|p| base_dir.join(p)),
         snapshot_interval: s.snapshot_interval.0,
-        redis: RedisSettings {
-            urls: s.redis.urls.clone(),
-            cluster: s.redis.cluster,
-            key_prefix: s.redis.key_prefix.clone(),
-            near_cache_ttl: s.redis.near_cache_ttl.0,
-            degraded_grace: s.redis.degraded_grace.0,
-            timeout: s.redis.timeout.0,
-        },
+        redis,
     })
 }
 

@@ -14,24 +14,10 @@ use session_sidecar::config::ApplicationAccess;
 use session_sidecar::session::id::new_uuid;
 use session_sidecar::session::{Caller, EndReason, Flavor};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A route with `auth = "token"` in `base_config`.
 const TOKEN_ROUTE: &str = "/secure/who";
-
-/// Runs `f` until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()

@@ -567,6 +567,9 @@ fn dashboard_parses_and_every_panel_has_a_query() {
         // Issue 19: the access-log and trace pipelines.
         "session_sidecar_access_log_dropped_total",
         "session_sidecar_trace_export_errors_total",
+        // Issue 18: failovers followed and Redis coming back empty.
+        "session_sidecar_store_failovers_total",
+        "session_sidecar_store_resets_total",
     ] {
         assert!(exprs.contains(needed), "the dashboard has no query with {needed}");
     }

@@ -63,19 +63,6 @@ fn admin_get(sc: &TestSidecar, sid: &str) -> u16 {
     .status
 }
 
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_session_opened_on_one_replica_is_used_and_revoked_on_another() {
     let redis = RedisServer::start();

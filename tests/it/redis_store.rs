@@ -30,6 +30,7 @@ fn settings(
         near_cache_ttl,
         degraded_grace,
         timeout: Duration::from_millis(500),
+        ..RedisSettings::default()
     }
 }
 

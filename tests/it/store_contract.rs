@@ -32,6 +32,7 @@ fn redis_settings(urls: Vec<String>, cluster: bool, prefix: &str) -> RedisSettin
         near_cache_ttl: Duration::from_secs(1),
         degraded_grace: Duration::from_secs(5),
         timeout: Duration::from_secs(2),
+        ..RedisSettings::default()
     }
 }
 

@@ -9,7 +9,9 @@
 //!   expired one); the sweep script takes entries out atomically, so exactly one replica
 //!   counts each expiry. `sessions_active{flavor}` and `locks_active` are then set from the
 //!   indexes: the global number, the same on every replica. While Redis is failing it
-//!   also probes it, so readiness and degraded mode end as soon as Redis is back.
+//!   also probes it, so readiness and degraded mode end as soon as Redis is back. It also
+//!   checks the data marker (`checks::check_epoch`: did Redis come back empty?) and logs
+//!   once when an outage outlasts `degraded_grace`.
 
 use super::codec::{parse_expiry_member, strings};
 use super::scripts::{SWEEP, ZREM_IF_SCORE};
@@ -31,20 +33,24 @@ pub(super) async fn subscribe(inner: Arc<Inner>) {
     let channel = inner.keys.channel();
     let mut seed = 0usize;
     loop {
-        let url = &inner.settings.urls[seed % inner.settings.urls.len()];
         seed = seed.wrapping_add(1);
-        match listen(&inner, url, &channel).await {
+        match listen(&inner, seed, &channel).await {
             Ok(()) => log::warn!("redis store: invalidation subscription ended; resubscribing"),
+            Err(e) if super::checks::is_permission_failure(&e) => crate::warn_throttled!(
+                "redis permissions",
+                "redis store: cannot subscribe to invalidations: {e}"
+            ),
             Err(e) => log::debug!("redis store: cannot subscribe to invalidations: {e}"),
         }
         tokio::time::sleep(RESUBSCRIBE_AFTER).await;
     }
 }
 
-/// Subscribes through one node and applies invalidations until the connection ends.
-async fn listen(inner: &Inner, url: &str, channel: &str) -> Result<(), String> {
+/// Subscribes through one node (the `seed`-th URL, or the Sentinel master) and applies
+/// invalidations until the connection ends or the master changes.
+async fn listen(inner: &Inner, seed: usize, channel: &str) -> Result<(), String> {
     let timeout = inner.settings.timeout;
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let client = inner.link.pubsub_client(seed)?;
     let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -60,6 +66,7 @@ async fn listen(inner: &Inner, url: &str, channel: &str) -> Result<(), String> {
     ping.tick().await;
     loop {
         tokio::select! {
+            _ = inner.link.switched.notified() => return Err("the master changed".into()),
             msg = stream.next() => {
                 let Some(msg) = msg else { return Ok(()) };
                 let payload = String::from_utf8_lossy(msg.get_payload_bytes());
@@ -85,9 +92,13 @@ pub(super) async fn maintain(inner: Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        inner.link.health.note_grace(inner.settings.degraded_grace);
         if inner.link.health.failing() {
             // Any answer ends degraded mode; nothing else is worth trying until then.
             let _ = inner.link.query(&cmd("PING")).await;
+            continue;
+        }
+        if super::checks::check_epoch(&inner).await.is_err() {
             continue;
         }
         if sweep(&inner).await.is_ok() {

@@ -60,6 +60,17 @@ impl Keys {
     pub fn channel(&self) -> String {
         format!("{}invalidate", self.prefix)
     }
+
+    /// The marker that tells a Redis which lost its data from one that kept it (see
+    /// `background::check_epoch`).
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+
+    /// A key for the start-up permission probe (its own slot).
+    pub fn probe(&self) -> String {
+        format!("{}{{probe}}", self.prefix)
+    }
 }
 
 /// The member of a session in its flavour's expiry index. It carries what the sweeper needs

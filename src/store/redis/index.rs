@@ -145,9 +145,16 @@ impl Inner {
             )
         );
         failed |= !(e && c && a);
-        if failed {
+        if failed && stored {
             log::warn!(
                 "redis store: index not updated for {}",
+                crate::session::id::redact(&s.id)
+            );
+        } else if failed {
+            // No session was created (issue 19): only entries added for it may be left over,
+            // and the index sweep or their readers drop them.
+            log::debug!(
+                "redis store: a create that stored nothing left index entries for {}",
                 crate::session::id::redact(&s.id)
             );
         }

@@ -16,14 +16,21 @@
 //!   (exactly one). See `background.rs` and docs/redis.md.
 //! * **Near cache and degraded mode.** See `near_cache.rs`: fresh copies answer `get`; while
 //!   Redis is unreachable, `get` and `touch` fall back to any live copy for `degraded_grace`
-//!   after Redis last answered. Everything else answers `StoreError::Unavailable`.
+//!   after Redis last answered (the outage's start, not the copy's age). Everything else
+//!   answers `StoreError::Unavailable`.
+//! * **Production (SPEC §13.4).** TLS and the ACL user are applied in `link.rs`; Sentinel is
+//!   followed by `sentinel.rs`; `checks.rs` probes Redis at start (a wrong password or a
+//!   missing permission stops the start with a clear error) and notices a Redis that came
+//!   back empty; `wait_for_replicas` makes creates and rotations wait for replicas.
 
 mod background;
+mod checks;
 pub mod codec;
 mod index;
 mod link;
 mod near_cache;
 mod scripts;
+mod sentinel;
 
 use super::{CreateOutcome, LockOutcome, SessionStore, StoreError, StoreResult};
 use crate::config::RedisSettings;
@@ -51,6 +58,8 @@ struct Inner {
     settings: RedisSettings,
     /// Names this replica in invalidation messages, so it ignores its own.
     origin: String,
+    /// The marker value this replica last saw in Redis (see `checks::check_epoch`).
+    epoch: parking_lot::Mutex<Option<String>>,
 }
 
 pub struct RedisStore {
@@ -67,13 +76,15 @@ pub enum StartError {
     Runtime(std::io::Error),
     /// The settings do not describe a usable connection.
     Settings(String),
+    /// Redis answered and refused us: wrong password, unknown user, missing permission.
+    Refused(String),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Runtime(e) => write!(f, "cannot start the redis store's runtime: {e}"),
-            StartError::Settings(e) => f.write_str(e),
+            StartError::Settings(e) | StartError::Refused(e) => f.write_str(e),
         }
     }
 }
@@ -81,8 +92,10 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 impl RedisStore {
-    /// Starts the store's runtime, prepares the connection (Redis is contacted on first use)
-    /// and starts the subscriber and maintenance tasks. Fails only on unusable settings.
+    /// Starts the store's runtime, prepares the connection, starts the subscriber and
+    /// maintenance tasks (and the Sentinel follower), then asks Redis once (bounded by
+    /// `timeout`): refused credentials or permissions fail the start; an unreachable Redis
+    /// is logged and only delays readiness.
     pub fn start(
         settings: &RedisSettings,
         near_cache_capacity: u64,
@@ -100,18 +113,18 @@ impl RedisStore {
         let inner = Arc::new(Inner {
             link,
             keys: Keys::new(&settings.key_prefix),
-            near: NearCache::new(
-                near_cache_capacity,
-                settings.near_cache_ttl,
-                settings.degraded_grace,
-            ),
+            near: NearCache::new(near_cache_capacity, settings.near_cache_ttl),
             settings: settings.clone(),
             origin: crate::session::id::new_uuid(),
+            epoch: parking_lot::Mutex::new(None),
         });
-        let tasks = vec![
-            runtime.spawn(background::subscribe(inner.clone())),
-            runtime.spawn(background::maintain(inner.clone())),
-        ];
+        let mut tasks = Vec::new();
+        if settings.sentinel() {
+            tasks.push(runtime.spawn(sentinel::follow(inner.clone())));
+        }
+        checks::at_start(runtime.handle(), &inner).map_err(StartError::Refused)?;
+        tasks.push(runtime.spawn(background::subscribe(inner.clone())));
+        tasks.push(runtime.spawn(background::maintain(inner.clone())));
         Ok(RedisStore {
             inner,
             runtime: Some(runtime),
@@ -260,12 +273,23 @@ impl Inner {
 
     // ---- changing -----------------------------------------------------------------------
 
+    /// Stores a new session unless its id is live; says whether it did. With
+    /// `wait_for_replicas`, a write the replicas did not acknowledge is taken back and the
+    /// call fails: the caller answers 503 and nothing was created.
     async fn write_new(&self, s: &Session) -> StoreResult<bool> {
         let mut inv = CREATE.key(self.keys.session(&s.id));
         inv.arg(now_millis())
             .arg(s.expires_at)
             .arg(codec::to_fields(s));
-        Ok(int(&self.link.script(&inv).await?) == Some(1))
+        let (reply, waited) = self
+            .link
+            .script_replicated(&inv, |v| int(v) == Some(1))
+            .await?;
+        if let Err(e) = waited {
+            let _ = self.take(&s.id, None).await;
+            return Err(e);
+        }
+        Ok(int(&reply) == Some(1))
     }
 
     async fn create(
@@ -425,6 +449,8 @@ impl Inner {
         reason: EndReason,
     ) -> StoreResult<Option<Session>> {
         // The new session is written first: the old key never points at nothing.
+        // With wait_for_replicas the new session is acknowledged by the replicas before the
+        // old one is touched, so a refused rotation changes nothing.
         let written = self.write_new(&new).await?;
         let alias = (!grace.is_zero()).then(|| {
             // Redis expires keys on its own wall clock: the alias is on system time too.
@@ -497,7 +523,15 @@ impl Inner {
                 .arg(limit);
         }
         inv.arg(session.expires_at).arg(codec::to_fields(&session));
-        let reply = self.link.script(&inv).await?;
+        let acquired = |v: &Value| match v {
+            Value::Array(parts) => parts.first().and_then(int) == Some(1),
+            _ => false,
+        };
+        let (reply, waited) = if count {
+            self.link.script_replicated(&inv, acquired).await?
+        } else {
+            (self.link.script(&inv).await?, Ok(()))
+        };
         let parts = match &reply {
             Value::Array(parts) => parts,
             _ => {
@@ -506,6 +540,17 @@ impl Inner {
                 ))
             }
         };
+        if let Err(e) = waited {
+            // Not acknowledged: a new lock is given back; a renewed one is left as it is.
+            if parts
+                .get(1)
+                .and_then(|v| from_reply(&session.id, v))
+                .is_none()
+            {
+                let _ = self.take_lock(&session.id).await;
+            }
+            return Err(e);
+        }
         if parts.first().and_then(int) != Some(1) {
             let code = parts.get(1).and_then(codec::text).unwrap_or_default();
             return Ok(LockOutcome::Refused { code });

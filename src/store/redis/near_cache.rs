@@ -1,11 +1,13 @@
 //! The near cache: recent copies of sessions read from Redis, in process.
 //!
 //! An entry is *fresh* for `near_cache_ttl` after it was read: fresh entries answer `get`
-//! without asking Redis. Entries are kept longer, up to `degraded_grace`, only so that
-//! forwarded traffic can still be served while Redis is unreachable. No entry outlives its
-//! session's `expires_at`. Every change made on another replica is announced on pub/sub and
-//! drops the copy here (`invalidate`); a replica that may have missed announcements drops
-//! everything (`clear`).
+//! without asking Redis. Entries are kept longer, until their session's `expires_at` (the
+//! capacity, `sessions.max_sessions`, bounds them), only so that forwarded traffic can still
+//! be served while Redis is unreachable. How long that lasts is decided by the caller from
+//! the outage's start (`degraded_grace` after Redis last answered, issue 18), not from each
+//! copy's age: a copy made 29 s before a 30 s-grace outage serves the whole grace too.
+//! Every change made on another replica is announced on pub/sub and drops the copy here
+//! (`invalidate`); a replica that may have missed announcements drops everything (`clear`).
 
 use crate::session::{now_millis, Session};
 use moka::sync::Cache;
@@ -19,13 +21,11 @@ struct Entry {
     stored: Instant,
 }
 
-struct EntryExpiry {
-    retention: Duration,
-}
+struct EntryExpiry;
 
 impl EntryExpiry {
     fn lifetime(&self, e: &Entry) -> Duration {
-        e.session.remaining(now_millis()).min(self.retention)
+        e.session.remaining(now_millis())
     }
 }
 
@@ -51,12 +51,11 @@ pub struct NearCache {
 }
 
 impl NearCache {
-    pub fn new(capacity: u64, near_cache_ttl: Duration, degraded_grace: Duration) -> NearCache {
-        let retention = near_cache_ttl.max(degraded_grace);
+    pub fn new(capacity: u64, near_cache_ttl: Duration) -> NearCache {
         NearCache {
             cache: Cache::builder()
                 .max_capacity(capacity.max(1))
-                .expire_after(EntryExpiry { retention })
+                .expire_after(EntryExpiry)
                 .build(),
             fresh_for: near_cache_ttl,
         }
@@ -111,19 +110,19 @@ mod tests {
 
     #[test]
     fn fresh_only_within_ttl_but_kept_for_degraded_use() {
-        let c = NearCache::new(100, Duration::from_millis(50), Duration::from_secs(5));
+        let c = NearCache::new(100, Duration::from_millis(50));
         c.put(&session("a", Duration::from_secs(60)));
         assert!(c.fresh("a").is_some());
         std::thread::sleep(Duration::from_millis(80));
         assert!(c.fresh("a").is_none(), "older than near_cache_ttl");
-        assert!(c.any("a").is_some(), "kept for degraded_grace");
+        assert!(c.any("a").is_some(), "kept for degraded use");
         c.invalidate("a");
         assert!(c.any("a").is_none());
     }
 
     #[test]
     fn never_outlives_the_session() {
-        let c = NearCache::new(100, Duration::from_secs(5), Duration::from_secs(5));
+        let c = NearCache::new(100, Duration::from_secs(5));
         c.put(&session("short", Duration::from_millis(30)));
         assert!(c.fresh("short").is_some());
         std::thread::sleep(Duration::from_millis(50));
@@ -136,7 +135,7 @@ mod tests {
 
     #[test]
     fn clear_drops_everything() {
-        let c = NearCache::new(100, Duration::from_secs(5), Duration::from_secs(5));
+        let c = NearCache::new(100, Duration::from_secs(5));
         c.put(&session("a", Duration::from_secs(5)));
         c.put(&session("b", Duration::from_secs(5)));
         c.clear();

@@ -265,3 +265,31 @@ return out
 "#
     ))
 });
+
+/// The start-up permission probe: every command the scripts use, once, on two throwaway keys
+/// of one slot, so an ACL user lacking one is refused at start with Redis's own NOPERM
+/// message (which names the command) rather than on the first request that needs it.
+/// KEYS: a hash and a sorted set (same slot). ARGV: a deadline (ms), the invalidation channel.
+pub static PROBE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r#"
+redis.call('HSET', KEYS[1], 'p', '1', 'q', '2')
+redis.call('HGET', KEYS[1], 'p')
+redis.call('HMGET', KEYS[1], 'p', 'q')
+redis.call('HEXISTS', KEYS[1], 'p')
+redis.call('HDEL', KEYS[1], 'q')
+redis.call('HGETALL', KEYS[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 1, 'm')
+redis.call('ZSCORE', KEYS[2], 'm')
+redis.call('ZCARD', KEYS[2])
+redis.call('ZRANGE', KEYS[2], 0, -1)
+redis.call('ZRANGEBYSCORE', KEYS[2], 0, '+inf')
+redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, 0)
+redis.call('ZREM', KEYS[2], 'm')
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[2], '')
+return 1
+"#,
+    )
+});

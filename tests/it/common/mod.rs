@@ -457,6 +457,20 @@ impl Drop for TestSidecar {
     }
 }
 
+/// Runs `check` (every 20 ms) until it returns true or `within` passes; says whether it did.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }

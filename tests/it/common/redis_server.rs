@@ -3,6 +3,10 @@
 //!
 //! Each server runs under a small shell watchdog that kills it when the test process is gone,
 //! so a panicking or aborted test run leaves no server behind.
+//!
+//! Issue 18's drills also start a TLS server with ACL users (`start_tls`), and a Sentinel
+//! deployment (`SentinelSet`: a master, replicas and three `redis-server --sentinel`
+//! processes); each process can be SIGKILLed, SIGSTOPped and resumed by the test.
 
 use super::free_port;
 use std::io::{Read, Write};
@@ -31,8 +35,14 @@ pub fn raw_command(port: u16, command: &str) -> Option<String> {
 
 pub struct RedisServer {
     pub port: u16,
+    /// The TLS port of a server started with `start_tls`.
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// A sentinel: its config file (replaces the server arguments).
+    sentinel_conf: Option<PathBuf>,
+    /// Files the server reads (TLS certificates), removed with it.
+    _files: Option<tempfile::TempDir>,
     watchdog: Option<Child>,
 }
 
@@ -47,8 +57,11 @@ impl RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let mut me = RedisServer {
             port,
+            tls_port: None,
             dir,
             extra,
+            sentinel_conf: None,
+            _files: None,
             watchdog: None,
         };
         me.launch();
@@ -61,6 +74,93 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A server that also listens with TLS (certificate for 127.0.0.1 from `ca`, client
+    /// certificates optional) and has the ACL `users` (each a `user` directive, e.g.
+    /// `"app on >secret ~* &* +@all"`). The plain port stays open for the test's own checks.
+    pub fn start_tls(ca: &super::pki::Ca, users: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = ca.server(&["127.0.0.1"]);
+        let cert = super::pki::write(dir.path(), "redis.crt", &leaf.cert_pem);
+        let key = super::pki::write(dir.path(), "redis.key", &leaf.key_pem);
+        let ca_file = super::pki::write(dir.path(), "ca.crt", &ca.cert_pem);
+        let tls_port = free_port();
+        let mut extra: Vec<String> = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca_file.display().to_string(),
+            "--tls-auth-clients".into(),
+            "optional".into(),
+        ];
+        for u in users {
+            extra.push("--user".into());
+            extra.extend(u.split_whitespace().map(str::to_string));
+        }
+        let mut me = RedisServer::start_with(free_port(), extra);
+        me.tls_port = Some(tls_port);
+        me._files = Some(dir);
+        me
+    }
+
+    /// A sentinel on a free port watching `master_name` at `master_port` (quorum 2, master
+    /// declared down after 1 s without answers).
+    pub fn start_sentinel(master_name: &str, master_port: u16) -> RedisServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {master_name} 1000\n\
+                 sentinel failover-timeout {master_name} 10000\n\
+                 sentinel parallel-syncs {master_name} 2\n",
+                dir = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut me = RedisServer {
+            port,
+            tls_port: None,
+            dir,
+            extra: Vec::new(),
+            sentinel_conf: Some(conf),
+            _files: None,
+            watchdog: None,
+        };
+        me.launch();
+        me.wait_until(
+            || raw_command(port, "PING").is_some_and(|r| r.starts_with("+PONG")),
+            "answer PING (sentinel)",
+        );
+        me
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`…) to the server process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("redis-server pid");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig} {pid} failed");
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -77,7 +177,11 @@ impl RedisServer {
         );
         let port = self.port.to_string();
         let dir = self.dir.path().display().to_string();
-        let mut args: Vec<String> = [
+        let mut args: Vec<String> = match &self.sentinel_conf {
+            Some(conf) => vec![conf.display().to_string(), "--sentinel".into()],
+            None => Vec::new(),
+        };
+        let server_args: Vec<String> = [
             "--port",
             &port,
             "--bind",
@@ -96,6 +200,9 @@ impl RedisServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if self.sentinel_conf.is_none() {
+            args.extend(server_args);
+        }
         args.extend(self.extra.iter().cloned());
         let child = Command::new("sh")
             .arg("-c")
@@ -235,4 +342,117 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
+}
+
+/// The value after `field` in a RESP reply of field/value pairs (SENTINEL MASTER).
+fn resp_field(reply: &str, field: &str) -> Option<String> {
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    let at = lines.iter().position(|l| *l == field)?;
+    lines.get(at + 2).map(|v| v.to_string())
+}
+
+/// A Sentinel deployment: one master, `replicas` replicas, three sentinels (quorum 2).
+pub struct SentinelSet {
+    pub master_name: String,
+    /// `servers[0]` is the first master; which one is master now is the sentinels' call.
+    pub servers: Vec<RedisServer>,
+    pub sentinels: Vec<RedisServer>,
+}
+
+impl SentinelSet {
+    pub fn start(replicas: usize) -> SentinelSet {
+        let master = RedisServer::start();
+        let mport = master.port;
+        let mut servers = vec![master];
+        for _ in 0..replicas {
+            servers.push(RedisServer::start_with(
+                free_port(),
+                vec!["--replicaof".into(), "127.0.0.1".into(), mport.to_string()],
+            ));
+        }
+        let name = "sidecar-master".to_string();
+        let sentinels = (0..3)
+            .map(|_| RedisServer::start_sentinel(&name, mport))
+            .collect();
+        let set = SentinelSet {
+            master_name: name,
+            servers,
+            sentinels,
+        };
+        set.wait_settled(Duration::from_secs(20));
+        set
+    }
+
+    /// `["127.0.0.1:P", …]` of the sentinels, for `store.redis.sentinels`.
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// The master's port according to the first sentinel that answers.
+    pub fn master_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|s| {
+            let r = raw_command(
+                s.port,
+                &format!("SENTINEL get-master-addr-by-name {}", self.master_name),
+            )?;
+            let lines: Vec<&str> = r.split("\r\n").collect();
+            lines.get(4)?.parse().ok()
+        })
+    }
+
+    /// Waits until every sentinel knows the other two and every replica, and every replica
+    /// is in sync: only then can a failover happen.
+    pub fn wait_settled(&self, within: Duration) {
+        let replicas = (self.servers.len() - 1).to_string();
+        let deadline = Instant::now() + within;
+        loop {
+            let sentinels_ok = self.sentinels.iter().all(|s| {
+                raw_command(s.port, &format!("SENTINEL MASTER {}", self.master_name)).is_some_and(
+                    |r| {
+                        resp_field(&r, "num-other-sentinels").as_deref() == Some("2")
+                            && resp_field(&r, "num-slaves").as_deref() == Some(replicas.as_str())
+                    },
+                )
+            });
+            let master = self.master_port();
+            let replicas_ok = self
+                .servers
+                .iter()
+                .filter(|s| Some(s.port) != master)
+                .all(|s| {
+                    raw_command(s.port, "INFO replication")
+                        .is_some_and(|r| r.contains("master_link_status:up"))
+                });
+            if sentinels_ok && replicas_ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel deployment did not settle"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The server that is master now.
+    pub fn master_index(&self) -> usize {
+        let port = self.master_port().expect("a sentinel names the master");
+        self.servers
+            .iter()
+            .position(|s| s.port == port)
+            .expect("the master is one of ours")
+    }
+}
+
+/// `base_config` on the Redis store: `extra` (more tables), then `[store.redis]` with `keys`.
+pub fn redis_store_config(ports: &super::Ports, keys: &str, extra: &str) -> String {
+    let toml = super::base_config(ports, &format!("{extra}\n[store.redis]\n{keys}\n")).replace(
+        "[store]\nsnapshot_file = \"\"",
+        "[store]\nbackend = \"redis\"\nsnapshot_file = \"\"",
+    );
+    assert!(toml.contains("backend = \"redis\""));
+    toml
 }

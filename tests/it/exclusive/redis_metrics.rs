@@ -45,6 +45,7 @@ async fn redis_store_metrics() {
         near_cache_ttl: Duration::from_secs(1),
         degraded_grace: Duration::from_secs(5),
         timeout: Duration::from_millis(500),
+        ..RedisSettings::default()
     };
     // Two replicas: both sweep, each expiry must still count once.
     let a = RedisStore::start(&settings, 1000).unwrap();
