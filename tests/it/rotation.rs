@@ -1,7 +1,8 @@
 //! Session id rotation at login (SPEC §13.2), end to end: a real login app behind the sidecar
 //! answers a good password with the identity assertion header; the sidecar gives the session a
 //! new id, tells the client, lets the old id follow for `rotation_grace`, then ends it. On the
-//! memory store (manual clock) and on one Redis shared by two sidecar binaries.
+//! memory store (in-process with a manual clock, and the binary on real time) and on one Redis
+//! shared by two sidecar binaries.
 
 use crate::common;
 
@@ -322,6 +323,100 @@ fn paths_of_a_flavour_api_never_rotate() {
     );
 }
 
+/// Waits (checking, not timing) until the old id no longer reaches anything on every port;
+/// until then each answer must be the new session.
+fn wait_out_the_grace(ports: &[u16], up: &EchoUpstream, old: &str, new: &str, customer: &str) {
+    let followed = (200, Some(new.to_string()), Some(customer.to_string()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: Vec<_> = ports
+            .iter()
+            .map(|p| seen_with_cookie(*p, up, old))
+            .collect();
+        if seen.iter().all(|s| *s == (200, None, None)) {
+            return;
+        }
+        for s in &seen {
+            assert!(
+                *s == followed || *s == (200, None, None),
+                "the old id either follows to the new session or is gone: {s:?}"
+            );
+        }
+        assert!(Instant::now() < deadline, "the old id never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The release path as operators run it: the `session-sidecar` binary on the memory store,
+/// real time, a cookie session planted through the admin API, then a login through the proxy.
+#[test]
+fn the_binary_on_the_memory_store_rotates_at_login() {
+    let up = login_app();
+    let ports = Ports::new(up.port);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        base_config(
+            &ports,
+            "
+[sessions]
+rotation_grace = \"3s\"\n",
+        ),
+    )
+    .unwrap();
+    let sc = SidecarProcess::start(&path, ports);
+    sc.wait_ready();
+    let p = sc.ports.proxy;
+    let old = planted_session(sc.ports.admin);
+
+    let r = request(
+        p,
+        "POST",
+        "/login",
+        &[("Cookie", &cookie(&old)), FORM],
+        &form("frank", PASSWORD),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new = rotated_id(&r, &old);
+    let frank = Some("frank".to_string());
+    assert_eq!(
+        seen_with_cookie(p, &up, &new),
+        (200, Some(new.clone()), frank.clone())
+    );
+    // Right after the login the old id is within its grace and follows to the new session.
+    assert_eq!(
+        seen_with_cookie(p, &up, &old),
+        (200, Some(new.clone()), frank.clone())
+    );
+    wait_out_the_grace(&[p], &up, &old, &new, "frank");
+    assert_eq!(
+        request(p, "GET", "/account/x", &[("Cookie", &cookie(&old))], b"").status,
+        401
+    );
+    assert_eq!(
+        seen_with_cookie(p, &up, &new),
+        (200, Some(new.clone()), frank)
+    );
+
+    let metrics = request(sc.ports.admin, "GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("session_sidecar_sessions_rotated_total") && l.ends_with(" 1")),
+        "one rotation counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rotated"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let log = sc.stop();
+    for id in [&old, &new] {
+        assert!(!log.contains(id.as_str()), "a full session id in the log");
+    }
+}
+
 /// A `session-sidecar` binary on the Redis store at `url`, in front of `up`.
 fn redis_replica(
     up: &EchoUpstream,
@@ -399,24 +494,7 @@ fn two_replicas_on_one_redis_agree_on_a_rotation() {
         );
     }
     // The grace runs on Redis's clock: wait it out (checking, not timing).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen: Vec<_> = [pa, pb]
-            .into_iter()
-            .map(|p| seen_with_cookie(p, &up, &old))
-            .collect();
-        if seen.iter().all(|s| *s == (200, None, None)) {
-            break;
-        }
-        for s in &seen {
-            assert!(
-                *s == (200, Some(new.clone()), erin.clone()) || *s == (200, None, None),
-                "the old id either follows to the new session or is gone: {s:?}"
-            );
-        }
-        assert!(Instant::now() < deadline, "the old id never ended");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_out_the_grace(&[pa, pb], &up, &old, &new, "erin");
     let log = a.stop() + &b.stop();
     for id in [&old, &new] {
         assert!(!log.contains(id.as_str()), "a full session id in the log");
