@@ -166,6 +166,7 @@ threads = ${BENCH_THREADS:-1}
 grace_period = "1s"
 upgrade_sock = "$dir/upgrade.sock"
 pid_file = "$dir/sidecar.pid"
+$(sidecar_tls_toml)
 
 [upstreams.app]
 address = "127.0.0.1:$upstream"
@@ -561,4 +562,179 @@ ensure_oha() {
       { cat "$WORK/oha-install.log" >&2; die "could not install oha"; }
     OHA_BIN="$HOME/.cargo/bin/oha"
   fi
+}
+
+# ---- TLS and HTTP/2 (issue 17): nginx's TLS termination and the sidecar's tls_listen ----
+
+# make_bench_certs DIR: a CA and a server certificate it signs (localhost, 127.0.0.1), both
+# ECDSA P-256, made with openssl at bench time: DIR/ca.pem, DIR/cert.pem, DIR/key.pem. nginx
+# and the sidecar serve the very same certificate and key.
+make_bench_certs() {
+  local dir=$1
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj '/CN=session-sidecar bench CA' -keyout ca.key -out ca.pem
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj '/CN=localhost' -keyout key.pem -out cert.csr
+    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
+      'extendedKeyUsage=serverAuth' 'subjectAltName=DNS:localhost,IP:127.0.0.1' >cert.ext
+    openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile cert.ext -out cert.pem
+  ) >"$WORK/certs.log" 2>&1 || { cat "$WORK/certs.log" >&2; die "openssl could not make the bench certificates"; }
+}
+
+# sidecar_tls_toml: the [server] lines of a TLS listener when BENCH_TLS_PORT is set: tls_listen,
+# http2 (h2 by ALPN) and the [server.tls] table with the certificates in BENCH_TLS_CERTS,
+# TLS 1.3 only like the nginx contender. Printed inside sidecar_conf's [server] table.
+sidecar_tls_toml() {
+  [ -n "${BENCH_TLS_PORT:-}" ] || return 0
+  printf 'tls_listen = ["127.0.0.1:%s"]\nhttp2 = true\n\n[server.tls]\ncert_file = "%s"\nkey_file = "%s"\nmin_version = "1.3"\n' \
+    "$BENCH_TLS_PORT" "$BENCH_TLS_CERTS/cert.pem" "$BENCH_TLS_CERTS/key.pem"
+}
+
+# start_nginx_tls CERT_DIR: nginx on the contender core, one worker, terminating TLS 1.3 and
+# h2 (`listen ... ssl http2`) with the certificate in CERT_DIR and proxying to the upstream
+# exactly as row 2 does (keep-alive pool, HTTP/1.1, Connection cleared). Session resumption is
+# left at nginx's defaults, as the sidecar's is at rustls's: both hand out TLS 1.3 tickets,
+# which h2load's one-connection clients never use. A plaintext server answers the start-up
+# check. Sets NGINX_TLS_PORT and NGINX_TLS_PIDS.
+start_nginx_tls() {
+  local certs=$1 check_port
+  NGINX_TLS_PORT=$(free_port)
+  check_port=$(free_port)
+  mkdir -p "$WORK/nginx-tls"
+  nginx_conf "$WORK/nginx-tls/nginx.conf" "
+    upstream app {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $certs/cert.pem;
+        ssl_certificate_key $certs/key.pem;
+        ssl_protocols TLSv1.3;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }
+    server {
+        listen 127.0.0.1:$check_port;
+        location / { return 200 \"ok\n\"; }
+    }"
+  NGINX_CHECK_URL="http://127.0.0.1:$check_port/"
+  start_nginx nginx-tls "$WORK/nginx-tls/nginx.conf" "${PIN_SUT[@]}"
+  NGINX_TLS_PIDS="${NGINX_PIDS[*]}"
+}
+
+# check_tls_forward NAME PORT CA PATH WANT ARGS...: the contender on PORT speaks h2 over TLS
+# with a certificate CA verifies, and GET PATH (with ARGS, curl's) answers WANT.
+check_tls_forward() {
+  local name=$1 port=$2 ca=$3 path=$4 want=$5 answer; shift 5
+  answer=$(curl -s --http2 --cacert "$ca" -w ' HTTP/%{http_version}' \
+    --resolve "localhost:$port:127.0.0.1" "https://localhost:$port$path" "$@") ||
+    die "$name: no answer over TLS on port $port"
+  [ "$answer" = "$want
+ HTTP/2" ] || die "$name over TLS + h2: GET $path answered '$answer', not '$want' over HTTP/2"
+}
+
+# h2load_json FILE [LOG]: h2load's summary in FILE (one or more runs, concatenated) as a load
+# JSON object like wrk's reporter prints: requests (the ones that succeeded), duration_us (the
+# sum of the runs' "finished in"), failures, p50/p99 of the request times in h2load's
+# --log-file LOG (none without one), and what TLS the runs negotiated.
+h2load_json() {
+  python3 - "$@" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+units = {"us": 1, "ms": 1e3, "s": 1e6}
+dur = sum(float(v) * units[u] for v, u in re.findall(r"^finished in ([0-9.]+)(us|ms|s),", text, re.M))
+counts = {"succeeded": 0, "failed": 0, "errored": 0, "timeout": 0, "done": 0, "total": 0}
+for m in re.finditer(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                     r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M):
+    for k, v in zip(("total", "started", "done", "succeeded", "failed", "errored", "timeout"), m.groups()):
+        if k in counts:
+            counts[k] += int(v)
+non2xx = sum(int(a) + int(b) + int(c) for a, b, c in
+             re.findall(r"^status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M))
+def seen(label):
+    return sorted(set(re.findall(r"^" + label + r": (.*)$", text, re.M)))
+# h2load: "errored" are requests that failed for other reasons than their status (the
+# connection or the stream failed); requests never done (a client that could not connect
+# abandons its requests) count as connect errors.
+out = {"requests": counts["succeeded"], "duration_us": int(dur), "p50_us": None, "p99_us": None,
+       "status_errors": non2xx, "connect_errors": max(0, counts["total"] - counts["done"]),
+       "read_errors": counts["errored"], "write_errors": 0, "timeouts": counts["timeout"],
+       "runs": len(re.findall(r"^finished in ", text, re.M)),
+       "tls": {"protocol": seen("TLS Protocol"), "cipher": seen("Cipher"),
+               "key_exchange": seen("Server Temp Key"), "alpn": seen("Application protocol")}}
+if len(sys.argv) > 2:
+    times = sorted(int(l.split("\t")[2]) for l in open(sys.argv[2]) if l.count("\t") == 2)
+    if times:
+        out["p50_us"] = times[len(times) // 2]
+        out["p99_us"] = times[min(len(times) - 1, len(times) * 99 // 100)]
+print(json.dumps(out))
+PY
+}
+
+# record_h2load ROW ROUND CPU_US WALL_US LOAD_JSON: one measured run into $RAW, a line like
+# measure's (its load from h2load_json), and what it measured on stderr. Dies unless every
+# connection negotiated TLS 1.3 and h2.
+record_h2load() {
+  local row=$1 round=$2 cpu=$3 wall=$4 load=$5
+  printf '{"row":"%s","round":%d,"cpu_us":%d,"wall_us":%d,"load":%s}\n' \
+    "$row" "$round" "$cpu" "$wall" "$load" >>"$RAW"
+  python3 - "$load" "$row" <<'PY' >&2 || die "row $row: h2load did not speak TLS 1.3 + h2, or measured nothing"
+import json, sys
+l, row = json.loads(sys.argv[1]), sys.argv[2]
+if l["tls"]["protocol"] != ["TLSv1.3"] or l["tls"]["alpn"] != ["h2"] or not l["requests"]:
+    print(f"    row {row}: h2load negotiated {l['tls']}, {l['requests']} requests succeeded")
+    sys.exit(1)
+what = "connections/s (one request each)" if row.startswith("8") else "req/s"
+bad = l["status_errors"] + l["connect_errors"] + l["read_errors"] + l["timeouts"]
+print(f"    row {row}: {l['requests'] * 1e6 / max(l['duration_us'], 1):,.0f} {what}, errors {bad}")
+PY
+}
+
+# measure_handshakes ROW ROUND "PIDS" SECONDS URL ARGS...: new TLS connections, one h2 request
+# each, for SECONDS: h2load runs one after another, each with TLS_BATCH clients that make one
+# request each (-c = -n, so every request is a new connection and a full handshake: a client
+# never reconnects, so nothing is resumed). Batches of TLS_BATCH keep the burst of SYNs below
+# the listen backlog. The rate is connections over the sum of h2load's own run times (its
+# start-up between runs is excluded, from the busy share too); CPU is the PIDS' over the loop.
+measure_handshakes() {
+  local row=$1 round=$2 pids=$3 seconds=$4; shift 4
+  local cpu0 cpu1 t0 out="$WORK/h2load-$row.out"
+  : >"$out"
+  # shellcheck disable=SC2086
+  cpu0=$(cpu_us $pids); t0=$(now_us)
+  while [ $(($(now_us) - t0)) -lt $((seconds * 1000000)) ]; do
+    "${PIN_LOAD[@]}" timeout 60 h2load -c "$TLS_BATCH" -n "$TLS_BATCH" -m 1 "$@" >>"$out" 2>&1 ||
+      { tail -20 "$out" >&2; die "row $row: h2load failed"; }
+  done
+  # shellcheck disable=SC2086
+  cpu1=$(cpu_us $pids)
+  local load
+  load=$(h2load_json "$out")
+  record_h2load "$row" "$round" $((cpu1 - cpu0)) \
+    "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["duration_us"])' "$load")" "$load"
+}
+
+# measure_h2 ROW ROUND "PIDS" SECONDS URL ARGS...: h2 forwarding over a fixed set of TLS
+# connections: h2load -c TLS_H2_CONNECTIONS -m TLS_H2_STREAMS -D SECONDS, request times from
+# its --log-file; CPU is the PIDS' over the run.
+measure_h2() {
+  local row=$1 round=$2 pids=$3 seconds=$4; shift 4
+  local cpu0 cpu1 t0 t1 out="$WORK/h2load-$row.out" log="$WORK/h2load-$row.log"
+  # shellcheck disable=SC2086
+  cpu0=$(cpu_us $pids); t0=$(now_us)
+  "${PIN_LOAD[@]}" timeout $((seconds + 60)) h2load -c "$TLS_H2_CONNECTIONS" -m "$TLS_H2_STREAMS" \
+    -D "$seconds" --log-file="$log" "$@" >"$out" 2>&1 ||
+    { tail -20 "$out" >&2; die "row $row: h2load failed"; }
+  # shellcheck disable=SC2086
+  cpu1=$(cpu_us $pids); t1=$(now_us)
+  record_h2load "$row" "$round" $((cpu1 - cpu0)) $((t1 - t0)) "$(h2load_json "$out" "$log")"
 }

@@ -34,6 +34,16 @@ ROWS = {
     "3T": "sidecar forward with tracing, `sample_ratio = 1.0`",
 }
 
+# Issue 17: TLS 1.3 + h2 beside nginx's TLS termination of the same upstream (h2load). Rows 8
+# count new connections (one request each), rows 9 requests over a fixed set of connections.
+TLS_ROWS = {
+    "8n": "nginx `listen ssl http2`: new TLS connections, one h2 request each",
+    "8": "sidecar `tls_listen`: new TLS connections, one h2 request each",
+    "9n": "nginx `listen ssl http2`: h2 forwarding over TLS",
+    "9": "sidecar `tls_listen`, `http2 = true`: h2 forwarding over TLS",
+}
+TLS_VERSUS = {"8": "8n", "9": "9n"}
+
 # Issue 19: what the access log and tracing add to a forwarded request's CPU, each against the
 # same proxy without them, measured in the same rounds. (row, reference, label, target or None)
 OVERHEADS = [
@@ -157,6 +167,71 @@ def verdict(value, target, higher_better):
     return f"{word} (quick run: not evidence)" if QUICK else word
 
 
+def ms(us):
+    return "" if us is None else f"{us / 1000:.2f} ms"
+
+
+def tls_section(w, runs, meta):
+    w("## TLS and HTTP/2 (issue 17)")
+    w("")
+    w(f"{meta.get('h2load', 'h2load')} ({meta.get('openssl', 'OpenSSL ?')}), one thread, on the "
+      "load core. nginx (`listen ... ssl http2`, `ssl_protocols TLSv1.3`, one worker, proxying "
+      "like row 2) and the sidecar (`tls_listen`, `[server.tls]` with `min_version = \"1.3\"`, "
+      "`http2 = true`, one thread) serve the same ECDSA P-256 certificate made for this run, "
+      "in front of the same upstream with a keep-alive pool; every request is `GET /` with the "
+      "same `X-Session-Id` (the TLS sidecar's session). Rows 8: h2load runs of "
+      f"{meta.get('tls_batch', '?')} clients making one request each (`-c` = `-n`), back to "
+      f"back for {meta.get('seconds')} s: every connection a full handshake, none resumed; the "
+      "rate is connections per second of h2load's own run time, the CPU is per connection "
+      "(accept, handshake, one forwarded request, close). Rows 9: `h2load -c C -m M -D "
+      f"{meta.get('seconds')}` with C x M = {meta.get('tls_h2', '?')} streams in flight over "
+      "connections opened once.")
+    w("")
+    w("| # | contender | rate | p50 | p99 | CPU us | per CPU-second | busy | vs nginx |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for row, label in TLS_ROWS.items():
+        rs = runs.get(row, [])
+        if not rs:
+            continue
+        handshake = row.startswith("8")
+        unit, per = ("conn/s", "/conn") if handshake else ("req/s", "/req")
+        p50 = [r["load"]["p50_us"] for r in rs if r["load"]["p50_us"] is not None]
+        p99 = [r["load"]["p99_us"] for r in rs if r["load"]["p99_us"] is not None]
+        cells = [
+            f"{statistics.median(rps(r) for r in rs):,.0f} {unit}",
+            ms(statistics.median(p50)) if p50 else "",
+            ms(statistics.median(p99)) if p99 else "",
+            f"{statistics.median(cpu_per_request(r) for r in rs):.1f} {per}",
+            f"{1e6 / statistics.median(cpu_per_request(r) for r in rs):,.0f}",
+            f"{statistics.median(busy(r) for r in rs) * 100:.0f}%",
+        ]
+        versus = []
+        ref = TLS_VERSUS.get(row)
+        if ref in runs:
+            for metric, name in (("req/s", unit), ("cpu", "CPU" + per)):
+                ratio = fmt_ratio(per_round_ratio(runs, row, ref, metric))
+                if ratio:
+                    versus.append(f"{name} {ratio} of {ref}")
+        w(f"| {row} | {label} | " + " | ".join(cells) + f" | {'; '.join(versus)} |")
+    w("")
+    negotiated = []
+    for row in TLS_ROWS:
+        tls = {}
+        for r in runs.get(row, []):
+            for k, v in r["load"].get("tls", {}).items():
+                tls.setdefault(k, set()).update(v)
+        if tls:
+            negotiated.append(f"{row}: " + ", ".join(
+                "/".join(sorted(tls.get(k, ()))) or "?" for k in ("protocol", "cipher", "key_exchange", "alpn")))
+    w("Negotiated (as h2load reports it): " + "; ".join(negotiated) + ". p50/p99 of rows 9 are "
+      "h2load's request times (`--log-file`); rows 8 have none that would mean anything (a burst "
+      "of new connections queues for the handshake). The ratios are medians of per-round ratios, "
+      "as above; \"busy\" of rows 8 is over h2load's run time, not its start-up between runs. "
+      "\"per CPU-second\" is 1 / CPU us: the connections or requests one fully busy core would "
+      "serve at the measured cost, the rate to compare when a contender was not saturated.")
+    w("")
+
+
 def main():
     global QUICK
     runs, meta, other = load(sys.argv[1])
@@ -164,7 +239,7 @@ def main():
     unavailable = {o["row"]: o["why"] for o in other if o.get("kind") == "unavailable"}
     memory = next((o for o in other if o.get("kind") == "memory"), None)
     latency = [o for o in other if o.get("kind") == "latency"]
-    lookups = next((o for o in other if o.get("kind") == "lookups"), None)
+    lookups = {o["row"]: o for o in other if o.get("kind") == "lookups"}
     out = []
     w = out.append
 
@@ -287,6 +362,9 @@ def main():
             w(f"| {row} | {ROWS[row]} | " + " | ".join(cells) + f" | {cpu:.1f} | {failed} |")
         w("")
 
+    if any(row in runs for row in TLS_ROWS):
+        tls_section(w, runs, meta)
+
     if any(row in runs for row, *_ in OVERHEADS):
         w("## Observability cost (issue 19)")
         w("")
@@ -323,10 +401,15 @@ def main():
                          "generator and upstream on the other core, or other processes on this "
                          "machine, held it back, so its req/s is not its capacity; CPU/req is the "
                          "fairer comparison")
-    if lookups and "3" in runs:
+    if "3" in lookups and "3" in runs:
         total = sum(r["load"]["requests"] for r in runs["3"])
-        notes.append(f"row 3: {lookups['hits']:,.0f} session lookups hit for {total:,} requests "
+        notes.append(f"row 3: {lookups['3']['hits']:,.0f} session lookups hit for {total:,} requests "
                      "wrk counted (it does not count the answers in flight when a run ends)")
+    if "8+9" in lookups and ("8" in runs or "9" in runs):
+        total = sum(r["load"]["requests"] for row in ("8", "9") for r in runs.get(row, []))
+        notes.append(f"rows 8 and 9: {lookups['8+9']['hits']:,.0f} session lookups hit in the TLS "
+                     f"sidecar for {total:,} requests h2load counted as succeeded (it does not count "
+                     "the answers in flight when a timed run ends)")
     for row, why in sorted(unavailable.items()):
         notes.append(f"row {row}: {why}")
     if memory:
@@ -345,10 +428,10 @@ def main():
     w("")
     w("| row | round | req/s | p50 | p99 | CPU us/req | busy | errors |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in ROWS:
+    for row in list(ROWS) + list(TLS_ROWS):
         for r in sorted(runs.get(row, []), key=lambda r: r["round"]):
-            w(f"| {row} | {r['round']} | {rps(r):,.0f} | {r['load']['p50_us'] / 1000:.2f} ms | "
-              f"{r['load']['p99_us'] / 1000:.2f} ms | {cpu_per_request(r):.1f} | "
+            w(f"| {row} | {r['round']} | {rps(r):,.0f} | {ms(r['load']['p50_us'])} | "
+              f"{ms(r['load']['p99_us'])} | {cpu_per_request(r):.1f} | "
               f"{busy(r) * 100:.0f}% | {errors(r)} |")
     w("")
     w("</details>")
