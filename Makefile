@@ -36,10 +36,13 @@ run: build
 	@scripts/run-demo
 
 # One integration test binary (tests/it). Tests asserting exact deltas of the process-wide
-# metrics run afterwards in a process of their own, one at a time.
+# metrics run afterwards in a process of their own, one at a time. Then the public conformance
+# suite's forwarding and flavour cases over TLS + HTTP/2 against the debug binary the tests built
+# (tests/conformance-tls-h2/run, docs/tls.md; its h2 client is in the clients venv).
 test: test-deps clients
 	CLIENTS_VENV=$(abspath $(CLIENTS_VENV)) $(CARGO) test --all-targets -- --skip exclusive::
 	CLIENTS_VENV=$(abspath $(CLIENTS_VENV)) $(CARGO) test --test it exclusive:: -- --test-threads=1
+	SIDECAR_BIN=$${CARGO_TARGET_DIR:-target}/debug/session-sidecar $(CLIENTS_VENV)/bin/python tests/conformance-tls-h2/run
 
 # The benchmark (bench/RESULTS.md): nginx, nginx + Lua, plain pingora and the sidecar in one
 # alternating run; bench/run installs its Debian packages and the oha load generator itself.
