@@ -19,6 +19,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod random;
 pub mod session;
 pub mod state;
 pub mod store;

@@ -139,6 +139,7 @@ fn run(file: &Path, launch: LaunchOptions) -> ExitCode {
     log::info!("session-sidecar {} starting", env!("CARGO_PKG_VERSION"));
     server.run(RunArgs::default());
     state.shutdown_store();
+    state.flush_access_log();
     log::info!("session-sidecar stopped");
     ExitCode::SUCCESS
 }

@@ -161,4 +161,11 @@ impl AppState {
     pub fn shutdown_store(&self) {
         self.store.shutdown(&self.current().config.store);
     }
+
+    /// At exit: the access-log lines still queued go out before the process does.
+    pub fn flush_access_log(&self) {
+        if let Some(log) = self.access_log() {
+            log.flush(std::time::Duration::from_secs(2));
+        }
+    }
 }

@@ -6,7 +6,6 @@ use crate::access_log::line;
 use crate::session::id::{redact_path, tag};
 use crate::session::{now_millis, rfc3339};
 use pingora::proxy::Session;
-use std::cell::Cell;
 
 pub fn record(session: &Session, ctx: &RequestCtx, status: u16) {
     let Some(log) = &ctx.gen.access_log else {
@@ -14,7 +13,7 @@ pub fn record(session: &Session, ctx: &RequestCtx, status: u16) {
     };
     let settings = &ctx.gen.config.access_log;
     // Errors are always logged; successes as sampled.
-    if status < 400 && status != 0 && !sampled(settings.sample_ratio) {
+    if status < 400 && status != 0 && !crate::random::sampled(settings.sample_ratio) {
         return;
     }
     let h = session.req_header();
@@ -45,31 +44,4 @@ pub fn record(session: &Session, ctx: &RequestCtx, status: u16) {
         protocol,
     };
     log.write(entry.format(settings.format));
-}
-
-/// True with probability `ratio` (a per-thread xorshift: sampling needs no cryptography and
-/// no lock).
-pub(super) fn sampled(ratio: f64) -> bool {
-    if ratio >= 1.0 {
-        return true;
-    }
-    if ratio <= 0.0 {
-        return false;
-    }
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut seed = [0u8; 8];
-            let _ = getrandom::getrandom(&mut seed);
-            u64::from_le_bytes(seed) | 1
-        });
-    }
-    let x = STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    });
-    ((x >> 11) as f64 / (1u64 << 53) as f64) < ratio
 }

@@ -69,7 +69,7 @@ pub fn begin(gen: &Generation, req: &RequestHeader) -> Option<RequestTrace> {
         match header("traceparent").and_then(|tp| TraceContext::parse(tp, header("tracestate"))) {
             Some(c) => c,
             None if gen.exporter.is_some() => {
-                TraceContext::start(super::access::sampled(settings.sample_ratio))
+                TraceContext::start(crate::random::sampled(settings.sample_ratio))
             }
             None => return None,
         };

@@ -45,7 +45,7 @@ impl TraceContext {
 
     /// A new trace started here.
     pub fn start(sampled: bool) -> TraceContext {
-        let mut trace_id = random_bytes::<16>();
+        let mut trace_id = crate::random::bytes::<16>();
         if trace_id == [0; 16] {
             trace_id[15] = 1;
         }
@@ -74,26 +74,11 @@ impl TraceContext {
 
 /// A fresh, non-zero span id.
 pub fn new_span_id() -> [u8; 8] {
-    let mut id = random_bytes::<8>();
+    let mut id = crate::random::bytes::<8>();
     if id == [0; 8] {
         id[7] = 1;
     }
     id
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // Trace ids need to be unique, not secret: on the (unheard-of) failure of the OS source,
-    // fall back to the clock rather than fail a request.
-    if getrandom::getrandom(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos());
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (t >> ((i % 16) * 8)) as u8;
-        }
-    }
-    b
 }
 
 /// Exactly `2N` lower-case hex digits.

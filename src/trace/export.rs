@@ -2,7 +2,8 @@
 //! exporter thread that sends them in batches (up to 512 spans, or what arrived within a
 //! second). A full queue drops spans and an export that fails (collector down, slow, or
 //! answering an error) drops its batch; each costs `trace_export_errors_total`, never a
-//! request.
+//! request. While a batch gathers the thread naps rather than waiting on the channel, so
+//! queuing a span never has to wake it (one wake per span cost measurable CPU, issue 19).
 
 use super::span::{key_value, Span, Value};
 use crate::metrics;
@@ -11,12 +12,15 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 const QUEUE: usize = 8192;
 const BATCH: usize = 512;
 const BATCH_WAIT: Duration = Duration::from_secs(1);
+/// The nap between looks at the queue while a batch gathers: 10 ms holds 512 spans up to
+/// 51,200 spans/s, and `QUEUE` is 80 ms of 100,000 spans/s.
+const GATHER_NAP: Duration = Duration::from_millis(10);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Exporter {
@@ -58,11 +62,16 @@ fn export_loop(url: &str, service: &str, spans: Receiver<Span>) {
         batch.push(first);
         let deadline = Instant::now() + BATCH_WAIT;
         while batch.len() < BATCH {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match spans.recv_timeout(left) {
+            match spans.try_recv() {
                 Ok(s) => batch.push(s),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(GATHER_NAP));
+                }
             }
         }
         let body = encode(service, &batch);
