@@ -286,9 +286,10 @@ impl ProxyHttp for SidecarProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        // A refused head is the client's fault and is counted in requests_total; logging each
-        // one would let any client flood the log.
-        framing::is_rejection(e)
+        // A refused head, a client that hung up or broke its own stream: the client's doing,
+        // counted in requests_total and logged at debug by `logging`. An ERROR line each would
+        // bury the sidecar's own errors and let any client flood the log.
+        framing::is_rejection(e) || e.esource() == &ErrorSource::Downstream
     }
 
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {

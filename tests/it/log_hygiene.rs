@@ -1,5 +1,6 @@
-//! SPEC §5: no secret, token or full session id ever appears in the sidecar's log, even at
-//! debug level, whatever the request path, query or failure.
+//! What the sidecar's log must not hold. SPEC §5: no secret, token or full session id, even
+//! at debug level, whatever the request path, query or failure. Issue 19: no ERROR line for
+//! what a client does to its own connection.
 
 use crate::common;
 
@@ -175,4 +176,43 @@ fn no_secret_or_full_session_id_in_debug_logs() {
             &id[..8]
         );
     }
+}
+
+/// Clients hang up all the time at the edge (a closed tab, a timeout, h2load ending its run):
+/// that is not the sidecar's error and must not cost an ERROR line each, over HTTP/1.1 or h2.
+/// The log stays fit for an incident (issue 19), and a client cannot flood it.
+#[test]
+fn a_client_that_hangs_up_is_not_an_error_in_the_log() {
+    let up = EchoUpstream::start();
+    let ports = Ports::new(up.port);
+    let p = SidecarProcess::start_fresh(ports, "", &[]);
+    p.wait_ready();
+    let url = format!("http://127.0.0.1:{}/slow/x", ports.proxy);
+    for proto in [&["--http1.1"][..], &["--http2-prior-knowledge"][..]] {
+        for _ in 0..3 {
+            // The app answers after 0.6 s; the client gives up after 0.2 s.
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "--max-time", "0.2"])
+                .args(proto)
+                .args(["-H", "X-Echo-Sleep: 0.6", &url])
+                .output()
+                .expect("curl is installed (make test installs it)");
+            assert_eq!(out.status.code(), Some(28), "curl timed out: {out:?}");
+        }
+    }
+    // Let the app answer those requests into closed connections.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(get(ports.proxy, "/after", &[]).status, 200);
+    assert_eq!(
+        up.received_at("/slow/x").len(),
+        6,
+        "all six reached the app"
+    );
+    let log = p.stop();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "ERROR lines for clients that hung up:\n{}",
+        errors.join("\n")
+    );
 }
