@@ -6,6 +6,7 @@ use crate::session::audit::AuditEvent;
 use crate::session::id::tag;
 use crate::session::{rfc3339, Millis};
 use serde::Serialize;
+use std::net::IpAddr;
 
 /// One request, as its access-log line tells it.
 #[derive(Debug, Serialize)]
@@ -26,7 +27,8 @@ pub struct Request<'a> {
     pub upstream_ms: Option<f64>,
     pub bytes_in: usize,
     pub bytes_out: usize,
-    pub client_ip: Option<String>,
+    /// Written as text (`"127.0.0.1"`), like every other field.
+    pub client_ip: Option<IpAddr>,
     /// `id::tag` of the session the request used.
     pub session: Option<String>,
     /// Name of the credential presented, if valid.
@@ -39,7 +41,15 @@ pub struct Request<'a> {
 impl Request<'_> {
     pub fn format(&self, format: AccessLogFormat) -> String {
         match format {
-            AccessLogFormat::Json => serde_json::to_string(self).unwrap_or_default(),
+            AccessLogFormat::Json => {
+                // Sized for a typical line, so it is written without growing.
+                let mut out = Vec::with_capacity(512);
+                match serde_json::to_writer(&mut out, self) {
+                    // serde_json writes UTF-8 only.
+                    Ok(()) => String::from_utf8(out).unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            }
             AccessLogFormat::Combined => self.combined(),
         }
     }
@@ -48,9 +58,12 @@ impl Request<'_> {
     /// $body_bytes_sent "$http_referer" "$http_user_agent"`. The user is never written (it
     /// would be a credential), nor the referer (a URL that may carry ids) or the user agent.
     fn combined(&self) -> String {
+        let ip = self
+            .client_ip
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string());
         format!(
             "{} - - [{}] \"{} {} {}\" {} {} \"-\" \"-\"",
-            self.client_ip.as_deref().unwrap_or("-"),
+            ip,
             clf_time(&self.ts),
             self.method,
             self.path,
@@ -124,7 +137,7 @@ mod tests {
             upstream_ms: Some(1.0),
             bytes_in: 0,
             bytes_out: 42,
-            client_ip: Some("127.0.0.1".into()),
+            client_ip: Some(IpAddr::from([127, 0, 0, 1])),
             session: Some(tag("s")),
             credential: Some("web"),
             trace_id: None,

@@ -37,7 +37,7 @@ pub fn record(session: &Session, ctx: &RequestCtx, status: u16) {
         client_ip: session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string()),
+            .map(|a| a.ip()),
         session: ctx.session.as_ref().map(|s| tag(&s.id)),
         credential: ctx.credential.as_ref().map(|c| &*c.name),
         trace_id: ctx.trace_id.as_deref(),
