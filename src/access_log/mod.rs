@@ -72,33 +72,23 @@ impl AccessLog {
     /// last requests' lines are not lost with the process).
     pub fn flush(&self, timeout: Duration) {
         let (done, written) = sync_channel(1);
-        if self
-            .queue
-            .send_timeout_compat(Message::Flush(done), timeout)
-        {
+        if send_within(&self.queue, Message::Flush(done), timeout) {
             let _ = written.recv_timeout(timeout);
         }
     }
 }
 
-/// `SyncSender` has no `send_timeout`: retry `try_send` on a full queue until `timeout`.
-trait SendTimeout {
-    fn send_timeout_compat(&self, m: Message, timeout: Duration) -> bool;
-}
-
-impl SendTimeout for SyncSender<Message> {
-    fn send_timeout_compat(&self, mut m: Message, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match self.try_send(m) {
-                Ok(()) => return true,
-                Err(TrySendError::Disconnected(_)) => return false,
-                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
-                    m = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Full(_)) => return false,
+/// `SyncSender` has no `send_timeout`: retries `try_send` on a full queue until `timeout`.
+fn send_within(queue: &SyncSender<Message>, mut m: Message, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match queue.try_send(m) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                m = back;
+                std::thread::sleep(Duration::from_millis(1));
             }
+            Err(_) => return false,
         }
     }
 }
@@ -226,6 +216,21 @@ mod tests {
     use super::*;
     use crate::config::AccessLogFormat;
 
+    /// An access log writing to a file in a fresh temporary directory (kept alive by the
+    /// returned guard).
+    fn file_log() -> (tempfile::TempDir, PathBuf, AccessLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(&AccessLogSettings {
+            enabled: true,
+            path: Some(path.clone()),
+            format: AccessLogFormat::Json,
+            sample_ratio: 1.0,
+        })
+        .unwrap();
+        (dir, path, log)
+    }
+
     fn lines_in(path: &Path) -> usize {
         std::fs::read_to_string(path)
             .unwrap_or_default()
@@ -237,15 +242,7 @@ mod tests {
     /// end on its own, and must return only once every line queued before it is on disk.
     #[test]
     fn flush_writes_every_queued_line_before_it_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let log = AccessLog::open(&AccessLogSettings {
-            enabled: true,
-            path: Some(path.clone()),
-            format: AccessLogFormat::Json,
-            sample_ratio: 1.0,
-        })
-        .unwrap();
+        let (_dir, path, log) = file_log();
         log.write("first".into());
         // The writer takes the first line at once, then naps while more arrive.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -265,15 +262,7 @@ mod tests {
 
     #[test]
     fn lines_queued_while_the_writer_naps_are_written_without_a_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let log = AccessLog::open(&AccessLogSettings {
-            enabled: true,
-            path: Some(path.clone()),
-            format: AccessLogFormat::Json,
-            sample_ratio: 1.0,
-        })
-        .unwrap();
+        let (_dir, path, log) = file_log();
         for i in 0..300 {
             log.write(format!("line {i}"));
             if i % 100 == 0 {

@@ -187,7 +187,18 @@ pub fn post_json(
     headers: &[(&str, &str)],
     body: &serde_json::Value,
 ) -> Response {
-    let mut h: Vec<(&str, &str)> = headers.to_vec();
+    request(
+        port,
+        "POST",
+        path,
+        &json_headers(headers),
+        body.to_string().as_bytes(),
+    )
+}
+
+/// `headers` and `Content-Type: application/json`, for a JSON body.
+pub fn json_headers<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut h = headers.to_vec();
     h.push(("Content-Type", "application/json"));
-    request(port, "POST", path, &h, body.to_string().as_bytes())
+    h
 }

@@ -383,9 +383,12 @@ impl TestSidecar {
         headers: &[(&str, &str)],
         body: &serde_json::Value,
     ) -> Response {
-        let mut h: Vec<(&str, &str)> = headers.to_vec();
-        h.push(("Content-Type", "application/json"));
-        self.proxy("POST", path, &h, body.to_string().as_bytes())
+        self.proxy(
+            "POST",
+            path,
+            &client::json_headers(headers),
+            body.to_string().as_bytes(),
+        )
     }
 
     /// A request to the admin listener.
