@@ -8,6 +8,11 @@
 //! `Cache-Control: no-store` instead: bench/run passes the sidecar's KC GET answer, so the
 //! floor writes the same bytes and headers the sidecar does (SPEC §13.6's "direct floor").
 //!
+//! It arms the timeouts every production proxy has, at the sidecar's defaults (nginx has its
+//! own on by default too): a keep-alive timeout on client connections, and connect, read,
+//! write and idle timeouts towards the upstream. Each costs pingora a timer registration per
+//! request, so a floor without them would not be a proxy anyone deploys.
+//!
 //! Usage: bench-plain-proxy LISTEN_ADDR UPSTREAM_ADDR [ANSWER_FILE]
 //!        (e.g. 127.0.0.1:8081 127.0.0.1:3000)
 
@@ -19,6 +24,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::RunArgs;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 // The sidecar's allocator, so the floor differs from the sidecar only in the session logic.
 #[global_allocator]
@@ -36,6 +42,14 @@ impl ProxyHttp for PlainProxy {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<()> {
+        // The sidecar's default `server.keepalive_timeout` (60 s).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(60));
+        }
+        Ok(())
+    }
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         if !session.req_header().uri.path().starts_with("/answer") {
@@ -91,13 +105,16 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
+    // The sidecar's default upstream timeouts (`[upstreams.NAME]`).
+    let mut peer = HttpPeer::new(upstream, false, String::new());
+    peer.options.connection_timeout = Some(Duration::from_secs(2));
+    peer.options.total_connection_timeout = Some(Duration::from_secs(2));
+    peer.options.read_timeout = Some(Duration::from_secs(30));
+    peer.options.write_timeout = Some(Duration::from_secs(30));
+    peer.options.idle_timeout = Some(Duration::from_secs(50));
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
-        PlainProxy {
-            peer: HttpPeer::new(upstream, false, String::new()),
-            answer,
-            json,
-        },
+        PlainProxy { peer, answer, json },
     );
     proxy.add_tcp(listen);
     server.add_service(proxy);
