@@ -13,6 +13,7 @@
 //!   (`SessionApi::inspects`, Voucherify's locks) may be refused or decorated, and get a
 //!   `ForwardHook` that follows the app's answer.
 
+pub mod json;
 pub mod media;
 pub mod response;
 

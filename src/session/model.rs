@@ -13,17 +13,33 @@ const RFC3339_MAX: Millis = 253_402_300_799_999;
 /// than through `time`'s formatter: every session answer formats two or three of these.
 /// Instants past year 9999 are written as its last millisecond.
 pub fn rfc3339(ms: Millis) -> String {
+    let bytes = rfc3339_bytes(ms);
+    // Only ASCII digits and separators are written.
+    std::str::from_utf8(&bytes).unwrap_or_default().to_owned()
+}
+
+/// `rfc3339` as its 24 ASCII bytes, for writers that append to a buffer. Digits are placed
+/// directly: `format!` with widths cost a KC answer more than its JSON (callgrind).
+pub fn rfc3339_bytes(ms: Millis) -> [u8; 24] {
     let ms = ms.min(RFC3339_MAX);
     let days = ms / 86_400_000;
     let in_day = ms % 86_400_000;
     let (year, month, day) = civil_from_days(days);
-    let (h, m, sec, milli) = (
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000,
-    );
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{milli:03}Z")
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, in_day / 3_600_000);
+    put(14, 2, in_day / 60_000 % 60);
+    put(17, 2, in_day / 1000 % 60);
+    put(20, 3, in_day % 1000);
+    out
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`

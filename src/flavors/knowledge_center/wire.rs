@@ -2,9 +2,9 @@
 //! body, `SessionInfo` answers and the `{"code", "description"}` error shape. Pure: no
 //! sessions, no I/O.
 
-use crate::api::ApiResponse;
+use crate::api::{json, ApiResponse};
 use crate::session::id::is_valid_client_id;
-use crate::session::{rfc3339, Session, SessionPatch};
+use crate::session::{rfc3339_bytes, Session, SessionPatch};
 use http::header::{HeaderValue, CACHE_CONTROL};
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
@@ -66,32 +66,28 @@ fn no_store(r: ApiResponse) -> ApiResponse {
     r.with_header(CACHE_CONTROL, HeaderValue::from_static("no-store"))
 }
 
-/// The API's view of a session.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionInfo<'a> {
-    session_id: &'a str,
-    customer_id: Option<&'a str>,
-    agent_id: Option<&'a str>,
-    visit_id: Option<&'a str>,
-    global_visit_id: Option<&'a str>,
-    tenant_id: Option<&'a str>,
-    created_at: String,
-    expires_at: String,
-}
-
+/// The API's view of a session (`SessionInfo`), written field by field: it is the answer of
+/// every `GET /sessions/{id}`.
 pub fn session_info(s: &Session) -> ApiResponse {
-    let info = SessionInfo {
-        session_id: &s.id,
-        customer_id: s.customer_id.as_deref(),
-        agent_id: s.agent_id.as_deref(),
-        visit_id: s.visit_id.as_deref(),
-        global_visit_id: s.global_visit_id.as_deref(),
-        tenant_id: s.tenant_id.as_deref(),
-        created_at: rfc3339(s.created_at),
-        expires_at: rfc3339(s.expires_at),
-    };
-    no_store(ApiResponse::json(200, &info))
+    let (created, expires) = (rfc3339_bytes(s.created_at), rfc3339_bytes(s.expires_at));
+    let mut body = Vec::with_capacity(256);
+    let mut o = json::Object::begin(&mut body);
+    o.str("sessionId", &s.id);
+    o.opt_str("customerId", s.customer_id.as_deref());
+    o.opt_str("agentId", s.agent_id.as_deref());
+    o.opt_str("visitId", s.visit_id.as_deref());
+    o.opt_str("globalVisitId", s.global_visit_id.as_deref());
+    o.opt_str("tenantId", s.tenant_id.as_deref());
+    o.str(
+        "createdAt",
+        std::str::from_utf8(&created).unwrap_or_default(),
+    );
+    o.str(
+        "expiresAt",
+        std::str::from_utf8(&expires).unwrap_or_default(),
+    );
+    o.end();
+    no_store(ApiResponse::bytes(200, "application/json", body))
 }
 
 /// The endpoint a path (relative to the base) names.
@@ -117,7 +113,8 @@ pub fn route(path: &str) -> Option<Route<'_>> {
 }
 
 /// The session id of a path segment: percent-decoded, then held to the client id rules.
-pub fn decode_session_id(segment: &str) -> Result<String, KcError> {
+/// Borrowed from the path unless it held percent escapes.
+pub fn decode_session_id(segment: &str) -> Result<Cow<'_, str>, KcError> {
     let bad = || {
         KcError::bad_request("The session id must be 1-256 characters of A-Z a-z 0-9 . _ ~ + / = -")
     };
@@ -125,7 +122,7 @@ pub fn decode_session_id(segment: &str) -> Result<String, KcError> {
         .decode_utf8()
         .map_err(|_| bad())?;
     if is_valid_client_id(&id) {
-        Ok(id.into_owned())
+        Ok(id)
     } else {
         Err(bad())
     }
@@ -257,6 +254,33 @@ pub fn parse_body(body: &[u8]) -> Result<(Option<String>, Option<String>), KcErr
 pub(super) mod tests {
     use super::*;
 
+    #[test]
+    fn session_info_is_the_apis_shape_in_its_order() {
+        let mut s = Session::blank("kc-1".into());
+        s.customer_id = Some("c\"1".into());
+        s.visit_id = Some("v-9".into());
+        s.created_at = 1_700_000_000_123;
+        s.expires_at = 1_700_001_800_123;
+        let r = session_info(&s);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap(),
+            r#"{"sessionId":"kc-1","customerId":"c\"1","agentId":null,"visitId":"v-9","globalVisitId":null,"tenantId":null,"createdAt":"2023-11-14T22:13:20.123Z","expiresAt":"2023-11-14T22:43:20.123Z"}"#
+        );
+        let types: Vec<_> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("content-type", "application/json"),
+                ("cache-control", "no-store")
+            ]
+        );
+    }
+
     pub fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -284,9 +308,14 @@ pub(super) mod tests {
     fn session_ids_from_paths() {
         assert_eq!(
             decode_session_id("Conf.K_c~1+2=3-x"),
-            Ok("Conf.K_c~1+2=3-x".to_string())
+            Ok(Cow::Borrowed("Conf.K_c~1+2=3-x"))
         );
-        assert_eq!(decode_session_id("a%2Bb%2F%3D"), Ok("a+b/=".to_string()));
+        assert_eq!(
+            decode_session_id("a%2Bb%2F%3D"),
+            Ok(Cow::Owned("a+b/=".to_string()))
+        );
+        // An id without escapes is the path's own bytes: no copy per GET.
+        assert!(matches!(decode_session_id("abc-1"), Ok(Cow::Borrowed(_))));
         for bad in [
             "",
             "conf!bad",
