@@ -291,18 +291,32 @@ pub fn lock_rejected(reason: &str) {
     LOCK_REJECTIONS.with_label_values(&[reason]).inc();
 }
 
-/// `store_operation_duration_seconds` series by (backend, op), created on first use.
-static STORE_SERIES: Lazy<parking_lot::RwLock<HashMap<(&'static str, &'static str), Histogram>>> =
-    Lazy::new(Default::default);
+/// `store_operation_duration_seconds` series by (backend, op), created on first use. A short
+/// list compared by pointer first: a dozen pairs at most, and SipHashing two strings per store
+/// call cost more than the scan (callgrind).
+type StoreSeries = Vec<((&'static str, &'static str), Histogram)>;
+static STORE_SERIES: Lazy<parking_lot::RwLock<StoreSeries>> = Lazy::new(Default::default);
+
+fn same(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
 
 pub fn store_operation(backend: &'static str, op: &'static str, seconds: f64) {
-    if let Some(h) = STORE_SERIES.read().get(&(backend, op)) {
+    let is =
+        |((b, o), _): &&((&'static str, &'static str), Histogram)| same(b, backend) && same(o, op);
+    if let Some((_, h)) = STORE_SERIES.read().iter().find(is) {
         h.observe(seconds);
         return;
     }
-    let h = STORE_DURATION.with_label_values(&[backend, op]);
-    h.observe(seconds);
-    STORE_SERIES.write().insert((backend, op), h);
+    let mut series = STORE_SERIES.write();
+    match series.iter().find(is) {
+        Some((_, h)) => h.observe(seconds),
+        None => {
+            let h = STORE_DURATION.with_label_values(&[backend, op]);
+            h.observe(seconds);
+            series.push(((backend, op), h));
+        }
+    }
 }
 
 pub fn store_error(backend: &str) {

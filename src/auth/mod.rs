@@ -65,6 +65,19 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
 }
 
+/// The id and token headers of the two app-pair schemes, built once: a `&str` name is parsed
+/// again on every lookup, and every request without a bearer token looks up all four.
+static APP_PAIR_HEADERS: [(HeaderName, HeaderName); 2] = [
+    (
+        HeaderName::from_static("x-app-id"),
+        HeaderName::from_static("x-app-token"),
+    ),
+    (
+        HeaderName::from_static("x-client-application-id"),
+        HeaderName::from_static("x-client-token"),
+    ),
+];
+
 impl Authenticator {
     pub fn from_config(config: &Config) -> Authenticator {
         Authenticator::from_config_after(config, None)
@@ -116,10 +129,7 @@ impl Authenticator {
                 _ => AuthResult::Refused(AuthFailure::Invalid),
             };
         }
-        for (id_header, token_header) in [
-            ("x-app-id", "x-app-token"),
-            ("x-client-application-id", "x-client-token"),
-        ] {
+        for (id_header, token_header) in &APP_PAIR_HEADERS {
             let id = headers.get(id_header);
             let token = headers.get(token_header);
             match (id, token) {

@@ -15,6 +15,9 @@ pub struct IdentityHeaders {
     settings: IdentityHeaderSettings,
     /// Every configured name, stripped from all client requests.
     strip: Vec<HeaderName>,
+    /// Bit `n` set when some name in `strip` is `n` bytes long (names of 64 bytes or more set
+    /// bit 63): a request with no header of those lengths carries none of them.
+    strip_lengths: u64,
     /// The names as pingora writes them, built once: inserting a `HeaderName` would build
     /// this spelling again for every header of every request.
     wire: WireNames,
@@ -55,8 +58,10 @@ impl WireNames {
 
 impl IdentityHeaders {
     pub fn from_config(settings: &IdentityHeaderSettings) -> IdentityHeaders {
+        let strip = settings.all_names();
         IdentityHeaders {
-            strip: settings.all_names(),
+            strip_lengths: strip.iter().fold(0, |m, n| m | length_bit(n)),
+            strip,
             wire: WireNames::new(settings),
             settings: settings.clone(),
         }
@@ -74,8 +79,17 @@ impl IdentityHeaders {
     /// Removes every copy of every identity header, whatever its casing (header maps compare
     /// names case-insensitively).
     pub fn strip(&self, req: &mut RequestHeader) {
+        // One pass over the request's names collects their lengths; only configured names of
+        // a length the request has can be in it. Removing each configured name unconditionally
+        // hashed and probed for all nine on every request.
+        let lengths = req.headers.keys().fold(0, |m, n| m | length_bit(n));
+        if lengths & self.strip_lengths == 0 {
+            return;
+        }
         for name in &self.strip {
-            while req.remove_header(name).is_some() {}
+            if lengths & length_bit(name) != 0 {
+                while req.remove_header(name).is_some() {}
+            }
         }
     }
 
@@ -112,6 +126,10 @@ impl IdentityHeaders {
         set(req, &w.credential, credential)?;
         Ok(())
     }
+}
+
+fn length_bit(name: &HeaderName) -> u64 {
+    1 << name.as_str().len().min(63)
 }
 
 /// Sets `name: value` when both exist and the value is a legal header value.
@@ -154,5 +172,32 @@ mod tests {
         let expected = hex::encode(mac.finalize().into_bytes());
         assert_eq!(sig, format!("v1,t=1700000000,s={expected}"));
         assert_ne!(signature(&key, 1_700_000_000, "sid", "other"), sig);
+    }
+
+    #[test]
+    fn strip_removes_every_copy_in_any_case_and_keeps_the_rest() {
+        let long = format!("x-{}", "l".repeat(70)); // past the length mask's last bit
+        let settings = IdentityHeaderSettings {
+            session_id: Some(HeaderName::from_static("x-session-id")),
+            customer_id: Some(HeaderName::from_static("x-customer-id")),
+            agent_id: Some(HeaderName::try_from(long.as_str()).unwrap()),
+            ..Default::default()
+        };
+        let identity = IdentityHeaders::from_config(&settings);
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Customer-ID", "forged").unwrap();
+        req.append_header("x-customer-id", "forged again").unwrap();
+        req.append_header(long.to_uppercase(), "forged").unwrap();
+        req.append_header("x-other-id-12", "kept").unwrap(); // x-customer-id's length
+        req.append_header("user-agent", "kept").unwrap();
+        identity.strip(&mut req);
+        let mut names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["user-agent", "x-other-id-12"]);
+
+        let mut clean = RequestHeader::build("GET", b"/", None).unwrap();
+        clean.append_header("accept", "*/*").unwrap();
+        identity.strip(&mut clean);
+        assert_eq!(clean.headers.len(), 1);
     }
 }

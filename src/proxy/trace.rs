@@ -61,12 +61,16 @@ fn unix_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// W3C trace context headers, built once: every request is asked for `traceparent`.
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// The trace a request joins: the client's (always honoured), or a new one when tracing is on.
 pub fn begin(gen: &Generation, req: &RequestHeader) -> Option<RequestTrace> {
     let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
     let settings = &gen.config.tracing;
     let context =
-        match header("traceparent").and_then(|tp| TraceContext::parse(tp, header("tracestate"))) {
+        match header(&TRACEPARENT).and_then(|tp| TraceContext::parse(tp, header(&TRACESTATE))) {
             Some(c) => c,
             None if gen.exporter.is_some() => {
                 TraceContext::start(crate::random::sampled(settings.sample_ratio))
