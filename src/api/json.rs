@@ -2,9 +2,39 @@
 //! request (the Knowledge Center `SessionInfo`). Byte for byte what `serde_json` writes for
 //! the same fields (a proptest holds it to that), without its per-field dispatch.
 
+use crate::session::{rfc3339_bytes, Millis};
+
 /// Bytes that JSON strings must escape: `"`, `\` and the control characters below 0x20.
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the 8 bytes in `w` needs escaping (exact for "any", not for "which"): a byte
+/// below 0x20, or one equal to `"` or `\`, found 8 at a time instead of byte by byte.
+fn word_needs_escape(w: u64) -> bool {
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0
+}
+
+/// The index of the first byte at or after `from` that needs escaping.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if word_needs_escape(u64::from_le_bytes(word)) {
+            break;
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| needs_escape(b))
+        .map(|at| i + at)
 }
 
 /// Appends `s` as a JSON string, escaped as `serde_json` escapes it.
@@ -12,12 +42,9 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !needs_escape(b) {
-            continue;
-        }
+    while let Some(i) = next_escape(bytes, start) {
         out.extend_from_slice(&bytes[start..i]);
-        match b {
+        match bytes[i] {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
@@ -25,7 +52,7 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
             b'\t' => out.extend_from_slice(b"\\t"),
             0x08 => out.extend_from_slice(b"\\b"),
             0x0c => out.extend_from_slice(b"\\f"),
-            _ => {
+            b => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
@@ -73,6 +100,14 @@ impl<'a> Object<'a> {
         }
     }
 
+    /// An instant as an RFC 3339 string (its digits need no escaping).
+    pub fn rfc3339(&mut self, key: &str, ms: Millis) {
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(&rfc3339_bytes(ms));
+        self.out.push(b'"');
+    }
+
     pub fn end(self) {
         self.out.push(b'}');
     }
@@ -110,6 +145,22 @@ mod tests {
         o.end();
         let expected = serde_json::json!({"a": "x", "b": null, "c": "y\"z"});
         assert_eq!(String::from_utf8(out).unwrap(), expected.to_string());
+    }
+
+    #[test]
+    fn every_ascii_byte_at_every_offset_of_a_word_is_escaped_as_serde_does() {
+        for b in 0u8..0x80 {
+            for at in 0..17 {
+                let mut s = "abcdefghijklmnopq".to_string().into_bytes();
+                s[at] = b;
+                let s = String::from_utf8(s).unwrap();
+                assert_eq!(
+                    written(&s),
+                    serde_json::to_string(&s).unwrap(),
+                    "{b:#x} at {at}"
+                );
+            }
+        }
     }
 
     proptest! {

@@ -4,7 +4,7 @@
 
 use crate::api::{json, ApiResponse};
 use crate::session::id::is_valid_client_id;
-use crate::session::{rfc3339_bytes, Session, SessionPatch};
+use crate::session::{Session, SessionPatch};
 use http::header::{HeaderValue, CACHE_CONTROL};
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
@@ -69,7 +69,6 @@ fn no_store(r: ApiResponse) -> ApiResponse {
 /// The API's view of a session (`SessionInfo`), written field by field: it is the answer of
 /// every `GET /sessions/{id}`.
 pub fn session_info(s: &Session) -> ApiResponse {
-    let (created, expires) = (rfc3339_bytes(s.created_at), rfc3339_bytes(s.expires_at));
     let mut body = Vec::with_capacity(256);
     let mut o = json::Object::begin(&mut body);
     o.str("sessionId", &s.id);
@@ -78,14 +77,8 @@ pub fn session_info(s: &Session) -> ApiResponse {
     o.opt_str("visitId", s.visit_id.as_deref());
     o.opt_str("globalVisitId", s.global_visit_id.as_deref());
     o.opt_str("tenantId", s.tenant_id.as_deref());
-    o.str(
-        "createdAt",
-        std::str::from_utf8(&created).unwrap_or_default(),
-    );
-    o.str(
-        "expiresAt",
-        std::str::from_utf8(&expires).unwrap_or_default(),
-    );
+    o.rfc3339("createdAt", s.created_at);
+    o.rfc3339("expiresAt", s.expires_at);
     o.end();
     no_store(ApiResponse::bytes(200, "application/json", body))
 }
