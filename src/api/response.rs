@@ -46,12 +46,15 @@ impl ApiResponse {
 
     /// `status` with a body of the given type.
     pub fn bytes(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> ApiResponse {
+        // Room for the one header most answers add (`Cache-Control`, `Allow`, ...).
+        let mut headers = Vec::with_capacity(2);
+        headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        ));
         ApiResponse {
             status,
-            headers: vec![(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type),
-            )],
+            headers,
             body: body.into(),
         }
     }

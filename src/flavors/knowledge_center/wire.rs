@@ -111,9 +111,14 @@ pub fn decode_session_id(segment: &str) -> Result<Cow<'_, str>, KcError> {
     let bad = || {
         KcError::bad_request("The session id must be 1-256 characters of A-Z a-z 0-9 . _ ~ + / = -")
     };
-    let id = percent_decode_str(segment)
-        .decode_utf8()
-        .map_err(|_| bad())?;
+    // Ids are almost never escaped: skip the decoder's pass when there is nothing to decode.
+    let id = if segment.contains('%') {
+        percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| bad())?
+    } else {
+        Cow::Borrowed(segment)
+    };
     if is_valid_client_id(&id) {
         Ok(id)
     } else {
