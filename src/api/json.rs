@@ -65,7 +65,7 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Writes one JSON object: `{"key":value,...}`, keys given already as JSON-safe literals.
+/// Writes one JSON object: `{"key":value,...}`, keys given as literals that need no escaping.
 pub struct Object<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
@@ -73,26 +73,26 @@ pub struct Object<'a> {
 
 impl<'a> Object<'a> {
     pub fn begin(out: &'a mut Vec<u8>) -> Object<'a> {
-        out.push(b'{');
         Object { out, first: true }
     }
 
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
+    /// Keys are this crate's own literals: written as they are, not scanned for escapes.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(!key.bytes().any(needs_escape), "key {key:?} needs escaping");
+        self.out
+            .extend_from_slice(if self.first { b"{\"" } else { b",\"" });
         self.first = false;
-        push_str(self.out, key);
-        self.out.push(b':');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
-    pub fn str(&mut self, key: &str, value: &str) {
+    pub fn str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         push_str(self.out, value);
     }
 
     /// A string, or `null` when there is none (as serde writes `Option<&str>`).
-    pub fn opt_str(&mut self, key: &str, value: Option<&str>) {
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
         self.key(key);
         match value {
             Some(v) => push_str(self.out, v),
@@ -101,7 +101,7 @@ impl<'a> Object<'a> {
     }
 
     /// An instant as an RFC 3339 string (its digits need no escaping).
-    pub fn rfc3339(&mut self, key: &str, ms: Millis) {
+    pub fn rfc3339(&mut self, key: &'static str, ms: Millis) {
         self.key(key);
         self.out.push(b'"');
         self.out.extend_from_slice(&rfc3339_bytes(ms));
@@ -109,6 +109,9 @@ impl<'a> Object<'a> {
     }
 
     pub fn end(self) {
+        if self.first {
+            self.out.push(b'{');
+        }
         self.out.push(b'}');
     }
 }
@@ -145,6 +148,9 @@ mod tests {
         o.end();
         let expected = serde_json::json!({"a": "x", "b": null, "c": "y\"z"});
         assert_eq!(String::from_utf8(out).unwrap(), expected.to_string());
+        let mut empty = Vec::new();
+        Object::begin(&mut empty).end();
+        assert_eq!(empty, b"{}");
     }
 
     #[test]
