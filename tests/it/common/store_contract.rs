@@ -47,7 +47,7 @@ pub fn lock(
         ttl,
         store.clock().now_millis(),
     );
-    s.lock = Some(Lock {
+    s.set_lock(Some(Lock {
         holds: holds
             .iter()
             .map(|(code, quantity, credits, points)| CodeHold {
@@ -59,7 +59,7 @@ pub fn lock(
             .collect(),
         ttl: ttl.as_millis() as u64,
         ttl_unit: TtlUnit::Milliseconds,
-    });
+    }));
     s
 }
 
@@ -85,7 +85,7 @@ async fn pass(store: &dyn SessionStore, ms: u64) {
 pub async fn create_get_touch(store: Store) {
     let mut s = session(&*store, Duration::from_millis(800), MIN);
     s.customer_id = Some("c-1".into());
-    s.lock = None;
+    s.set_lock(None);
     assert_eq!(
         store.create(s.clone(), None).await.unwrap(),
         CreateOutcome::Created
@@ -334,7 +334,7 @@ pub async fn update_patches_and_records_a_use(store: Store) {
         "absent values unchanged"
     );
     assert!(u.logged_in);
-    assert_eq!(u.mode_of_sale_id, Some(7));
+    assert_eq!(u.mode_of_sale_id(), Some(7));
     assert!(
         u.last_access > s.last_access && u.expires_at == u.last_access + 700,
         "update records a use"
@@ -519,12 +519,12 @@ pub async fn transfer_with_grace(store: Store) {
         .await
         .unwrap()
         .expect("alias during grace");
-    assert_eq!(alias.moved_to.as_deref(), Some(new.id.as_str()));
+    assert_eq!(alias.moved_to().as_deref(), Some(new.id.as_str()));
     assert!(store
         .touch(&old.id)
         .await
         .unwrap()
-        .is_some_and(|a| a.moved_to.as_deref() == Some(new.id.as_str())));
+        .is_some_and(|a| a.moved_to().as_deref() == Some(new.id.as_str())));
     pass(&*store, 400).await;
     assert_eq!(
         store.get(&old.id).await.unwrap(),
@@ -550,7 +550,7 @@ pub async fn concurrent_rotations_with_grace_have_one_winner(stores: Vec<Store>)
             .unwrap()
             .expect("alias during grace");
         assert_eq!(
-            alias.moved_to.as_deref(),
+            alias.moved_to().as_deref(),
             Some(winner.as_str()),
             "every replica sees the winner"
         );
@@ -619,7 +619,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
             replaced: Some(r),
             others,
         } => {
-            assert_eq!(r.lock.unwrap().holds[0].credits, 10);
+            assert_eq!(r.lock().unwrap().holds[0].credits, 10);
             assert_eq!(others, vec![LockedTotals::default()]);
         }
         other => panic!("overwrite: {other:?}"),
@@ -678,7 +678,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
         .get(&k1)
         .await
         .unwrap()
-        .is_some_and(|s| s.lock.is_some()));
+        .is_some_and(|s| s.lock().is_some()));
     assert!(store.touch(&k1).await.unwrap().is_some());
     assert!(store
         .remove(&k1, EndReason::Released)
