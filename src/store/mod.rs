@@ -384,7 +384,7 @@ mod tests {
             "only the target is c1's"
         );
         let alias = store.get("old").await.unwrap().expect("grace alias");
-        assert_eq!(alias.moved_to().as_deref(), Some("target"));
+        assert_eq!(alias.moved_to(), Some("target"));
         // A key in its grace period cannot be transferred again.
         store.create(session("third"), None).await.unwrap();
         let r = store
