@@ -28,6 +28,9 @@ const EXACT_EVICTION_UP_TO: usize = 256;
 /// `SHARDS / SWEEP_SHARDS` sweeps (2 s at housekeeping's 250 ms).
 const SWEEP_SHARDS: usize = 8;
 
+/// Shards with room for more entries than this shrink when three quarters are free.
+const SHRINK_ABOVE: usize = 1024;
+
 /// Tables this small are swept whole every time.
 const SWEEP_ALL_UP_TO: usize = 4096;
 
@@ -191,6 +194,11 @@ impl Table {
             let before = out.len();
             out.extend(table.extract_if(|e| passed(e)).map(|e| e.session));
             self.len.fetch_sub(out.len() - before, Ordering::Relaxed);
+            // A shard a wave of expiries left mostly empty gives its memory back.
+            if table.capacity() > SHRINK_ABOVE && table.len() < table.capacity() / 4 {
+                let keep = table.len() * 2;
+                table.shrink_to(keep, |e| self.hash(&e.session.id));
+            }
         }
         out
     }
@@ -298,6 +306,28 @@ mod tests {
         assert_eq!(gone, (0..=2500).collect::<Vec<_>>());
         assert_eq!(t.len(), 5000 - 2501);
         assert!(t.get("s2500").is_none() && t.get("s2501").is_some());
+    }
+
+    #[test]
+    fn emptied_shards_shrink() {
+        let t = Table::new();
+        for i in 0..100_000u64 {
+            let s = session(&format!("s{i}"), i % 1000);
+            t.compute(&s.id.clone(), |_| Op::Put(s));
+        }
+        let big = |t: &Table| {
+            t.shards
+                .iter()
+                .filter(|s| s.read().capacity() > SHRINK_ABOVE)
+                .count()
+        };
+        assert_eq!(big(&t), SHARDS, "every shard holds more than SHRINK_ABOVE");
+        assert_eq!(t.sweep(20_000, true).len(), 100_000);
+        assert_eq!(
+            (t.len(), big(&t)),
+            (0, 0),
+            "emptied shards gave their room back"
+        );
     }
 
     #[test]
