@@ -675,6 +675,58 @@ mod tests {
         assert_eq!(TtlUnit::parse("hours"), None);
     }
 
+    /// The serde form is the flat record of every earlier release (snapshots, Redis lock
+    /// records): same fields, same order, absent values as null.
+    #[test]
+    fn serde_form_is_the_flat_record() {
+        let mut s = Session::new(
+            "k".into(),
+            Flavor::Tessitura,
+            Some(intern("web")),
+            Duration::from_secs(10),
+            Duration::from_secs(20),
+            T0,
+        );
+        s.customer_id = Some("c".into());
+        s.set_mode_of_sale_id(Some(-3));
+        s.set_lock(Some(Lock {
+            holds: vec![CodeHold {
+                code: "C".into(),
+                quantity: 1,
+                credits: 2,
+                points: -4,
+            }],
+            ttl: 7,
+            ttl_unit: TtlUnit::Days,
+        }));
+        s.set_moved_to(Some("m".into()));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"id":"k","flavor":"tessitura","owner":"web","application_key":null,"#,
+                r#""customer_id":"c","agent_id":null,"visit_id":null,"global_visit_id":null,"#,
+                r#""tenant_id":null,"logged_in":false,"mode_of_sale_id":-3,"#,
+                r#""original_mode_of_sale_id":null,"source_id":null,"lock":{"holds":"#,
+                r#"[{"code":"C","quantity":1,"credits":2,"points":-4}],"ttl":7,"ttl_unit":"DAYS"},"#,
+                r#""moved_to":"m","created_at":1700000000000,"last_access":1700000000000,"#,
+                r#""expires_at":1700000010000,"idle_ms":10000,"absolute_deadline":1700000020000}"#
+            )
+        );
+        let back: Session = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert!(
+            Arc::ptr_eq(back.owner.as_ref().unwrap(), s.owner.as_ref().unwrap()),
+            "interned"
+        );
+        // Clearing every rare value drops their box: a plain session compares equal again.
+        let mut plain = back.clone();
+        plain.set_mode_of_sale_id(None);
+        plain.set_lock(None);
+        plain.set_moved_to(None);
+        assert_eq!(plain.rare, None);
+    }
+
     #[test]
     fn patch_changes_only_present_values() {
         let mut s = Session::new(
