@@ -2,11 +2,11 @@
 //! the resident memory per idle session into its parts by building, in turn, in one process
 //! with the binary's allocator (mimalloc):
 //!
-//! 1. a moka cache configured like `MemoryStore`'s (LRU, per-entry expiry) whose values are
-//!    empty: what moka's own bookkeeping and the key cost per entry;
+//! 1. a moka cache configured like the former moka-based `MemoryStore` (LRU, per-entry
+//!    expiry) whose values are empty: what moka's own bookkeeping and the key cost per entry;
 //! 2. the same cache holding `Arc<Session>`s shaped like bench/run's (UUID id, owner, a
 //!    distinct customer, logged in), without the store's indexes;
-//! 3. a `MemoryStore` with those sessions: everything above plus the customer index.
+//! 3. a `MemoryStore` with those sessions: its own table, the sessions and the customer index.
 //!
 //! Each part is measured as the growth of VmRSS over N entries, in a fresh child process, so
 //! one part's freed memory never hides the next part's growth.
@@ -17,7 +17,7 @@ use mimalloc::MiMalloc;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
-use session_sidecar::session::{id::new_uuid, now_millis, Flavor, Session};
+use session_sidecar::session::{id::new_uuid, intern, now_millis, Flavor, Session};
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::SessionStore;
 use std::sync::Arc;
@@ -54,14 +54,14 @@ fn cache<V: Clone + Send + Sync + 'static>(n: u64) -> Cache<String, V> {
 
 fn session(i: u64) -> Session {
     let mut s = Session::new(
-        new_uuid(),
+        new_uuid().into(),
         Flavor::Admin,
-        Some("bench-admin".to_string()),
+        Some(intern("bench-admin")),
         Duration::from_secs(1800),
         Duration::from_secs(12 * 3600),
         now_millis(),
     );
-    s.customer_id = Some(format!("c0-{i:09}"));
+    s.customer_id = Some(format!("c0-{i:09}").into());
     s.logged_in = true;
     s
 }
@@ -83,7 +83,7 @@ fn measure(part: &str, n: u64) -> f64 {
             let c: Cache<String, Arc<Session>> = cache(n);
             for i in 0..n {
                 let s = session(i);
-                c.insert(s.id.clone(), Arc::new(s));
+                c.insert(s.id.to_string(), Arc::new(s));
             }
             c.run_pending_tasks();
             std::hint::black_box(&c);
@@ -143,9 +143,9 @@ fn main() {
         results[1].1 - results[0].1
     );
     println!(
-        "  MemoryStore (+ customer index, bookkeeping)  {:6.0}  (index etc.: {:.0})",
+        "  MemoryStore (table, sessions, indexes)       {:6.0}  (table and indexes: {:.0})",
         results[2].1,
-        results[2].1 - results[1].1
+        results[2].1 - (results[1].1 - results[0].1)
     );
     println!(
         "  size_of::<Session>() = {} bytes",

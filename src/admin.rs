@@ -135,7 +135,7 @@ pub fn session_view(s: &Session) -> SessionView<'_> {
         global_visit_id: s.global_visit_id.as_deref(),
         id: &s.id,
         last_access: rfc3339(s.last_access),
-        lock: s.lock.as_ref().map(|l| LockView {
+        lock: s.lock().map(|l| LockView {
             codes: l
                 .holds
                 .iter()
@@ -150,10 +150,10 @@ pub fn session_view(s: &Session) -> SessionView<'_> {
             ttl_unit: l.ttl_unit.as_str(),
         }),
         logged_in: s.logged_in,
-        mode_of_sale_id: s.mode_of_sale_id,
-        original_mode_of_sale_id: s.original_mode_of_sale_id,
+        mode_of_sale_id: s.mode_of_sale_id(),
+        original_mode_of_sale_id: s.original_mode_of_sale_id(),
         owner: s.owner.as_deref(),
-        source_id: s.source_id,
+        source_id: s.source_id(),
         tenant_id: s.tenant_id.as_deref(),
         visit_id: s.visit_id.as_deref(),
     }
@@ -323,7 +323,7 @@ impl AdminApp {
                 }),
             AdminRoute::CustomerSessions(customer) => {
                 sessions.customer_sessions(&customer).await.map(|list| {
-                    let ids: Vec<&str> = list.iter().map(|s| s.id.as_str()).collect();
+                    let ids: Vec<&str> = list.iter().map(|s| &*s.id).collect();
                     ApiResponse::json(200, &json!({ "customer_id": customer, "sessions": ids }))
                 })
             }
@@ -380,10 +380,10 @@ async fn create_session(
     }
     let build = |id| {
         let mut s = sessions.new_session(id, Flavor::Admin, Some(owner));
-        s.customer_id = new.customer_id.clone();
-        s.agent_id = new.agent_id.clone();
-        s.visit_id = new.visit_id.clone();
-        s.global_visit_id = new.global_visit_id.clone();
+        s.customer_id = new.customer_id.as_deref().map(Into::into);
+        s.agent_id = new.agent_id.as_deref().map(Into::into);
+        s.visit_id = new.visit_id.as_deref().map(Into::into);
+        s.global_visit_id = new.global_visit_id.as_deref().map(Into::into);
         s.logged_in = new.logged_in.unwrap_or(false);
         s
     };
@@ -466,8 +466,8 @@ mod tests {
         );
         s.customer_id = Some("c".into());
         s.agent_id = Some("a".into());
-        s.mode_of_sale_id = Some(3);
-        s.lock = Some(Lock {
+        s.set_mode_of_sale_id(Some(3));
+        s.set_lock(Some(Lock {
             holds: vec![CodeHold {
                 code: "CODE".into(),
                 quantity: 2,
@@ -476,7 +476,7 @@ mod tests {
             }],
             ttl: 7,
             ttl_unit: TtlUnit::Days,
-        });
+        }));
         let direct = serde_json::to_vec(&session_view(&s)).unwrap();
         // Through a Value, whose maps sort their keys: the bytes must not change.
         let sorted = serde_json::to_vec(&serde_json::to_value(session_view(&s)).unwrap()).unwrap();

@@ -133,7 +133,7 @@ pub fn session_started(s: &Session) {
     SESSIONS_ACTIVE
         .with_label_values(&[s.flavor.as_str()])
         .inc();
-    if s.lock.is_some() {
+    if s.lock().is_some() {
         LOCKS_ACTIVE.inc();
     }
 }
@@ -144,7 +144,7 @@ pub fn session_ended(s: &Session, reason: EndReason) {
     SESSIONS_ACTIVE
         .with_label_values(&[s.flavor.as_str()])
         .dec();
-    if s.lock.is_some() {
+    if s.lock().is_some() {
         LOCKS_ACTIVE.dec();
     }
 }
@@ -190,7 +190,7 @@ pub fn session_restored(s: &Session) {
     SESSIONS_ACTIVE
         .with_label_values(&[s.flavor.as_str()])
         .inc();
-    if s.lock.is_some() {
+    if s.lock().is_some() {
         LOCKS_ACTIVE.inc();
     }
 }

@@ -31,8 +31,8 @@ impl BackgroundService for Housekeeping {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    // This service runs on its own pingora runtime, so blocking work here (moka
-                    // maintenance, snapshot files) never delays request handling.
+                    // This service runs on its own pingora runtime, so blocking work here (expiry
+                    // sweeps, snapshot files) never delays request handling.
                     store.maintain(&self.state.current().config.store);
                     crate::logging::throttle::flush();
                 }

@@ -31,10 +31,10 @@ pub async fn after_login(resp: &mut ResponseHeader, ctx: &RequestCtx, tls: bool)
     if ctx.flavor_path || !applies(gen.config.sessions.rotate_on_login, located.by) {
         return Ok(());
     }
-    let current = if located.id != session.id {
+    let current = if *located.id != *session.id {
         // The request carried an id already rotated away (its grace alias): the session has
         // its new id; this client only needs to learn it.
-        Some(session.id.clone())
+        Some(session.id.to_string())
     } else {
         match gen.sessions.rotate(&session.id).await {
             Ok(id) => id,

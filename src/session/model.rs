@@ -1,6 +1,7 @@
 //! The one session model every flavour shares (SPEC §3).
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Milliseconds since the Unix epoch: compact, and the same on every replica.
@@ -217,26 +218,37 @@ pub struct LockedTotals {
     pub points: i64,
 }
 
+/// The values a session rarely has (Tessitura numbers, a Voucherify lock, a grace alias's
+/// target): kept out of line, so a session without them pays one pointer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Rare {
+    mode_of_sale_id: Option<i64>,
+    original_mode_of_sale_id: Option<i64>,
+    source_id: Option<i64>,
+    lock: Option<Lock>,
+    moved_to: Option<Box<str>>,
+}
+
 /// A session of any flavour.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Laid out for the memory store, which holds up to millions (SPEC §7): the id is one shared
+/// allocation (the store's table and indexes point at it), owner and application key are
+/// interned (`intern`), optional strings are `Box<str>`, the rare values sit behind one box
+/// (read and set through accessors). The serde form is the plain record `SessionRecord` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    pub id: String,
+    pub id: Arc<str>,
     pub flavor: Flavor,
-    /// Name of the credential that created it (`None` when created without one).
-    pub owner: Option<String>,
-    pub application_key: Option<String>,
-    pub customer_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub visit_id: Option<String>,
-    pub global_visit_id: Option<String>,
-    pub tenant_id: Option<String>,
     pub logged_in: bool,
-    pub mode_of_sale_id: Option<i64>,
-    pub original_mode_of_sale_id: Option<i64>,
-    pub source_id: Option<i64>,
-    pub lock: Option<Lock>,
-    /// Set while a transferred-away key is in its grace period: it resolves to this id.
-    pub moved_to: Option<String>,
+    /// Name of the credential that created it (`None` when created without one).
+    pub owner: Option<Arc<str>>,
+    pub application_key: Option<Arc<str>>,
+    pub customer_id: Option<Box<str>>,
+    pub agent_id: Option<Box<str>>,
+    pub visit_id: Option<Box<str>>,
+    pub global_visit_id: Option<Box<str>>,
+    pub tenant_id: Option<Box<str>>,
+    rare: Option<Box<Rare>>,
     pub created_at: Millis,
     pub last_access: Millis,
     pub expires_at: Millis,
@@ -246,13 +258,141 @@ pub struct Session {
     pub absolute_deadline: Millis,
 }
 
+/// Interned names stop being interned past this many: owners and application keys come from
+/// the configuration, so only a runaway would reach it, and it must not grow without end.
+const INTERN_LIMIT: usize = 4096;
+
+/// The shared copy of a credential name or application key: sessions of one owner share one
+/// allocation.
+pub fn intern(name: &str) -> Arc<str> {
+    static NAMES: std::sync::LazyLock<parking_lot::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut names = NAMES.lock();
+    if let Some(shared) = names.get(name) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = name.into();
+    if names.len() < INTERN_LIMIT {
+        names.insert(shared.clone());
+    }
+    shared
+}
+
+/// The serde form of a session (snapshots, the Redis lock record, admin dumps): the field
+/// list and order of the original flat struct, so stored data stays readable both ways.
+#[derive(Serialize)]
+struct SessionRecordRef<'a> {
+    id: &'a str,
+    flavor: Flavor,
+    owner: Option<&'a str>,
+    application_key: Option<&'a str>,
+    customer_id: Option<&'a str>,
+    agent_id: Option<&'a str>,
+    visit_id: Option<&'a str>,
+    global_visit_id: Option<&'a str>,
+    tenant_id: Option<&'a str>,
+    logged_in: bool,
+    mode_of_sale_id: Option<i64>,
+    original_mode_of_sale_id: Option<i64>,
+    source_id: Option<i64>,
+    lock: Option<&'a Lock>,
+    moved_to: Option<&'a str>,
+    created_at: Millis,
+    last_access: Millis,
+    expires_at: Millis,
+    idle_ms: u64,
+    absolute_deadline: Millis,
+}
+
+/// `SessionRecordRef`, owned (deserialising).
+#[derive(Deserialize)]
+struct SessionRecord {
+    id: String,
+    flavor: Flavor,
+    owner: Option<String>,
+    application_key: Option<String>,
+    customer_id: Option<Box<str>>,
+    agent_id: Option<Box<str>>,
+    visit_id: Option<Box<str>>,
+    global_visit_id: Option<Box<str>>,
+    tenant_id: Option<Box<str>>,
+    logged_in: bool,
+    mode_of_sale_id: Option<i64>,
+    original_mode_of_sale_id: Option<i64>,
+    source_id: Option<i64>,
+    lock: Option<Lock>,
+    moved_to: Option<Box<str>>,
+    created_at: Millis,
+    last_access: Millis,
+    expires_at: Millis,
+    idle_ms: u64,
+    absolute_deadline: Millis,
+}
+
+impl Serialize for Session {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SessionRecordRef {
+            id: &self.id,
+            flavor: self.flavor,
+            owner: self.owner.as_deref(),
+            application_key: self.application_key.as_deref(),
+            customer_id: self.customer_id.as_deref(),
+            agent_id: self.agent_id.as_deref(),
+            visit_id: self.visit_id.as_deref(),
+            global_visit_id: self.global_visit_id.as_deref(),
+            tenant_id: self.tenant_id.as_deref(),
+            logged_in: self.logged_in,
+            mode_of_sale_id: self.mode_of_sale_id(),
+            original_mode_of_sale_id: self.original_mode_of_sale_id(),
+            source_id: self.source_id(),
+            lock: self.lock(),
+            moved_to: self.moved_to(),
+            created_at: self.created_at,
+            last_access: self.last_access,
+            expires_at: self.expires_at,
+            idle_ms: self.idle_ms,
+            absolute_deadline: self.absolute_deadline,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Session {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Session, D::Error> {
+        let r = SessionRecord::deserialize(deserializer)?;
+        let mut s = Session {
+            flavor: r.flavor,
+            owner: r.owner.as_deref().map(intern),
+            application_key: r.application_key.as_deref().map(intern),
+            customer_id: r.customer_id,
+            agent_id: r.agent_id,
+            visit_id: r.visit_id,
+            global_visit_id: r.global_visit_id,
+            tenant_id: r.tenant_id,
+            logged_in: r.logged_in,
+            created_at: r.created_at,
+            last_access: r.last_access,
+            expires_at: r.expires_at,
+            idle_ms: r.idle_ms,
+            absolute_deadline: r.absolute_deadline,
+            ..Session::blank(r.id.into())
+        };
+        s.set_mode_of_sale_id(r.mode_of_sale_id);
+        s.set_original_mode_of_sale_id(r.original_mode_of_sale_id);
+        s.set_source_id(r.source_id);
+        s.set_lock(r.lock);
+        s.set_moved_to(r.moved_to);
+        Ok(s)
+    }
+}
+
 impl Session {
     /// A new session, created at `now`, with no identity that ends after `idle` without use,
     /// or `absolute` at most.
     pub fn new(
-        id: String,
+        id: Arc<str>,
         flavor: Flavor,
-        owner: Option<String>,
+        owner: Option<Arc<str>>,
         idle: Duration,
         absolute: Duration,
         now: Millis,
@@ -273,7 +413,7 @@ impl Session {
 
     /// A session with no identity, no owner and all times zero: the base the constructors
     /// and decoders fill in.
-    pub fn blank(id: String) -> Session {
+    pub fn blank(id: Arc<str>) -> Session {
         Session {
             id,
             flavor: Flavor::Admin,
@@ -285,11 +425,7 @@ impl Session {
             global_visit_id: None,
             tenant_id: None,
             logged_in: false,
-            mode_of_sale_id: None,
-            original_mode_of_sale_id: None,
-            source_id: None,
-            lock: None,
-            moved_to: None,
+            rare: None,
             created_at: 0,
             last_access: 0,
             expires_at: 0,
@@ -301,9 +437,9 @@ impl Session {
     /// A session with a fixed lifetime (locks, grace aliases), created at `now`: use never
     /// extends it.
     pub fn with_fixed_ttl_at(
-        id: String,
+        id: Arc<str>,
         flavor: Flavor,
-        owner: Option<String>,
+        owner: Option<Arc<str>>,
         ttl: Duration,
         now: Millis,
     ) -> Session {
@@ -315,6 +451,56 @@ impl Session {
         s.expires_at = end;
         s.absolute_deadline = end;
         s
+    }
+
+    pub fn mode_of_sale_id(&self) -> Option<i64> {
+        self.rare.as_ref().and_then(|r| r.mode_of_sale_id)
+    }
+
+    pub fn original_mode_of_sale_id(&self) -> Option<i64> {
+        self.rare.as_ref().and_then(|r| r.original_mode_of_sale_id)
+    }
+
+    pub fn source_id(&self) -> Option<i64> {
+        self.rare.as_ref().and_then(|r| r.source_id)
+    }
+
+    pub fn lock(&self) -> Option<&Lock> {
+        self.rare.as_ref().and_then(|r| r.lock.as_ref())
+    }
+
+    /// Set while a transferred-away key is in its grace period: it resolves to this id.
+    pub fn moved_to(&self) -> Option<&str> {
+        self.rare.as_ref().and_then(|r| r.moved_to.as_deref())
+    }
+
+    /// Changes the rare values with `f`; the box goes when none is left.
+    fn set_rare(&mut self, f: impl FnOnce(&mut Rare)) {
+        let rare = self.rare.get_or_insert_with(Box::default);
+        f(rare);
+        if **rare == Rare::default() {
+            self.rare = None;
+        }
+    }
+
+    pub fn set_mode_of_sale_id(&mut self, v: Option<i64>) {
+        self.set_rare(|r| r.mode_of_sale_id = v);
+    }
+
+    pub fn set_original_mode_of_sale_id(&mut self, v: Option<i64>) {
+        self.set_rare(|r| r.original_mode_of_sale_id = v);
+    }
+
+    pub fn set_source_id(&mut self, v: Option<i64>) {
+        self.set_rare(|r| r.source_id = v);
+    }
+
+    pub fn set_lock(&mut self, v: Option<Lock>) {
+        self.set_rare(|r| r.lock = v);
+    }
+
+    pub fn set_moved_to(&mut self, v: Option<Box<str>>) {
+        self.set_rare(|r| r.moved_to = v);
     }
 
     pub fn is_live(&self, now: Millis) -> bool {
@@ -361,12 +547,13 @@ impl SessionPatch {
     /// The patch that gives another session `s`'s identity (a native Tessitura transfer):
     /// customer and login state exactly, the other identity values where `s` has them.
     pub fn identity_of(s: &Session) -> SessionPatch {
+        let owned = |v: &Option<Box<str>>| v.as_deref().map(str::to_string);
         SessionPatch {
-            customer_id: Some(s.customer_id.clone()),
-            agent_id: s.agent_id.clone(),
-            visit_id: s.visit_id.clone(),
-            global_visit_id: s.global_visit_id.clone(),
-            tenant_id: s.tenant_id.clone(),
+            customer_id: Some(owned(&s.customer_id)),
+            agent_id: owned(&s.agent_id),
+            visit_id: owned(&s.visit_id),
+            global_visit_id: owned(&s.global_visit_id),
+            tenant_id: owned(&s.tenant_id),
             logged_in: Some(s.logged_in),
             mode_of_sale_id: None,
             source_id: None,
@@ -374,29 +561,30 @@ impl SessionPatch {
     }
 
     pub fn apply(&self, s: &mut Session) {
+        let boxed = |v: &str| Some(Box::<str>::from(v));
         if let Some(c) = &self.customer_id {
-            s.customer_id = c.clone();
+            s.customer_id = c.as_deref().and_then(boxed);
         }
         if let Some(v) = &self.agent_id {
-            s.agent_id = Some(v.clone());
+            s.agent_id = boxed(v);
         }
         if let Some(v) = &self.visit_id {
-            s.visit_id = Some(v.clone());
+            s.visit_id = boxed(v);
         }
         if let Some(v) = &self.global_visit_id {
-            s.global_visit_id = Some(v.clone());
+            s.global_visit_id = boxed(v);
         }
         if let Some(v) = &self.tenant_id {
-            s.tenant_id = Some(v.clone());
+            s.tenant_id = boxed(v);
         }
         if let Some(v) = self.logged_in {
             s.logged_in = v;
         }
         if let Some(v) = self.mode_of_sale_id {
-            s.mode_of_sale_id = Some(v);
+            s.set_mode_of_sale_id(Some(v));
         }
         if let Some(v) = self.source_id {
-            s.source_id = Some(v);
+            s.set_source_id(Some(v));
         }
     }
 }
@@ -503,6 +691,58 @@ mod tests {
         assert_eq!(TtlUnit::parse("hours"), None);
     }
 
+    /// The serde form is the flat record of every earlier release (snapshots, Redis lock
+    /// records): same fields, same order, absent values as null.
+    #[test]
+    fn serde_form_is_the_flat_record() {
+        let mut s = Session::new(
+            "k".into(),
+            Flavor::Tessitura,
+            Some(intern("web")),
+            Duration::from_secs(10),
+            Duration::from_secs(20),
+            T0,
+        );
+        s.customer_id = Some("c".into());
+        s.set_mode_of_sale_id(Some(-3));
+        s.set_lock(Some(Lock {
+            holds: vec![CodeHold {
+                code: "C".into(),
+                quantity: 1,
+                credits: 2,
+                points: -4,
+            }],
+            ttl: 7,
+            ttl_unit: TtlUnit::Days,
+        }));
+        s.set_moved_to(Some("m".into()));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"id":"k","flavor":"tessitura","owner":"web","application_key":null,"#,
+                r#""customer_id":"c","agent_id":null,"visit_id":null,"global_visit_id":null,"#,
+                r#""tenant_id":null,"logged_in":false,"mode_of_sale_id":-3,"#,
+                r#""original_mode_of_sale_id":null,"source_id":null,"lock":{"holds":"#,
+                r#"[{"code":"C","quantity":1,"credits":2,"points":-4}],"ttl":7,"ttl_unit":"DAYS"},"#,
+                r#""moved_to":"m","created_at":1700000000000,"last_access":1700000000000,"#,
+                r#""expires_at":1700000010000,"idle_ms":10000,"absolute_deadline":1700000020000}"#
+            )
+        );
+        let back: Session = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert!(
+            Arc::ptr_eq(back.owner.as_ref().unwrap(), s.owner.as_ref().unwrap()),
+            "interned"
+        );
+        // Clearing every rare value drops their box: a plain session compares equal again.
+        let mut plain = back.clone();
+        plain.set_mode_of_sale_id(None);
+        plain.set_lock(None);
+        plain.set_moved_to(None);
+        assert_eq!(plain.rare, None);
+    }
+
     #[test]
     fn patch_changes_only_present_values() {
         let mut s = Session::new(
@@ -543,7 +783,7 @@ mod tests {
         from.customer_id = Some("c1".into());
         from.logged_in = true;
         from.visit_id = Some("v1".into());
-        from.source_id = Some(77);
+        from.set_source_id(Some(77));
         let mut to = Session::new(
             "b".into(),
             Flavor::Tessitura,
@@ -553,14 +793,14 @@ mod tests {
             T0,
         );
         to.agent_id = Some("agent".into());
-        to.source_id = Some(5);
+        to.set_source_id(Some(5));
         SessionPatch::identity_of(&from).apply(&mut to);
         assert_eq!(to.customer_id.as_deref(), Some("c1"));
         assert!(to.logged_in);
         assert_eq!(to.visit_id.as_deref(), Some("v1"));
         assert_eq!(to.agent_id.as_deref(), Some("agent"));
         assert_eq!(
-            to.source_id,
+            to.source_id(),
             Some(5),
             "mode of sale and source stay the target's own"
         );

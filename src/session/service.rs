@@ -6,7 +6,7 @@
 use super::audit::{AuditAction, AuditEvent, AuditSink};
 use super::clock::Clock;
 use super::id::{new_id_like, new_lock_key};
-use super::model::{EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch};
+use super::model::{intern, EndReason, Flavor, Lock, LockedTotals, Session, SessionPatch};
 use crate::config::SessionSettings;
 use crate::metrics;
 use crate::store::{
@@ -146,9 +146,9 @@ impl SessionService {
     /// A fresh session with the configured idle and absolute timeouts.
     pub fn new_session(&self, id: String, flavor: Flavor, owner: Option<&str>) -> Session {
         Session::new(
-            id,
+            id.into(),
             flavor,
-            owner.map(str::to_string),
+            owner.map(intern),
             self.settings.idle_timeout,
             self.settings.absolute_timeout,
             self.clock.now_millis(),
@@ -262,7 +262,7 @@ impl SessionService {
         }
         let sessions = self.store.customer_sessions(customer).await?;
         let excess = sessions.len().saturating_sub(max as usize);
-        for s in sessions.iter().filter(|s| s.id != keep).take(excess) {
+        for s in sessions.iter().filter(|s| &*s.id != keep).take(excess) {
             if let Some(ended) = self.store.remove(&s.id, EndReason::Evicted).await? {
                 self.audit(AuditAction::Evicted, None, &ended, None);
             }
@@ -272,7 +272,7 @@ impl SessionService {
 
     /// Follows a transferred key in its grace period to the session it moved to.
     async fn follow(&self, s: Session) -> StoreResult<Option<Session>> {
-        match &s.moved_to {
+        match s.moved_to() {
             None => Ok(Some(s)),
             Some(target) => self.store.get(target).await,
         }
@@ -308,7 +308,7 @@ impl SessionService {
     pub async fn resolve(&self, id: &str) -> StoreResult<Option<Arc<Session>>> {
         match self.store.touch(id).await? {
             // A transferred key in its grace period resolves to the session it moved to.
-            Some(found) => match &found.moved_to {
+            Some(found) => match found.moved_to() {
                 Some(target) => self.store.touch(target).await,
                 None => Ok(Some(found)),
             },
@@ -344,7 +344,10 @@ impl SessionService {
         let mut updated = self.store.update(id, patch).await?;
         // Rotated (or transferred) since the request resolved it: the change belongs to the
         // session the id moved to, not to the alias it left behind.
-        if let Some(target) = updated.as_ref().and_then(|s| s.moved_to.clone()) {
+        if let Some(target) = updated
+            .as_ref()
+            .and_then(|s| s.moved_to().map(str::to_string))
+        {
             updated = self.store.update(&target, patch).await?;
         }
         if let Some(u) = &updated {
@@ -365,14 +368,14 @@ impl SessionService {
         let Some(old) = self.store.get(id).await? else {
             return Ok(None);
         };
-        if old.lock.is_some() {
+        if old.lock().is_some() {
             return Ok(None);
         }
-        if let Some(current) = old.moved_to {
-            return Ok(Some(current));
+        if let Some(current) = old.moved_to() {
+            return Ok(Some(current.to_string()));
         }
         let mut new = old;
-        new.id = new_id_like(new.flavor);
+        new.id = new_id_like(new.flavor).into();
         let new_id = new.id.clone();
         let grace = self.settings.rotation_grace;
         if let Some(old) = self
@@ -382,10 +385,14 @@ impl SessionService {
         {
             metrics::session_rotated();
             self.audit(AuditAction::Rotated, None, &old, Some(&new_id));
-            return Ok(Some(new_id));
+            return Ok(Some(new_id.to_string()));
         }
         // Lost to a concurrent rotation: follow it.
-        Ok(self.store.get(id).await?.and_then(|s| s.moved_to))
+        Ok(self
+            .store
+            .get(id)
+            .await?
+            .and_then(|s| s.moved_to().map(str::to_string)))
     }
 
     /// Ends a session `caller` may see. Of concurrent closes exactly one gets `Some`.
@@ -398,7 +405,7 @@ impl SessionService {
         let Some(s) = self.store.get(id).await? else {
             return Ok(None);
         };
-        if s.moved_to.is_some() || !self.visible(caller, &s) {
+        if s.moved_to().is_some() || !self.visible(caller, &s) {
             return Ok(None);
         }
         let ended = self.store.remove(id, reason).await?;
@@ -425,7 +432,7 @@ impl SessionService {
         let Some(old) = self.store.get(old_id).await? else {
             return Ok(None);
         };
-        if old.moved_to.is_some() || !self.visible(caller, &old) {
+        if old.moved_to().is_some() || !self.visible(caller, &old) {
             return Ok(None);
         }
         let new = make_new(&old);
@@ -459,7 +466,7 @@ impl SessionService {
             (target_id, IdentityTransfer::TargetUnknown),
         ] {
             match self.store.get(id).await? {
-                Some(s) if s.moved_to.is_none() && self.visible(caller, &s) => {}
+                Some(s) if s.moved_to().is_none() && self.visible(caller, &s) => {}
                 _ => return Ok(unknown),
             }
         }
@@ -490,19 +497,18 @@ impl SessionService {
     ) -> StoreResult<LockAcquire> {
         let flavor = Flavor::Voucherify;
         let (key, owner) = match key {
-            None => (new_lock_key(), owner.to_string()),
+            None => (new_lock_key().into(), intern(owner)),
             Some(key) => match self.store.get(key).await? {
-                Some(s) if s.flavor == flavor && s.lock.is_some() => (
-                    key.to_string(),
-                    s.owner.unwrap_or_else(|| owner.to_string()),
-                ),
+                Some(s) if s.flavor == flavor && s.lock().is_some() => {
+                    (key.into(), s.owner.clone().unwrap_or_else(|| intern(owner)))
+                }
                 Some(_) => return Ok(LockAcquire::KeyInUse),
-                None => (key.to_string(), owner.to_string()),
+                None => (key.into(), intern(owner)),
             },
         };
         let now = self.clock.now_millis();
-        let mut session = Session::with_fixed_ttl_at(key, flavor, Some(owner), ttl, now);
-        session.lock = Some(lock);
+        let mut session: Session = Session::with_fixed_ttl_at(key, flavor, Some(owner), ttl, now);
+        session.set_lock(Some(lock));
         let held = session.clone();
         Ok(match self.store.acquire_lock(session, limits).await? {
             LockOutcome::Acquired { replaced, others } => {
@@ -531,8 +537,8 @@ impl SessionService {
         limits: &HashMap<String, u64>,
     ) -> StoreResult<()> {
         match self.store.get(&held.id).await? {
-            Some(current) if current.created_at == held.created_at && current.lock == held.lock => {
-            }
+            Some(current)
+                if current.created_at == held.created_at && current.lock() == held.lock() => {}
             _ => return Ok(()),
         }
         if let Some(old) = replaced.filter(|s| s.is_live(self.clock.now_millis())) {
@@ -550,7 +556,7 @@ impl SessionService {
     /// as for any forwarded request). Whether a lock ended.
     pub async fn release_redeemed(&self, key: &str) -> StoreResult<bool> {
         match self.store.get(key).await? {
-            Some(s) if s.flavor == Flavor::Voucherify && s.lock.is_some() => {
+            Some(s) if s.flavor == Flavor::Voucherify && s.lock().is_some() => {
                 let ended = self.store.remove(key, EndReason::Redeemed).await?;
                 if let Some(s) = &ended {
                     self.audit(AuditAction::Released, None, s, None);
@@ -654,7 +660,7 @@ mod tests {
             ..Default::default()
         };
         let updated = s.update_resolved("old", &login).await.unwrap().unwrap();
-        assert_eq!(updated.id, new);
+        assert_eq!(*updated.id, new);
         assert_eq!(
             s.resolve(&new)
                 .await
@@ -681,7 +687,7 @@ mod tests {
         let fresh = || ids.lock().unwrap().pop().unwrap_or("none").to_string();
         let build = |id| s.new_session(id, Flavor::Admin, Some("web"));
         match s.open_fresh(fresh, build, None).await.unwrap() {
-            FreshOpen::Opened(opened) => assert_eq!(opened.id, "free"),
+            FreshOpen::Opened(opened) => assert_eq!(&*opened.id, "free"),
             other => panic!("{other:?}"),
         }
         let always_taken = || "taken".to_string();
@@ -787,14 +793,14 @@ mod tests {
             panic!("overwrite");
         };
         assert_eq!(second.owner.as_deref(), Some("web"));
-        assert_eq!(replaced.lock, first.lock);
+        assert_eq!(replaced.lock(), first.lock());
         // Rolling the overwrite back puts the first lock back.
         let limits = HashMap::from([("CODE".to_string(), 3)]);
         s.roll_back_lock(&second, Some(replaced), &limits)
             .await
             .unwrap();
         let restored = s.store.get(&first.id).await.unwrap().expect("restored");
-        assert_eq!(restored.lock, first.lock);
+        assert_eq!(restored.lock(), first.lock());
         // Rolling back a lock without a predecessor ends it.
         s.roll_back_lock(&restored, None, &limits).await.unwrap();
         assert_eq!(s.store.get(&first.id).await.unwrap(), None);
@@ -814,7 +820,7 @@ mod tests {
         };
         s.roll_back_lock(&ours, None, &limits).await.unwrap();
         let current = s.store.get("k1").await.unwrap().expect("still there");
-        assert_eq!(current.lock, theirs.lock);
+        assert_eq!(current.lock(), theirs.lock());
     }
 
     #[tokio::test]

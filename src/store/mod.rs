@@ -138,14 +138,9 @@ pub fn grace_alias(
     grace: Duration,
     now: Millis,
 ) -> Session {
-    let mut alias = Session::with_fixed_ttl_at(
-        old_id.to_string(),
-        old.flavor,
-        old.owner.clone(),
-        grace,
-        now,
-    );
-    alias.moved_to = Some(target_id.to_string());
+    let mut alias =
+        Session::with_fixed_ttl_at(old_id.into(), old.flavor, old.owner.clone(), grace, now);
+    alias.set_moved_to(Some(target_id.into()));
     alias
 }
 
@@ -221,10 +216,10 @@ pub trait SessionStore: Send + Sync + 'static {
         target_id: &str,
         grace: Duration,
     ) -> StoreResult<IdentityTransfer> {
-        if !matches!(self.get(target_id).await?, Some(t) if t.moved_to.is_none()) {
+        if !matches!(self.get(target_id).await?, Some(t) if t.moved_to().is_none()) {
             return Ok(IdentityTransfer::TargetUnknown);
         }
-        if !matches!(self.get(old_id).await?, Some(o) if o.moved_to.is_none()) {
+        if !matches!(self.get(old_id).await?, Some(o) if o.moved_to().is_none()) {
             return Ok(IdentityTransfer::OldUnknown);
         }
         let Some(old) = self.remove(old_id, EndReason::Transferred).await? else {
@@ -389,7 +384,7 @@ mod tests {
             "only the target is c1's"
         );
         let alias = store.get("old").await.unwrap().expect("grace alias");
-        assert_eq!(alias.moved_to.as_deref(), Some("target"));
+        assert_eq!(alias.moved_to(), Some("target"));
         // A key in its grace period cannot be transferred again.
         store.create(session("third"), None).await.unwrap();
         let r = store

@@ -576,7 +576,7 @@ fn other_apis_sessions_are_not_kc_sessions(proto: Protocol) {
     }
     .send(&sc, "POST", &format!("/sessions/{sid}"));
     assert_error(&r, 409, Some("Session id is taken"));
-    let s = stored(&sc).into_iter().find(|s| s.id == sid).unwrap();
+    let s = stored(&sc).into_iter().find(|s| *s.id == *sid).unwrap();
     assert_eq!(s.customer_id, None);
 }
 

@@ -144,7 +144,7 @@ async fn customer_index_entries_carry_the_live_sessions_deadline() {
     let score = |id: &str| score_reply(raw_command(redis.port, &format!("ZSCORE {index} {id}")));
 
     let mut s = session(&*st, MIN, MIN);
-    s.customer_id = Some(customer.clone());
+    s.customer_id = Some(customer.as_str().into());
     // Left by an ended session under the same id, not yet swept.
     raw_command(redis.port, &format!("ZADD {index} 1 {}", s.id));
     assert_eq!(

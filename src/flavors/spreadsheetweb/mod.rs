@@ -11,7 +11,7 @@ use crate::api::{ApiRequest, ApiResponse, SessionApi, SessionApis};
 use crate::config::{ApplicationSettings, SpreadsheetWebSettings};
 use crate::metrics::{self, AuthFailure};
 use crate::session::id::{is_valid_client_id, new_uuid, redact};
-use crate::session::{Caller, EndReason, Flavor, FreshOpen, SessionService, StoreError};
+use crate::session::{intern, Caller, EndReason, Flavor, FreshOpen, SessionService, StoreError};
 use async_trait::async_trait;
 use http::Method;
 use std::collections::HashMap;
@@ -103,11 +103,11 @@ impl DedicatedSessions {
             let mut session = self
                 .sessions
                 .new_session(id, Flavor::Spreadsheetweb, caller.name);
-            session.application_key = Some(application.key.clone());
+            session.application_key = Some(intern(&application.key));
             session
         };
         match self.sessions.open_fresh(new_uuid, build, limit).await {
-            Ok(FreshOpen::Opened(session)) => Endpoint::ok_open(session.id),
+            Ok(FreshOpen::Opened(session)) => Endpoint::ok_open(session.id.to_string()),
             Ok(FreshOpen::ApplicationFull) => Endpoint::Open.failure(false, LIMIT_MESSAGE),
             Ok(FreshOpen::NoFreeId) => Endpoint::Open.failure(false, STORE_MESSAGE),
             Err(e) => self.store_failed(e),

@@ -124,14 +124,14 @@ impl Tessitura {
             (defaults.0, defaults.0, defaults.1)
         } else {
             (
-                old.mode_of_sale_id.unwrap_or(defaults.0),
-                old.original_mode_of_sale_id.unwrap_or(defaults.0),
-                old.source_id.unwrap_or(defaults.1),
+                old.mode_of_sale_id().unwrap_or(defaults.0),
+                old.original_mode_of_sale_id().unwrap_or(defaults.0),
+                old.source_id().unwrap_or(defaults.1),
             )
         };
-        s.mode_of_sale_id = Some(mos);
-        s.original_mode_of_sale_id = Some(original);
-        s.source_id = Some(source);
+        s.set_mode_of_sale_id(Some(mos));
+        s.set_original_mode_of_sale_id(Some(original));
+        s.set_source_id(Some(source));
         s
     }
 
@@ -214,13 +214,13 @@ impl Tessitura {
             let mut session = self
                 .sessions
                 .new_session(key, Flavor::Tessitura, caller.name);
-            session.mode_of_sale_id = Some(self.settings.default_mode_of_sale);
-            session.original_mode_of_sale_id = Some(self.settings.default_mode_of_sale);
-            session.source_id = Some(
+            session.set_mode_of_sale_id(Some(self.settings.default_mode_of_sale));
+            session.set_original_mode_of_sale_id(Some(self.settings.default_mode_of_sale));
+            session.set_source_id(Some(
                 request
                     .promotion_code
                     .unwrap_or(self.settings.default_source_id),
-            );
+            ));
             session
         };
         match self
@@ -289,12 +289,12 @@ impl Tessitura {
             session_key: &s.id,
             is_logged_in: s.logged_in,
             mode_of_sale_id: s
-                .mode_of_sale_id
+                .mode_of_sale_id()
                 .unwrap_or(self.settings.default_mode_of_sale),
             original_mode_of_sale_id: s
-                .original_mode_of_sale_id
+                .original_mode_of_sale_id()
                 .unwrap_or(self.settings.default_mode_of_sale),
-            source_id: s.source_id.unwrap_or(self.settings.default_source_id),
+            source_id: s.source_id().unwrap_or(self.settings.default_source_id),
             login_info: LoginInfo {
                 constituent_id: constituent,
                 original_constituent_id: constituent,
@@ -453,9 +453,9 @@ mod tests {
         s.visit_id = Some("v1".into());
         s.global_visit_id = Some("g1".into());
         s.tenant_id = Some("t1".into());
-        s.mode_of_sale_id = Some(7);
-        s.original_mode_of_sale_id = Some(6);
-        s.source_id = Some(77);
+        s.set_mode_of_sale_id(Some(7));
+        s.set_original_mode_of_sale_id(Some(6));
+        s.set_source_id(Some(77));
         s
     }
 
@@ -470,11 +470,11 @@ mod tests {
         assert_eq!(new.owner.as_deref(), Some("web"));
         assert_eq!(
             (
-                new.customer_id,
-                new.agent_id,
-                new.visit_id,
-                new.global_visit_id,
-                new.tenant_id,
+                new.customer_id.clone(),
+                new.agent_id.clone(),
+                new.visit_id.clone(),
+                new.global_visit_id.clone(),
+                new.tenant_id.clone(),
                 new.logged_in
             ),
             (
@@ -488,9 +488,9 @@ mod tests {
         );
         assert_eq!(
             (
-                new.mode_of_sale_id,
-                new.original_mode_of_sale_id,
-                new.source_id
+                new.mode_of_sale_id(),
+                new.original_mode_of_sale_id(),
+                new.source_id()
             ),
             (Some(7), Some(6), Some(77))
         );
@@ -505,9 +505,9 @@ mod tests {
         assert!(new.logged_in);
         assert_eq!(
             (
-                new.mode_of_sale_id,
-                new.original_mode_of_sale_id,
-                new.source_id
+                new.mode_of_sale_id(),
+                new.original_mode_of_sale_id(),
+                new.source_id()
             ),
             (Some(3), Some(3), Some(9))
         );
@@ -547,7 +547,7 @@ mod tests {
             })
         );
         s.logged_in = false;
-        s.mode_of_sale_id = None;
+        s.set_mode_of_sale_id(None);
         let v = serde_json::to_value(t.view(&s)).unwrap();
         assert_eq!(v["LoginInfo"]["ConstituentId"], serde_json::Value::Null);
         assert_eq!(

@@ -219,8 +219,7 @@ impl Voucherify {
         // one taken for a promotion, is released through any code).
         let releasable = found.is_some_and(|s| {
             s.flavor == Flavor::Voucherify
-                && s.lock
-                    .as_ref()
+                && s.lock()
                     .is_some_and(|l| l.holds.is_empty() || l.holds.iter().any(|h| h.code == code))
         });
         if !releasable {

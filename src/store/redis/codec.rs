@@ -4,7 +4,7 @@
 //! A session is a hash with one field per value, so scripts can change single fields (touch,
 //! patch) without decoding anything, and absent values are absent fields.
 
-use crate::session::{Flavor, Lock, Millis, Session};
+use crate::session::{intern, Flavor, Lock, Millis, Session};
 use redis::Value;
 
 /// Key names under one `key_prefix`.
@@ -111,7 +111,7 @@ pub fn parse_expiry_member(m: &str) -> Option<ExpiredMember<'_>> {
 /// Whether a session takes part in the indexes and metrics: grace aliases do not (the memory
 /// store does not count them either).
 pub fn is_indexed(s: &Session) -> bool {
-    s.moved_to.is_none()
+    s.moved_to().is_none()
 }
 
 fn flavor_from(s: &str) -> Option<Flavor> {
@@ -127,31 +127,31 @@ pub fn to_fields(s: &Session) -> Vec<String> {
     };
     put("f", s.flavor.as_str().to_string());
     let optional = [
-        ("o", &s.owner),
-        ("ak", &s.application_key),
-        ("c", &s.customer_id),
-        ("ag", &s.agent_id),
-        ("v", &s.visit_id),
-        ("gv", &s.global_visit_id),
-        ("t", &s.tenant_id),
-        ("mv", &s.moved_to),
+        ("o", s.owner.as_deref()),
+        ("ak", s.application_key.as_deref()),
+        ("c", s.customer_id.as_deref()),
+        ("ag", s.agent_id.as_deref()),
+        ("v", s.visit_id.as_deref()),
+        ("gv", s.global_visit_id.as_deref()),
+        ("t", s.tenant_id.as_deref()),
+        ("mv", s.moved_to()),
     ];
     for (k, v) in optional {
         if let Some(v) = v {
-            put(k, v.clone());
+            put(k, v.to_string());
         }
     }
     put("li", if s.logged_in { "1" } else { "0" }.to_string());
     for (k, v) in [
-        ("ms", s.mode_of_sale_id),
-        ("oms", s.original_mode_of_sale_id),
-        ("src", s.source_id),
+        ("ms", s.mode_of_sale_id()),
+        ("oms", s.original_mode_of_sale_id()),
+        ("src", s.source_id()),
     ] {
         if let Some(v) = v {
             put(k, v.to_string());
         }
     }
-    if let Some(lock) = &s.lock {
+    if let Some(lock) = s.lock() {
         // Serializing our own plain struct cannot fail.
         put("lk", serde_json::to_string(lock).unwrap_or_default());
     }
@@ -201,7 +201,7 @@ pub fn from_reply(id: &str, v: &Value) -> Option<Session> {
 }
 
 pub fn from_fields(id: &str, flat: &[String]) -> Option<Session> {
-    let mut s = Session::blank(id.to_string());
+    let mut s = Session::blank(id.into());
     let mut seen_flavor = false;
     let mut seen_expiry = false;
     for pair in flat.chunks_exact(2) {
@@ -211,19 +211,19 @@ pub fn from_fields(id: &str, flat: &[String]) -> Option<Session> {
                 s.flavor = flavor_from(&v)?;
                 seen_flavor = true;
             }
-            "o" => s.owner = Some(v),
-            "ak" => s.application_key = Some(v),
-            "c" => s.customer_id = Some(v),
-            "ag" => s.agent_id = Some(v),
-            "v" => s.visit_id = Some(v),
-            "gv" => s.global_visit_id = Some(v),
-            "t" => s.tenant_id = Some(v),
-            "mv" => s.moved_to = Some(v),
+            "o" => s.owner = Some(intern(&v)),
+            "ak" => s.application_key = Some(intern(&v)),
+            "c" => s.customer_id = Some(v.into()),
+            "ag" => s.agent_id = Some(v.into()),
+            "v" => s.visit_id = Some(v.into()),
+            "gv" => s.global_visit_id = Some(v.into()),
+            "t" => s.tenant_id = Some(v.into()),
+            "mv" => s.set_moved_to(Some(v.into())),
             "li" => s.logged_in = v == "1",
-            "ms" => s.mode_of_sale_id = v.parse().ok(),
-            "oms" => s.original_mode_of_sale_id = v.parse().ok(),
-            "src" => s.source_id = v.parse().ok(),
-            "lk" => s.lock = serde_json::from_str::<Lock>(&v).ok(),
+            "ms" => s.set_mode_of_sale_id(v.parse().ok()),
+            "oms" => s.set_original_mode_of_sale_id(v.parse().ok()),
+            "src" => s.set_source_id(v.parse().ok()),
+            "lk" => s.set_lock(serde_json::from_str::<Lock>(&v).ok()),
             "ca" => s.created_at = v.parse().ok()?,
             "la" => s.last_access = v.parse().ok()?,
             "ea" => {
@@ -260,11 +260,11 @@ mod tests {
         s.global_visit_id = Some("gv".into());
         s.tenant_id = Some("t".into());
         s.logged_in = true;
-        s.mode_of_sale_id = Some(-3);
-        s.original_mode_of_sale_id = Some(4);
-        s.source_id = Some(0);
-        s.moved_to = Some("new".into());
-        s.lock = Some(Lock {
+        s.set_mode_of_sale_id(Some(-3));
+        s.set_original_mode_of_sale_id(Some(4));
+        s.set_source_id(Some(0));
+        s.set_moved_to(Some("new".into()));
+        s.set_lock(Some(Lock {
             holds: vec![CodeHold {
                 code: "A B".into(),
                 quantity: 2,
@@ -273,7 +273,7 @@ mod tests {
             }],
             ttl: 7,
             ttl_unit: TtlUnit::Days,
-        });
+        }));
         s
     }
 

@@ -44,7 +44,7 @@ pub(super) fn zadd(key: &str, score: u64, member: &str) -> redis::Cmd {
 impl Inner {
     /// Adds a stored session to the customer, application and expiry indexes.
     pub(super) async fn index(&self, s: &Session, skip_application: bool) {
-        if !is_indexed(s) || s.lock.is_some() {
+        if !is_indexed(s) || s.lock().is_some() {
             return;
         }
         let mut cmds = vec![zadd(
@@ -73,7 +73,7 @@ impl Inner {
     /// (`NX`): an entry that is there already may belong to a live session under the same id,
     /// which a refused create must not change. Says which were added.
     pub(super) async fn index_new(&self, s: &Session, skip_application: bool) -> NewEntries {
-        if !is_indexed(s) || s.lock.is_some() {
+        if !is_indexed(s) || s.lock().is_some() {
             return NewEntries::default();
         }
         let expiry = zadd(&self.keys.expiry(s.flavor), s.expires_at, &expiry_member(s));
@@ -187,7 +187,7 @@ impl Inner {
     /// Takes an ended session out of the indexes; entries of a newer session under the same
     /// id (another absolute deadline) stay.
     pub(super) async fn unindex(&self, s: &Session) {
-        if !is_indexed(s) || s.lock.is_some() {
+        if !is_indexed(s) || s.lock().is_some() {
             return;
         }
         let mut zrem = cmd("ZREM");

@@ -306,7 +306,7 @@ impl Inner {
                     APP_RESERVE
                         .key(self.keys.application(app))
                         .arg(now_millis())
-                        .arg(&session.id)
+                        .arg(&*session.id)
                         .arg(session.absolute_deadline)
                         .arg(limit),
                 )
@@ -357,7 +357,7 @@ impl Inner {
                 continue;
             };
             self.near.put(&after);
-            if is_indexed(&after) && after.lock.is_none() {
+            if is_indexed(&after) && after.lock().is_none() {
                 self.reindex(&before, &after).await;
             }
             return Ok(Some(after));
@@ -428,7 +428,7 @@ impl Inner {
         for ((id, score), found) in members.iter().zip(fetched) {
             match found? {
                 Some(s)
-                    if s.moved_to.is_none() && s.customer_id.as_deref() == Some(customer_id) =>
+                    if s.moved_to().is_none() && s.customer_id.as_deref() == Some(customer_id) =>
                 {
                     out.push(s)
                 }
@@ -455,13 +455,13 @@ impl Inner {
         let alias = (!grace.is_zero()).then(|| {
             // Redis expires keys on its own wall clock: the alias is on system time too.
             let mut a = Session::with_fixed_ttl_at(
-                old_id.to_string(),
+                old_id.into(),
                 new.flavor,
                 new.owner.clone(),
                 grace,
                 now_millis(),
             );
-            a.moved_to = Some(new.id.clone());
+            a.set_moved_to(Some((*new.id).into()));
             a
         });
         let old = match self.take(old_id, alias.as_ref()).await {
@@ -495,7 +495,7 @@ impl Inner {
         limits: &HashMap<String, u64>,
         count: bool,
     ) -> StoreResult<LockOutcome> {
-        let Some(lock) = &session.lock else {
+        let Some(lock) = session.lock() else {
             return Ok(LockOutcome::Refused {
                 code: String::new(),
             });
@@ -507,7 +507,7 @@ impl Inner {
             inv.key(format!("{hold_prefix}{}", h.code));
         }
         inv.arg(now_millis())
-            .arg(&session.id)
+            .arg(&*session.id)
             .arg(self.keys.channel())
             .arg(self.invalidation(&session.id))
             .arg(&hold_prefix)
@@ -617,7 +617,7 @@ impl Inner {
         let now = now_millis();
         let mut restored = 0;
         for s in sessions.into_iter().filter(|s| s.is_live(now)) {
-            if s.lock.is_some() {
+            if s.lock().is_some() {
                 if let LockOutcome::Acquired { replaced: None, .. } =
                     self.acquire_lock_quietly(s).await?
                 {

@@ -64,14 +64,14 @@ impl NearCache {
     pub fn put(&self, s: &Session) {
         if s.is_live(now_millis()) {
             self.cache.insert(
-                s.id.clone(),
+                s.id.to_string(),
                 Entry {
                     session: Arc::new(s.clone()),
                     stored: Instant::now(),
                 },
             );
         } else {
-            self.cache.invalidate(&s.id);
+            self.cache.invalidate(&*s.id);
         }
     }
 

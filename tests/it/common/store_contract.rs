@@ -24,7 +24,7 @@ const MIN: Duration = Duration::from_secs(60);
 /// A new session, created now on `store`'s clock.
 pub fn session(store: &dyn SessionStore, idle: Duration, absolute: Duration) -> Session {
     Session::new(
-        new_uuid(),
+        new_uuid().into(),
         Flavor::KnowledgeCenter,
         Some("web".into()),
         idle,
@@ -41,13 +41,13 @@ pub fn lock(
     ttl: Duration,
 ) -> Session {
     let mut s = Session::with_fixed_ttl_at(
-        key.to_string(),
+        key.into(),
         Flavor::Voucherify,
         Some("pos".into()),
         ttl,
         store.clock().now_millis(),
     );
-    s.lock = Some(Lock {
+    s.set_lock(Some(Lock {
         holds: holds
             .iter()
             .map(|(code, quantity, credits, points)| CodeHold {
@@ -59,7 +59,7 @@ pub fn lock(
             .collect(),
         ttl: ttl.as_millis() as u64,
         ttl_unit: TtlUnit::Milliseconds,
-    });
+    }));
     s
 }
 
@@ -85,7 +85,7 @@ async fn pass(store: &dyn SessionStore, ms: u64) {
 pub async fn create_get_touch(store: Store) {
     let mut s = session(&*store, Duration::from_millis(800), MIN);
     s.customer_id = Some("c-1".into());
-    s.lock = None;
+    s.set_lock(None);
     assert_eq!(
         store.create(s.clone(), None).await.unwrap(),
         CreateOutcome::Created
@@ -162,11 +162,11 @@ pub async fn idle_sessions_expire_unless_used(store: Store) {
 pub async fn a_refused_duplicate_leaves_the_live_sessions_indexes(store: Store) {
     let customer = format!("dup-{}", new_uuid());
     let mut s = session(&*store, MIN, MIN);
-    s.customer_id = Some(customer.clone());
+    s.customer_id = Some(customer.as_str().into());
     store.create(s.clone(), None).await.unwrap();
     let mut twin = session(&*store, MIN, MIN);
     twin.id = s.id.clone();
-    twin.customer_id = Some(customer.clone());
+    twin.customer_id = Some(customer.as_str().into());
     assert_eq!(
         store.create(twin, None).await.unwrap(),
         CreateOutcome::IdTaken
@@ -176,11 +176,11 @@ pub async fn a_refused_duplicate_leaves_the_live_sessions_indexes(store: Store) 
         .await
         .unwrap()
         .into_iter()
-        .map(|x| x.id)
+        .map(|x| x.id.to_string())
         .collect();
     assert_eq!(
         listed,
-        vec![s.id.clone()],
+        vec![s.id.to_string()],
         "the live session is still listed"
     );
 }
@@ -220,7 +220,7 @@ pub async fn ids_are_taken_while_live(store: Store) {
 fn app_session(store: &dyn SessionStore, app: &str) -> Session {
     let mut s = session(store, MIN, MIN);
     s.flavor = Flavor::Spreadsheetweb;
-    s.application_key = Some(app.to_string());
+    s.application_key = Some(app.into());
     s
 }
 
@@ -334,7 +334,7 @@ pub async fn update_patches_and_records_a_use(store: Store) {
         "absent values unchanged"
     );
     assert!(u.logged_in);
-    assert_eq!(u.mode_of_sale_id, Some(7));
+    assert_eq!(u.mode_of_sale_id(), Some(7));
     assert!(
         u.last_access > s.last_access && u.expires_at == u.last_access + 700,
         "update records a use"
@@ -385,13 +385,13 @@ pub async fn customer_index(store: Store) {
     let mut ids = Vec::new();
     for _ in 0..3 {
         let mut s = session(&*store, MIN, MIN);
-        s.customer_id = Some(customer.clone());
+        s.customer_id = Some(customer.as_str().into());
         store.create(s.clone(), None).await.unwrap();
-        ids.push(s.id);
+        ids.push(s.id.to_string());
         pass(&*store, 3).await;
     }
     let mut short = session(&*store, Duration::from_millis(200), MIN);
-    short.customer_id = Some(customer.clone());
+    short.customer_id = Some(customer.as_str().into());
     store.create(short.clone(), None).await.unwrap();
     let mut other = session(&*store, MIN, MIN);
     other.customer_id = Some("someone-else".into());
@@ -402,7 +402,7 @@ pub async fn customer_index(store: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.id.to_string())
         .collect();
     assert_eq!(listed.len(), 4);
     assert_eq!(&listed[..3], &ids[..], "oldest first");
@@ -429,7 +429,7 @@ pub async fn customer_index(store: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.id.to_string())
         .collect();
     assert_eq!(
         listed,
@@ -441,9 +441,9 @@ pub async fn customer_index(store: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.id.to_string())
         .collect();
-    assert_eq!(new_owner, vec![moved.id]);
+    assert_eq!(new_owner, vec![moved.id.to_string()]);
     assert!(store.customer_sessions("nobody").await.unwrap().is_empty());
 }
 
@@ -457,14 +457,14 @@ fn transferred(store: &dyn SessionStore, old: &Session) -> Session {
 pub async fn transfer_without_grace(store: Store) {
     let mut old = session(&*store, MIN, MIN);
     old.flavor = Flavor::Tessitura;
-    old.customer_id = Some(format!("cust-{}", new_uuid()));
+    old.customer_id = Some(format!("cust-{}", new_uuid()).into());
     store.create(old.clone(), None).await.unwrap();
     let new = transferred(&*store, &old);
     let ended = store
         .transfer(&old.id, new.clone(), Duration::ZERO, EndReason::Transferred)
         .await
         .unwrap();
-    assert_eq!(ended.as_ref().map(|s| s.id.as_str()), Some(old.id.as_str()));
+    assert_eq!(ended.as_ref().map(|s| &*s.id), Some(&*old.id));
     assert_eq!(
         store.get(&old.id).await.unwrap(),
         None,
@@ -476,9 +476,9 @@ pub async fn transfer_without_grace(store: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.id.to_string())
         .collect();
-    assert_eq!(listed, vec![new.id.clone()]);
+    assert_eq!(listed, vec![new.id.to_string()]);
     // Unknown (or already transferred) keys change nothing.
     let stray = transferred(&*store, &old);
     assert_eq!(
@@ -519,12 +519,12 @@ pub async fn transfer_with_grace(store: Store) {
         .await
         .unwrap()
         .expect("alias during grace");
-    assert_eq!(alias.moved_to.as_deref(), Some(new.id.as_str()));
+    assert_eq!(alias.moved_to(), Some(&*new.id));
     assert!(store
         .touch(&old.id)
         .await
         .unwrap()
-        .is_some_and(|a| a.moved_to.as_deref() == Some(new.id.as_str())));
+        .is_some_and(|a| a.moved_to() == Some(&*new.id)));
     pass(&*store, 400).await;
     assert_eq!(
         store.get(&old.id).await.unwrap(),
@@ -550,7 +550,7 @@ pub async fn concurrent_rotations_with_grace_have_one_winner(stores: Vec<Store>)
             .unwrap()
             .expect("alias during grace");
         assert_eq!(
-            alias.moved_to.as_deref(),
+            alias.moved_to(),
             Some(winner.as_str()),
             "every replica sees the winner"
         );
@@ -589,7 +589,7 @@ async fn transfer_race(stores: Vec<Store>, grace: Duration, reason: EndReason) -
         }
     }
     assert_eq!(winners.len(), 1, "exactly one transfer wins");
-    (old.id, winners.remove(0))
+    (old.id.to_string(), winners.remove(0).to_string())
 }
 
 pub async fn locks_count_capacity_and_overwrite(store: Store) {
@@ -619,7 +619,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
             replaced: Some(r),
             others,
         } => {
-            assert_eq!(r.lock.unwrap().holds[0].credits, 10);
+            assert_eq!(r.lock().unwrap().holds[0].credits, 10);
             assert_eq!(others, vec![LockedTotals::default()]);
         }
         other => panic!("overwrite: {other:?}"),
@@ -678,7 +678,7 @@ pub async fn locks_count_capacity_and_overwrite(store: Store) {
         .get(&k1)
         .await
         .unwrap()
-        .is_some_and(|s| s.lock.is_some()));
+        .is_some_and(|s| s.lock().is_some()));
     assert!(store.touch(&k1).await.unwrap().is_some());
     assert!(store
         .remove(&k1, EndReason::Released)
@@ -854,9 +854,12 @@ pub async fn snapshot_and_restore(store: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.id.to_string())
         .collect();
-    assert!(all.contains(&a.id) && all.contains(&l.id), "{all:?}");
+    assert!(
+        all.contains(&a.id.to_string()) && all.contains(&l.id.to_string()),
+        "{all:?}"
+    );
     store.session_count().await.unwrap();
 
     let fresh = session(&*store, MIN, MIN);

@@ -507,7 +507,7 @@ fn failed_overwrite_restores_the_replaced_lock(proto: Protocol) {
     let restored = tokio_block(lock.get("keep-me"))
         .unwrap()
         .expect("the earlier lock is back");
-    let holds = &restored.lock.as_ref().unwrap().holds;
+    let holds = &restored.lock().unwrap().holds;
     assert_eq!(holds.len(), 1);
     assert_eq!(holds[0].code, "ONE");
 }

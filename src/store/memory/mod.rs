@@ -1,28 +1,29 @@
-//! The embedded store: a moka cache with per-entry expiry, a customer index, an application
-//! index and a ledger of Voucherify lock holdings.
+//! The embedded store (SPEC §7): a sharded session table (`table`), a customer index, an
+//! application index and a ledger of Voucherify lock holdings (`index`).
 //!
-//! Locking discipline: `indexes` and `ledger` are plain mutexes that are never held while
-//! waiting on anything but moka. moka's eviction listener may run inside any cache call, so it
-//! only pushes onto `removals` (its own short-lived lock); `run_pending_tasks()` drains that queue.
+//! Locking discipline: every change of membership (create, update, remove, transfer, lock)
+//! takes `indexes` first, then at most one table shard at a time; `ledger` is only ever taken
+//! after `indexes`. The expiry sweep removes from the table first and takes `indexes` after, with
+//! no shard lock held.
 //!
-//! Time is the store's `Clock`. On the system clock moka expires each entry at its session's
-//! `expires_at`; moka's timer runs on real time, so on a manual clock (tests) entries never
-//! expire by themselves and `run_pending_tasks` sweeps out those the clock has passed. Reads
-//! check liveness against the clock either way.
+//! Time is the store's `Clock`. Reads check liveness against it; `run_pending_tasks` (the
+//! housekeeping, every 250 ms) sweeps out the sessions it has passed, a part of the table each
+//! time (all of it on a manual clock, in tests), and accounts for them. Past `max_sessions`, an
+//! insertion evicts the least recently used session (sampled: see `table`).
 
+mod index;
+mod table;
+
+use self::index::{IdSet, Indexes, LockLedger};
+use self::table::{Op, Outcome, Table};
 use super::snapshot::{self, Snapshots};
 use super::{grace_alias, CreateOutcome, IdentityTransfer, LockOutcome, SessionStore, StoreResult};
 use crate::config::StoreSettings;
 use crate::metrics;
 use crate::session::{Clock, EndReason, LockedTotals, Millis, Session, SessionPatch};
 use async_trait::async_trait;
-use moka::notification::RemovalCause;
-use moka::ops::compute::{CompResult, Op};
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use moka::Expiry;
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,188 +33,20 @@ const BACKEND: &str = "memory";
 /// short test timeouts keep their precision).
 const TOUCH_GRANULARITY_MS: u64 = 1000;
 
-/// Expire each entry at its session's `expires_at`: on the system clock, by moka's timer; on a
-/// manual clock, never by moka (its timer runs on real time) but by the sweep in
-/// `run_pending_tasks`.
-struct SessionExpiry(Clock);
-
-impl SessionExpiry {
-    fn lifetime(&self, value: &Session) -> Option<Duration> {
-        match &self.0 {
-            Clock::System => Some(value.remaining(self.0.now_millis())),
-            Clock::Manual(_) => None,
-        }
-    }
-}
-
-impl Expiry<String, Arc<Session>> for SessionExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Arc<Session>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        self.lifetime(value)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &Arc<Session>,
-        _now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        self.lifetime(value)
-    }
-}
-
-#[derive(Default)]
-struct Indexes {
-    by_customer: HashMap<Box<str>, IdSet>,
-    by_application: HashMap<Box<str>, IdSet>,
-}
-
-/// The session ids under one index key. Most customers have one session, and a one-element
-/// hash set costs about 180 bytes more than the id itself: so one id is kept bare.
-enum IdSet {
-    One(Box<str>),
-    Many(HashSet<Box<str>>),
-}
-
-impl IdSet {
-    fn insert(&mut self, id: &str) {
-        match self {
-            IdSet::One(only) if &**only == id => {}
-            IdSet::One(only) => {
-                let first = std::mem::take(only);
-                *self = IdSet::Many(HashSet::from([first, id.into()]));
-            }
-            IdSet::Many(ids) => {
-                ids.insert(id.into());
-            }
-        }
-    }
-
-    /// Removes `id`; true when the set is now empty.
-    fn remove(&mut self, id: &str) -> bool {
-        match self {
-            IdSet::One(only) => &**only == id,
-            IdSet::Many(ids) => {
-                ids.remove(id);
-                ids.is_empty()
-            }
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &str> {
-        let (one, many) = match self {
-            IdSet::One(only) => (Some(&**only), None),
-            IdSet::Many(ids) => (None, Some(ids.iter().map(|id| &**id))),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
-    }
-}
-
-impl Indexes {
-    fn add(&mut self, s: &Session) {
-        fn add_id(map: &mut HashMap<Box<str>, IdSet>, key: &Option<String>, id: &str) {
-            if let Some(k) = key {
-                match map.get_mut(k.as_str()) {
-                    Some(ids) => ids.insert(id),
-                    None => {
-                        map.insert(k.as_str().into(), IdSet::One(id.into()));
-                    }
-                }
-            }
-        }
-        add_id(&mut self.by_customer, &s.customer_id, &s.id);
-        add_id(&mut self.by_application, &s.application_key, &s.id);
-    }
-
-    fn forget(&mut self, s: &Session) {
-        fn drop_id(map: &mut HashMap<Box<str>, IdSet>, key: &Option<String>, id: &str) {
-            if let Some(k) = key {
-                if let Some(ids) = map.get_mut(k.as_str()) {
-                    if ids.remove(id) {
-                        map.remove(k.as_str());
-                    }
-                }
-            }
-        }
-        drop_id(&mut self.by_customer, &s.customer_id, &s.id);
-        drop_id(&mut self.by_application, &s.application_key, &s.id);
-    }
-}
-
-/// What one lock session holds of one code, until when.
-#[derive(Clone)]
-struct Holding {
-    quantity: u64,
-    credits: i64,
-    points: i64,
-    expires_at: Millis,
-}
-
-#[derive(Default)]
-struct LockLedger {
-    /// code -> lock key -> holding
-    codes: HashMap<String, HashMap<String, Holding>>,
-}
-
-impl LockLedger {
-    fn others(&self, code: &str, key: &str, now: Millis) -> LockedTotals {
-        let mut t = LockedTotals::default();
-        if let Some(holders) = self.codes.get(code) {
-            for (k, h) in holders {
-                if k != key && h.expires_at > now {
-                    t.quantity += h.quantity;
-                    t.credits += h.credits;
-                    t.points += h.points;
-                }
-            }
-        }
-        t
-    }
-
-    fn forget(&mut self, s: &Session) {
-        if let Some(lock) = &s.lock {
-            for hold in &lock.holds {
-                if let Some(holders) = self.codes.get_mut(&hold.code) {
-                    holders.remove(&s.id);
-                    if holders.is_empty() {
-                        self.codes.remove(&hold.code);
-                    }
-                }
-            }
-        }
-    }
-
-    fn record(&mut self, s: &Session) {
-        if let Some(lock) = &s.lock {
-            for hold in &lock.holds {
-                self.codes.entry(hold.code.clone()).or_default().insert(
-                    s.id.clone(),
-                    Holding {
-                        quantity: hold.quantity,
-                        credits: hold.credits,
-                        points: hold.points,
-                        expires_at: s.expires_at,
-                    },
-                );
-            }
-        }
-    }
-}
-
-type RemovalQueue = Arc<Mutex<Vec<(Arc<Session>, RemovalCause)>>>;
-
 pub struct MemoryStore {
-    cache: Cache<String, Arc<Session>>,
+    table: Table,
+    max_sessions: usize,
     indexes: Mutex<Indexes>,
     ledger: Mutex<LockLedger>,
-    removals: RemovalQueue,
     snapshots: Snapshots,
     clock: Clock,
+}
+
+/// A session that left the store: metrics, unless it was only a grace alias.
+fn ended(s: &Session, reason: EndReason) {
+    if s.moved_to().is_none() {
+        metrics::session_ended(s, reason);
+    }
 }
 
 impl MemoryStore {
@@ -224,29 +57,11 @@ impl MemoryStore {
 
     /// An empty store whose sessions expire by `clock`.
     pub fn with_clock(max_sessions: u64, clock: Clock) -> MemoryStore {
-        let removals: RemovalQueue = Arc::default();
-        let queue = removals.clone();
-        let listener_clock = clock.clone();
-        let cache = Cache::builder()
-            .max_capacity(max_sessions)
-            // TinyLFU (moka's default) may refuse to admit a brand-new entry when full, which
-            // would drop a session the moment it is created; LRU evicts the least recently used.
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(SessionExpiry(clock.clone()))
-            .eviction_listener(move |_key, value: Arc<Session>, cause| match cause {
-                RemovalCause::Expired | RemovalCause::Size => queue.lock().push((value, cause)),
-                // A replaced value that had already expired ended by expiry (see `run_pending_tasks`).
-                RemovalCause::Replaced if !value.is_live(listener_clock.now_millis()) => {
-                    queue.lock().push((value, RemovalCause::Expired))
-                }
-                _ => {}
-            })
-            .build();
         MemoryStore {
-            cache,
+            table: Table::new(),
+            max_sessions: usize::try_from(max_sessions).unwrap_or(usize::MAX),
             indexes: Mutex::default(),
             ledger: Mutex::default(),
-            removals,
             snapshots: Snapshots::new(None, None),
             clock,
         }
@@ -269,64 +84,69 @@ impl MemoryStore {
         store
     }
 
-    /// Runs moka's pending expirations and evictions, then accounts for them: metrics, indexes
-    /// and lock ledger. Call periodically; cheap when nothing happened.
+    /// Sweeps out sessions the clock has passed and accounts for them: metrics, indexes and
+    /// lock ledger. Call periodically; cheap when nothing expired.
     pub fn run_pending_tasks(&self) {
-        if self.clock.is_manual() {
-            self.expire_by_manual_clock();
-        }
-        self.cache.run_pending_tasks();
-        let drained: Vec<_> = std::mem::take(&mut *self.removals.lock());
-        if drained.is_empty() {
+        let now = self.clock.now_millis();
+        let passed = self.table.sweep(now, self.clock.is_manual());
+        if passed.is_empty() {
             return;
         }
         let mut idx = self.indexes.lock();
         let mut ledger = self.ledger.lock();
-        for (s, cause) in drained {
-            // A session replaced under the same id must keep its index entries.
-            let replaced = self.cache.contains_key(&s.id);
-            if !replaced {
+        for s in passed {
+            self.forget_locked(&mut idx, &mut ledger, &s);
+            ended(&s, s.expiry_reason());
+        }
+    }
+
+    /// Drops a session that left the table from the indexes and ledger. A session created
+    /// under the same id since (the sweep takes `indexes` after the table) keeps its entries.
+    fn forget_locked(&self, idx: &mut Indexes, ledger: &mut LockLedger, gone: &Session) {
+        idx.forget(gone);
+        ledger.forget(gone);
+        if let Some(current) = self.table.get(&gone.id) {
+            idx.add(&current);
+            ledger.record(&current);
+        }
+    }
+
+    /// Evicts least recently used sessions until the table is within `max_sessions`.
+    fn evict_locked(&self, idx: &mut Indexes) {
+        while self.table.len() > self.max_sessions {
+            let Some(victim) = self.table.eviction_candidate() else {
+                return;
+            };
+            let outcome = self.table.compute(&victim.id, |cur| match cur {
+                Some(s) if Arc::ptr_eq(s, &victim) => Op::Remove,
+                _ => Op::Nop,
+            });
+            if let Outcome::Removed(s) = outcome {
                 idx.forget(&s);
-                ledger.forget(&s);
-            }
-            if s.moved_to.is_none() {
-                let reason = match cause {
-                    RemovalCause::Size => EndReason::Evicted,
-                    _ => s.expiry_reason(),
-                };
-                metrics::session_ended(&s, reason);
+                self.ledger.lock().forget(&s);
+                let now = self.clock.now_millis();
+                ended(
+                    &s,
+                    if s.is_live(now) {
+                        EndReason::Evicted
+                    } else {
+                        s.expiry_reason()
+                    },
+                );
             }
         }
     }
 
-    /// What moka's timer does on the system clock: removes the sessions the (manual) clock has
-    /// passed and queues them as expired. Walks every entry, which only tests can afford.
-    fn expire_by_manual_clock(&self) {
-        let now = self.clock.now_millis();
-        let passed: Vec<Arc<String>> = self
-            .cache
-            .iter()
-            .filter(|(_, s)| !s.is_live(now))
-            .map(|(id, _)| id)
-            .collect();
-        for id in passed {
-            let result =
-                self.cache
-                    .entry_by_ref(id.as_str())
-                    .and_compute_with(|entry| match entry {
-                        Some(e) if !e.value().is_live(now) => Op::Remove,
-                        _ => Op::Nop,
-                    });
-            if let CompResult::Removed(e) = result {
-                self.removals
-                    .lock()
-                    .push((e.into_value(), RemovalCause::Expired));
-            }
-        }
+    /// A value replaced in the table that had already expired ended by expiry: account for it
+    /// as the sweep would have.
+    fn replaced_expired_locked(&self, idx: &mut Indexes, old: &Session) {
+        idx.forget(old);
+        self.ledger.lock().forget(old);
+        ended(old, old.expiry_reason());
     }
 
     fn live(&self, id: &str, now: Millis) -> Option<Arc<Session>> {
-        self.cache.get(id).filter(|s| s.is_live(now))
+        self.table.get(id).filter(|s| s.is_live(now))
     }
 
     fn timed<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
@@ -350,22 +170,16 @@ impl MemoryStore {
         wanted: impl FnOnce(&Session) -> bool,
     ) -> Option<Session> {
         let now = self.clock.now_millis();
-        let result = self
-            .cache
-            .entry_by_ref(id)
-            .and_compute_with(|entry| match entry {
-                Some(e) if e.value().is_live(now) && wanted(e.value()) => Op::Remove,
-                _ => Op::Nop,
-            });
-        match result {
-            CompResult::Removed(e) => {
-                let s = Session::clone(e.value());
+        let outcome = self.table.compute(id, |cur| match cur {
+            Some(s) if s.is_live(now) && wanted(s) => Op::Remove,
+            _ => Op::Nop,
+        });
+        match outcome {
+            Outcome::Removed(s) => {
                 idx.forget(&s);
                 self.ledger.lock().forget(&s);
-                if s.moved_to.is_none() {
-                    metrics::session_ended(&s, reason);
-                }
-                Some(s)
+                ended(&s, reason);
+                Some(Session::clone(&s))
             }
             _ => None,
         }
@@ -374,18 +188,21 @@ impl MemoryStore {
     /// Inserts a new session under the index lock, if its id is free.
     fn insert_new_locked(&self, idx: &mut Indexes, session: Session) -> bool {
         let now = self.clock.now_millis();
-        let id = session.id.clone();
         let value = Arc::new(session);
-        let result = self.cache.entry(id).and_compute_with(|entry| match entry {
-            Some(e) if e.value().is_live(now) => Op::Nop,
+        let outcome = self.table.compute(&value.id, |cur| match cur {
+            Some(s) if s.is_live(now) => Op::Nop,
             _ => Op::Put(value.clone()),
         });
-        match result {
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
+        match outcome {
+            Outcome::Inserted | Outcome::Replaced(_) => {
+                if let Outcome::Replaced(old) = outcome {
+                    self.replaced_expired_locked(idx, &old);
+                }
                 idx.add(&value);
-                if value.moved_to.is_none() {
+                if value.moved_to().is_none() {
                     metrics::session_started(&value);
                 }
+                self.evict_locked(idx);
                 true
             }
             _ => false,
@@ -395,25 +212,23 @@ impl MemoryStore {
     /// Applies `patch` to a live session and records a use, under the index lock.
     fn update_locked(&self, idx: &mut Indexes, id: &str, patch: &SessionPatch) -> Option<Session> {
         let now = self.clock.now_millis();
-        let mut before = None;
-        let result = self
-            .cache
-            .entry_by_ref(id)
-            .and_compute_with(|entry| match entry {
-                Some(e) if e.value().is_live(now) => {
-                    before = Some(e.value().clone());
-                    let mut s = Session::clone(e.value());
-                    patch.apply(&mut s);
-                    s.touch(now);
-                    Op::Put(Arc::new(s))
-                }
-                _ => Op::Nop,
-            });
-        match (result, before) {
-            (CompResult::ReplacedWith(e), Some(old)) => {
+        let mut new = None;
+        let outcome = self.table.compute(id, |cur| match cur {
+            Some(old) if old.is_live(now) => {
+                let mut s = Session::clone(old);
+                patch.apply(&mut s);
+                s.touch(now);
+                let s = Arc::new(s);
+                new = Some(s.clone());
+                Op::Put(s)
+            }
+            _ => Op::Nop,
+        });
+        match (outcome, new) {
+            (Outcome::Replaced(old), Some(new)) => {
                 idx.forget(&old);
-                idx.add(e.value());
-                Some(Session::clone(e.value()))
+                idx.add(&new);
+                Some(Session::clone(&new))
             }
             _ => None,
         }
@@ -436,7 +251,7 @@ impl SessionStore for MemoryStore {
         self.clock.clone()
     }
 
-    /// Lets moka account for expirations (metrics, indexes); snapshots on schedule.
+    /// Sweeps out and accounts for expired sessions (metrics, indexes); snapshots on schedule.
     fn maintain(&self, settings: &StoreSettings) {
         self.run_pending_tasks();
         self.snapshots.tick(self, settings);
@@ -466,10 +281,7 @@ impl SessionStore for MemoryStore {
         Ok(self.timed("create", || {
             let mut idx = self.indexes.lock();
             if let (Some(limit), Some(app)) = (application_limit, &session.application_key) {
-                if self.count_live(
-                    idx.by_application.get(app.as_str()),
-                    self.clock.now_millis(),
-                ) >= limit
+                if self.count_live(idx.by_application.get(&**app), self.clock.now_millis()) >= limit
                 {
                     return CreateOutcome::ApplicationFull;
                 }
@@ -493,8 +305,8 @@ impl SessionStore for MemoryStore {
         Ok(self.timed("touch", || {
             let now = self.clock.now_millis();
             // Hot path: a session used again within the touch granularity keeps its deadline
-            // (off by at most that much), sparing a copy and a cache write per request.
-            if let Some(s) = self.cache.get(id) {
+            // (off by at most that much), sparing a copy and a table write per request.
+            if let Some(s) = self.table.get(id) {
                 let granularity = TOUCH_GRANULARITY_MS.min(s.idle_ms / 100);
                 if s.is_live(now)
                     && (s.idle_ms == 0 || now.saturating_sub(s.last_access) < granularity)
@@ -502,23 +314,21 @@ impl SessionStore for MemoryStore {
                     return Some(s);
                 }
             }
-            let result = self
-                .cache
-                .entry_by_ref(id)
-                .and_compute_with(|entry| match entry {
-                    Some(e) if e.value().is_live(now) => {
-                        if e.value().idle_ms == 0 {
-                            return Op::Nop; // fixed lifetime: nothing to extend
-                        }
-                        let mut s = Session::clone(e.value());
-                        s.touch(now);
-                        Op::Put(Arc::new(s))
-                    }
-                    _ => Op::Nop,
-                });
-            match result {
-                CompResult::ReplacedWith(e) => Some(e.into_value()),
-                CompResult::Unchanged(e) if e.value().is_live(now) => Some(e.into_value()),
+            let mut touched = None;
+            let outcome = self.table.compute(id, |cur| match cur {
+                // Fixed lifetime: nothing to extend.
+                Some(s) if s.is_live(now) && s.idle_ms > 0 => {
+                    let mut s = Session::clone(s);
+                    s.touch(now);
+                    let s = Arc::new(s);
+                    touched = Some(s.clone());
+                    Op::Put(s)
+                }
+                _ => Op::Nop,
+            });
+            match outcome {
+                Outcome::Replaced(_) => touched,
+                Outcome::Unchanged(Some(s)) if s.is_live(now) => Some(s),
                 _ => None,
             }
         }))
@@ -545,10 +355,8 @@ impl SessionStore for MemoryStore {
             let mut out: Vec<Session> = idx
                 .by_customer
                 .get(customer_id)
-                .into_iter()
-                .flat_map(IdSet::iter)
                 .filter_map(|id| self.live(id, now))
-                .filter(|s| s.moved_to.is_none() && s.customer_id.as_deref() == Some(customer_id))
+                .filter(|s| s.moved_to().is_none() && s.customer_id.as_deref() == Some(customer_id))
                 .map(|s| Session::clone(&s))
                 .collect();
             out.sort_by_key(|s| s.created_at);
@@ -566,15 +374,16 @@ impl SessionStore for MemoryStore {
         Ok(self.timed("transfer", || {
             let mut idx = self.indexes.lock();
             // A key in its grace period is an alias, not a session: it cannot move again.
-            let old = self.remove_locked_if(&mut idx, old_id, reason, |s| s.moved_to.is_none())?;
+            let old =
+                self.remove_locked_if(&mut idx, old_id, reason, |s| s.moved_to().is_none())?;
             let new_id = new.id.clone();
             let owner = new.owner.clone();
             self.insert_new_locked(&mut idx, new);
             if !grace.is_zero() {
                 let now = self.clock.now_millis();
                 let mut alias =
-                    Session::with_fixed_ttl_at(old_id.to_string(), old.flavor, owner, grace, now);
-                alias.moved_to = Some(new_id);
+                    Session::with_fixed_ttl_at(old_id.into(), old.flavor, owner, grace, now);
+                alias.set_moved_to(Some((*new_id).into()));
                 self.insert_new_locked(&mut idx, alias);
             }
             Some(old)
@@ -592,12 +401,12 @@ impl SessionStore for MemoryStore {
             // Every change of identity or membership takes the index lock: holding it, the two
             // checks below stay true until both sessions are changed.
             let mut idx = self.indexes.lock();
-            let Some(old) = self.live(old_id, now).filter(|s| s.moved_to.is_none()) else {
+            let Some(old) = self.live(old_id, now).filter(|s| s.moved_to().is_none()) else {
                 return IdentityTransfer::OldUnknown;
             };
             if self
                 .live(target_id, now)
-                .filter(|s| s.moved_to.is_none())
+                .filter(|s| s.moved_to().is_none())
                 .is_none()
             {
                 return IdentityTransfer::TargetUnknown;
@@ -624,7 +433,7 @@ impl SessionStore for MemoryStore {
     ) -> StoreResult<LockOutcome> {
         Ok(self.timed("acquire_lock", || {
             let now = self.clock.now_millis();
-            let Some(lock) = &session.lock else {
+            let Some(lock) = session.lock() else {
                 return LockOutcome::Refused {
                     code: String::new(),
                 };
@@ -650,32 +459,32 @@ impl SessionStore for MemoryStore {
             }
             // Replace an earlier lock under the same key: its holdings go, the new ones count.
             let value = Arc::new(session);
+            let outcome = self.table.compute(&value.id, |_| Op::Put(value.clone()));
             let mut replaced = None;
-            let result = self
-                .cache
-                .entry(value.id.clone())
-                .and_compute_with(|entry| {
-                    if let Some(e) = entry.filter(|e| e.value().is_live(now)) {
-                        replaced = Some(Session::clone(e.value()));
+            match outcome {
+                Outcome::Replaced(old) if old.is_live(now) => {
+                    ledger.forget(&old);
+                    idx.forget(&old);
+                    if old.lock().is_none() {
+                        // A non-lock session under this key is replaced by a lock: account for
+                        // both.
+                        metrics::session_ended(&old, EndReason::Released);
+                        metrics::session_started(&value);
                     }
-                    Op::Put(value.clone())
-                });
-            if let Some(old) = &replaced {
-                ledger.forget(old);
-                idx.forget(old);
-                if old.lock.is_none() {
-                    // A non-lock session under this key is replaced by a lock: account for both.
-                    metrics::session_ended(old, EndReason::Released);
+                    replaced = Some(Session::clone(&old));
+                }
+                Outcome::Replaced(old) => {
+                    ledger.forget(&old);
+                    idx.forget(&old);
+                    ended(&old, old.expiry_reason());
                     metrics::session_started(&value);
                 }
-            } else if matches!(
-                result,
-                CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-            ) {
-                metrics::session_started(&value);
+                _ => metrics::session_started(&value),
             }
             ledger.record(&value);
             idx.add(&value);
+            drop(ledger);
+            self.evict_locked(&mut idx);
             LockOutcome::Acquired { replaced, others }
         }))
     }
@@ -692,42 +501,49 @@ impl SessionStore for MemoryStore {
 
     async fn all_sessions(&self) -> StoreResult<Vec<Session>> {
         let now = self.clock.now_millis();
-        Ok(self
-            .cache
-            .iter()
-            .filter(|(_, s)| s.is_live(now))
-            .map(|(_, s)| Session::clone(&s))
-            .collect())
+        let mut out = Vec::with_capacity(self.table.len());
+        self.table.for_each(|s| {
+            if s.is_live(now) {
+                out.push(Session::clone(s));
+            }
+        });
+        Ok(out)
     }
 
     async fn restore(&self, sessions: Vec<Session>) -> StoreResult<usize> {
         let now = self.clock.now_millis();
         let mut idx = self.indexes.lock();
-        let mut ledger = self.ledger.lock();
         let mut restored = 0;
         for s in sessions.into_iter().filter(|s| s.is_live(now)) {
-            if self.cache.contains_key(&s.id) {
-                continue;
+            let value = Arc::new(s);
+            let outcome = self.table.compute(&value.id, |cur| match cur {
+                Some(s) if s.is_live(now) => Op::Nop,
+                _ => Op::Put(value.clone()),
+            });
+            match outcome {
+                Outcome::Unchanged(_) | Outcome::Removed(_) => continue,
+                Outcome::Replaced(old) => self.replaced_expired_locked(&mut idx, &old),
+                Outcome::Inserted => {}
             }
-            idx.add(&s);
-            ledger.record(&s);
-            if s.moved_to.is_none() {
-                metrics::session_restored(&s);
+            idx.add(&value);
+            self.ledger.lock().record(&value);
+            if value.moved_to().is_none() {
+                metrics::session_restored(&value);
             }
-            self.cache.insert(s.id.clone(), Arc::new(s));
             restored += 1;
         }
+        self.evict_locked(&mut idx);
         Ok(restored)
     }
 
     async fn session_count(&self) -> StoreResult<u64> {
-        Ok(self.cache.entry_count())
+        Ok(self.table.len() as u64)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! Memory-only behaviour (id sets, index cleanup on expiry, LRU capacity). What every
+    //! Memory-only behaviour (index cleanup on expiry, LRU capacity). What every
     //! backend must do is the contract suite, tests/it/store_contract.rs.
 
     use super::*;
@@ -749,26 +565,9 @@ mod tests {
             Duration::from_secs(600),
             crate::session::now_millis(),
         );
-        s.customer_id = customer.map(str::to_string);
-        s.application_key = app.map(str::to_string);
+        s.customer_id = customer.map(Into::into);
+        s.application_key = app.map(Into::into);
         s
-    }
-
-    #[test]
-    fn id_sets_grow_from_one_and_empty_out() {
-        let mut ids = IdSet::One("a".into());
-        ids.insert("a");
-        assert!(matches!(ids, IdSet::One(_)), "a repeat is not a second id");
-        assert!(!ids.remove("b"), "removing a stranger leaves it");
-        ids.insert("b");
-        ids.insert("c");
-        let mut all: Vec<&str> = ids.iter().collect();
-        all.sort_unstable();
-        assert_eq!(all, ["a", "b", "c"]);
-        assert!(!ids.remove("a"));
-        assert!(!ids.remove("b"));
-        assert!(ids.remove("c"), "empty once the last id is gone");
-        assert!(IdSet::One("x".into()).remove("x"));
     }
 
     #[test]
