@@ -163,6 +163,78 @@ async fn customer_index_entries_carry_the_live_sessions_deadline() {
     );
 }
 
+/// A create whose caller stops waiting (its client hung up) writes the session with all its
+/// index entries, or nothing: never a session without its entries, nor entries (an
+/// application slot, a customer entry) without a session. The creates are dropped after 0 to
+/// 4 polls, 1 ms apart, so some are cut before anything was sent and others mid-flight.
+#[tokio::test]
+async fn an_abandoned_create_writes_everything_or_nothing() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&settings(
+        vec![redis.url()],
+        false,
+        &p,
+        Duration::from_secs(1),
+        MIN,
+    ));
+    // The connection is up before the creates start.
+    st.ping().await.unwrap();
+    let app = format!("app-{}", new_uuid());
+    let mut sessions = Vec::new();
+    for i in 0..100 {
+        let mut s = session(&*st, MIN, MIN);
+        s.customer_id = Some(format!("cust-{}", new_uuid()));
+        s.application_key = Some(app.clone());
+        let mut create = st.create(s.clone(), None);
+        for _ in 0..i % 5 {
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(create.as_mut().poll(cx))).await;
+            if polled.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(create);
+        sessions.push(s);
+    }
+    let present = |cmd: String| {
+        let r = raw_command(redis.port, &cmd).expect("redis answered");
+        !(r.starts_with("$-1") || r.starts_with(":0") || r.starts_with('_'))
+    };
+    let count = |key: String| integer_reply(raw_command(redis.port, &format!("ZCARD {key}")));
+    // (session, customer entry, application entry) per create; the expiry and application
+    // indexes hold as many entries as there are sessions.
+    let state = || {
+        let each: Vec<(bool, bool, bool)> = sessions
+            .iter()
+            .map(|s| {
+                let customer = s.customer_id.as_deref().unwrap_or_default();
+                (
+                    present(format!("EXISTS {p}s:{{{}}}", s.id)),
+                    present(format!("ZSCORE {p}c:{{{customer}}} {}", s.id)),
+                    present(format!("ZSCORE {p}a:{{{app}}} {}", s.id)),
+                )
+            })
+            .collect();
+        let written = each.iter().filter(|e| e.0).count() as i64;
+        let whole = each.iter().all(|&(s, c, a)| s == c && s == a)
+            && count(format!("{p}x:{{knowledge_center}}")) == written
+            && count(format!("{p}a:{{{app}}}")) == written;
+        (whole, written)
+    };
+    // Commands already sent may still be on their way: wait for a consistent picture, which a
+    // half-written create would never give.
+    let whole = eventually(Duration::from_secs(5), || async { state().0 }).await;
+    let (_, written) = state();
+    assert!(
+        whole,
+        "a create was half-written ({written} sessions written)"
+    );
+    // Creates never polled sent nothing: the test saw both outcomes.
+    assert!(written > 0 && written < 100, "{written} of 100 written");
+}
+
 #[tokio::test]
 async fn changes_on_one_replica_drop_the_copy_on_another() {
     let redis = RedisServer::start();

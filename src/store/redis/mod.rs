@@ -4,11 +4,15 @@
 //!   and each pingora service has its own runtime. The store therefore owns one small tokio
 //!   runtime of its own: the connection, its reconnections, the pub/sub subscriber and the
 //!   maintenance loop all live there, independent of which service calls the store and of the
-//!   order in which pingora stops its services. Each store call runs as a task on that runtime.
+//!   order in which pingora stops its services. Each store call runs as a task on that runtime,
+//!   so it completes even when its caller stops waiting; a create that is one script
+//!   (`creates_in_one_command`) is atomic on its own and runs in the caller's task instead.
 //! * **Atomicity.** Each change to one session is one Lua script on the session's hash (see
 //!   `scripts.rs`); locks are one script over the `{locks}` slot. Indexes live in other slots,
 //!   so they are maintained by separate commands, in an order that keeps them a superset of
-//!   the truth, and every reader checks what it finds.
+//!   the truth, and every reader checks what it finds. Creation is the exception where all
+//!   keys are on one server (standalone, Sentinel): one script writes the session and its
+//!   index entries (`CREATE_INDEXED`), one command per create.
 //! * **Metrics.** Expiry happens inside Redis, so `sessions_active` and `locks_active` are
 //!   set from the expiry indexes (the global count, the same on every replica), created and
 //!   explicitly ended sessions are counted by the replica that made the change, and
@@ -130,6 +134,12 @@ impl RedisStore {
             runtime: Some(runtime),
             tasks: parking_lot::Mutex::new(tasks),
         })
+    }
+
+    /// Whether a create is one command (`CREATE_INDEXED`): not across Cluster slots, and no
+    /// `WAIT` whose failure must be undone.
+    fn creates_in_one_command(&self) -> bool {
+        !self.inner.settings.cluster && self.inner.settings.wait_for_replicas == 0
     }
 
     /// Runs `op` on the store's runtime and times it.
@@ -292,7 +302,76 @@ impl Inner {
         Ok(int(&reply) == Some(1))
     }
 
+    /// Creates a session with its index entries: one script where every key is on one
+    /// server, separate commands across Cluster slots (`create_spread`).
     async fn create(
+        &self,
+        session: Session,
+        application_limit: Option<u64>,
+    ) -> StoreResult<CreateOutcome> {
+        if self.settings.cluster {
+            return self.create_spread(session, application_limit).await;
+        }
+        let s = &session;
+        let indexed = is_indexed(s) && s.lock.is_none();
+        let mut inv = CREATE_INDEXED.key(self.keys.session(&s.id));
+        let mut kinds = String::with_capacity(3);
+        if indexed {
+            inv.key(self.keys.expiry(s.flavor));
+            kinds.push('x');
+            if let Some(c) = &s.customer_id {
+                inv.key(self.keys.customer(c));
+                kinds.push('c');
+            }
+        }
+        if let Some(a) = &s.application_key {
+            inv.key(self.keys.application(a));
+            kinds.push('a');
+        }
+        let limit = application_limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        inv.arg(now_millis())
+            .arg(s.expires_at)
+            .arg(s.absolute_deadline)
+            .arg(&s.id)
+            .arg(kinds)
+            .arg(if indexed {
+                expiry_member(s)
+            } else {
+                String::new()
+            })
+            .arg(limit)
+            .arg(codec::to_fields(s));
+        let (reply, waited) = self
+            .link
+            .script_replicated(&inv, |v| int(v) == Some(1))
+            .await?;
+        if let Err(e) = waited {
+            // Not acknowledged by the replicas: taken back, index entries too.
+            let _ = self.take(&s.id, None).await;
+            if indexed {
+                self.unindex(s).await;
+            } else if s.application_key.is_some() {
+                self.release_reservation(s).await;
+            }
+            return Err(e);
+        }
+        match int(&reply) {
+            Some(1) => {}
+            Some(2) => return Ok(CreateOutcome::ApplicationFull),
+            _ => return Ok(CreateOutcome::IdTaken),
+        }
+        if is_indexed(s) {
+            metrics::session_created(s.flavor);
+        }
+        self.near.keep(session);
+        Ok(CreateOutcome::Created)
+    }
+
+    /// `create` on Redis Cluster, where the session and its index entries are in different
+    /// slots: the application is reserved first, then the session and its entries go out
+    /// together (one round trip, not two) and the entries are settled once the write's answer
+    /// is known.
+    async fn create_spread(
         &self,
         session: Session,
         application_limit: Option<u64>,
@@ -317,8 +396,6 @@ impl Inner {
                 _ => {}
             }
         }
-        // The session and its index entries go out together: one round trip, not two. The
-        // entries are settled once the write's answer is known.
         let (written, entries) =
             tokio::join!(self.write_new(&session), self.index_new(&session, reserved));
         let created = matches!(written, Ok(true));
@@ -717,6 +794,26 @@ fn patch_fields(p: &SessionPatch) -> (Vec<String>, Vec<String>) {
     (set, del)
 }
 
+/// A store call awaited in the caller's task, polled with the store's runtime as the current
+/// one: what it starts (redis-rs reconnections, timers) belongs to the store's runtime, not to
+/// the pingora service that happens to await it.
+struct OnStoreRuntime<'a, F> {
+    handle: &'a tokio::runtime::Handle,
+    fut: std::pin::Pin<&'a mut F>,
+}
+
+impl<F: Future> Future for OnStoreRuntime<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let _entered = self.handle.enter();
+        self.fut.as_mut().poll(cx)
+    }
+}
+
 macro_rules! on_runtime {
     ($self:ident, $name:literal, |$inner:ident| $body:expr) => {
         $self
@@ -751,9 +848,28 @@ impl SessionStore for RedisStore {
         session: Session,
         application_limit: Option<u64>,
     ) -> StoreResult<CreateOutcome> {
-        on_runtime!(self, "create", |inner| inner
-            .create(session, application_limit)
-            .await)
+        if !self.creates_in_one_command() {
+            return on_runtime!(self, "create", |inner| inner
+                .create(session, application_limit)
+                .await);
+        }
+        // One script writes the session and its index entries, so a caller that stops
+        // waiting cannot leave half a create behind: it needs no task of its own. It still
+        // runs in the store's runtime context (see `OnStoreRuntime`).
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::Unavailable(
+                "the redis store is shut down".into(),
+            ));
+        };
+        let start = Instant::now();
+        let create = std::pin::pin!(self.inner.create(session, application_limit));
+        let result = OnStoreRuntime {
+            handle: runtime.handle(),
+            fut: create,
+        }
+        .await;
+        metrics::store_operation(BACKEND, "create", start.elapsed().as_secs_f64());
+        result
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<Session>> {

@@ -62,11 +62,16 @@ impl NearCache {
     }
 
     pub fn put(&self, s: &Session) {
+        self.keep(s.clone());
+    }
+
+    /// `put` for a session the caller no longer needs (no copy).
+    pub fn keep(&self, s: Session) {
         if s.is_live(now_millis()) {
             self.cache.insert(
                 s.id.to_string(),
                 Entry {
-                    session: Arc::new(s.clone()),
+                    session: Arc::new(s),
                     stored: Instant::now(),
                 },
             );

@@ -50,6 +50,48 @@ return 1
     )
 });
 
+/// `CREATE` with the session's index entries, where every key lives on one server
+/// (standalone and Sentinel; Cluster spreads the keys over slots, see `Inner::create`): one
+/// command per create, and the session and its entries are written together or not at all,
+/// whether or not anyone still waits for the answer. The application check is
+/// `APP_RESERVE`'s, done first as there. Entries are plain `ZADD`s: once the id is known to
+/// be free, an entry already there can only be a dead session's.
+/// KEYS: session, then one index key per letter of `kinds`. ARGV: now, expires_at, absolute
+/// deadline, id, kinds (`x` expiry, `c` customer, `a` application), expiry member,
+/// application limit (-1 = none), then field, value, …
+/// Returns 1 created, 0 id taken, 2 application full (both: nothing but expired application
+/// entries changed).
+pub static CREATE_INDEXED: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r#"
+local kinds = ARGV[5]
+for i = 1, #kinds do
+  if string.byte(kinds, i) == 97 then
+    local k = KEYS[i + 1]
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
+    if not redis.call('ZSCORE', k, ARGV[4]) then
+      local limit = tonumber(ARGV[7])
+      if limit >= 0 and redis.call('ZCARD', k) >= limit then return 2 end
+    end
+  end
+end
+local ea = redis.call('HGET', KEYS[1], 'ea')
+if ea and tonumber(ea) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+for i = 1, #kinds do
+  if string.byte(kinds, i) == 120 then
+    redis.call('ZADD', KEYS[i + 1], ARGV[2], ARGV[6])
+  else
+    redis.call('ZADD', KEYS[i + 1], ARGV[3], ARGV[4])
+  end
+end
+return 1
+"#,
+    )
+});
+
 /// Applies a patch to a live session and records a use, then announces the change.
 /// KEYS: session. ARGV: now, channel, message, n (count of set args), field, value, … (n
 /// args), then fields to delete. Returns {before, after} field lists, or nil when not live.
