@@ -184,8 +184,8 @@ async fn an_abandoned_create_writes_everything_or_nothing() {
     let mut sessions = Vec::new();
     for i in 0..100 {
         let mut s = session(&*st, MIN, MIN);
-        s.customer_id = Some(format!("cust-{}", new_uuid()));
-        s.application_key = Some(app.clone());
+        s.customer_id = Some(format!("cust-{}", new_uuid()).into());
+        s.application_key = Some(app.as_str().into());
         let mut create = st.create(s.clone(), None);
         for _ in 0..i % 5 {
             let polled =

@@ -313,7 +313,7 @@ impl Inner {
             return self.create_spread(session, application_limit).await;
         }
         let s = &session;
-        let indexed = is_indexed(s) && s.lock.is_none();
+        let indexed = is_indexed(s) && s.lock().is_none();
         let mut inv = CREATE_INDEXED.key(self.keys.session(&s.id));
         let mut kinds = String::with_capacity(3);
         if indexed {
@@ -332,7 +332,7 @@ impl Inner {
         inv.arg(now_millis())
             .arg(s.expires_at)
             .arg(s.absolute_deadline)
-            .arg(&s.id)
+            .arg(&*s.id)
             .arg(kinds)
             .arg(if indexed {
                 expiry_member(s)
