@@ -38,6 +38,17 @@ fn store(s: &RedisSettings) -> Arc<RedisStore> {
     Arc::new(RedisStore::start(s, 10_000).unwrap())
 }
 
+/// A store on one Redis server, near cache 1 s, degraded grace one minute.
+fn standalone_store(redis: &RedisServer, prefix: &str) -> Arc<RedisStore> {
+    store(&settings(
+        vec![redis.url()],
+        false,
+        prefix,
+        Duration::from_secs(1),
+        MIN,
+    ))
+}
+
 fn prefix() -> String {
     format!("t:{}:", new_uuid())
 }
@@ -85,13 +96,7 @@ fn unavailable<T>(r: Result<T, StoreError>) -> bool {
 async fn sessions_expire_inside_redis_at_their_deadline() {
     let redis = RedisServer::start();
     let p = prefix();
-    let st = store(&settings(
-        vec![redis.url()],
-        false,
-        &p,
-        Duration::from_secs(1),
-        MIN,
-    ));
+    let st = standalone_store(&redis, &p);
     let s = session(&*st, Duration::from_secs(30), MIN);
     st.create(s.clone(), None).await.unwrap();
     let key = format!("{p}s:{{{}}}", s.id);
@@ -132,13 +137,7 @@ async fn sessions_expire_inside_redis_at_their_deadline() {
 async fn customer_index_entries_carry_the_live_sessions_deadline() {
     let redis = RedisServer::start();
     let p = prefix();
-    let st = store(&settings(
-        vec![redis.url()],
-        false,
-        &p,
-        Duration::from_secs(1),
-        MIN,
-    ));
+    let st = standalone_store(&redis, &p);
     let customer = format!("cust-{}", new_uuid());
     let index = format!("{p}c:{{{customer}}}");
     let score = |id: &str| score_reply(raw_command(redis.port, &format!("ZSCORE {index} {id}")));
@@ -171,13 +170,7 @@ async fn customer_index_entries_carry_the_live_sessions_deadline() {
 async fn an_abandoned_create_writes_everything_or_nothing() {
     let redis = RedisServer::start();
     let p = prefix();
-    let st = store(&settings(
-        vec![redis.url()],
-        false,
-        &p,
-        Duration::from_secs(1),
-        MIN,
-    ));
+    let st = standalone_store(&redis, &p);
     // The connection is up before the creates start.
     st.ping().await.unwrap();
     let app = format!("app-{}", new_uuid());
