@@ -61,7 +61,8 @@ fn unix_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// W3C trace context headers, built once: every request is asked for `traceparent`.
+/// W3C trace context headers, built once: every request is asked for `traceparent`, and every
+/// traced one has both replaced on its way to the app.
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
@@ -91,8 +92,8 @@ pub fn begin(gen: &Generation, req: &RequestHeader) -> Option<RequestTrace> {
 /// `tracestate` passed on as it came.
 pub fn to_upstream(trace: &mut RequestTrace, req: &mut RequestHeader) -> pingora::Result<()> {
     let hop = Timing::begin();
-    while req.remove_header("traceparent").is_some() {}
-    while req.remove_header("tracestate").is_some() {}
+    while req.remove_header(&TRACEPARENT).is_some() {}
+    while req.remove_header(&TRACESTATE).is_some() {}
     req.insert_header("traceparent", trace.context.traceparent(&hop.id))?;
     if let Some(state) = &trace.context.tracestate {
         req.insert_header("tracestate", state.as_str())?;
