@@ -367,3 +367,33 @@ pub fn render() -> Vec<u8> {
 }
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(backend: &str, op: &str) -> u64 {
+        STORE_DURATION
+            .with_label_values(&[backend, op])
+            .get_sample_count()
+    }
+
+    #[test]
+    fn store_operations_land_in_their_own_series_found_by_value_too() {
+        store_operation("unit-test-backend", "op-a", 0.001);
+        store_operation("unit-test-backend", "op-b", 0.001);
+        store_operation("unit-test-backend", "op-a", 0.001);
+        // The same names at other addresses (another crate's literal) find the same series.
+        let backend: &'static str = Box::leak(String::from("unit-test-backend").into_boxed_str());
+        let op: &'static str = Box::leak(String::from("op-a").into_boxed_str());
+        store_operation(backend, op, 0.001);
+        assert_eq!(count("unit-test-backend", "op-a"), 3);
+        assert_eq!(count("unit-test-backend", "op-b"), 1);
+        let listed = STORE_SERIES
+            .read()
+            .iter()
+            .filter(|((b, _), _)| *b == "unit-test-backend")
+            .count();
+        assert_eq!(listed, 2, "one entry per (backend, op), not per address");
+    }
+}
